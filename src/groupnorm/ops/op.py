@@ -1,0 +1,138 @@
+"""The registered ops ``torch.ops.groupnorm.forward`` and ``torch.ops.groupnorm.backward``.
+
+Contract (see DESIGN.md): ``forward(x, weight, bias, num_groups, eps, activation, residual, scale, shift)``
+returns ``(y, mean, rstd)`` with ``y = act((x_hat * weight + bias) * (1 + scale) + shift + residual)``, y in x's
+dtype and memory format, mean/rstd of shape (N, G) in the accumulation dtype. ``backward(grad_y, x, weight, bias,
+mean, rstd, num_groups, activation, residual, scale, shift, output_mask)`` returns
+``(dx, dweight, dbias, dresidual, dscale, dshift)``, an empty tensor for each gradient masked out or without an
+input; it recomputes x_hat from x, mean and rstd.
+
+Each call is served by :func:`groupnorm.ops.registry.select`: a registered kernel for the tensor's device when one
+accepts it, else the plain-torch implementation. The ops are ``torch.library.custom_op``\\ s with fake
+implementations, autograd and autocast registered, so ``torch.compile(fullgraph=True)`` takes them whole.
+
+Example::
+
+    >>> import torch, groupnorm.ops
+    >>> x = torch.randn(2, 8, 4, 4)
+    >>> y, mean, rstd = torch.ops.groupnorm.forward(x, None, None, 4, 1e-5, "silu", None, None, None)
+    >>> mean.shape
+    torch.Size([2, 4])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from groupnorm.ops import registry, torch_impl
+from groupnorm.ops.checks import accumulation_dtype, check_forward_args
+
+registry.set_fallback(
+    registry.Implementation(
+        name="torch",
+        device_type="any",
+        forward=torch_impl.forward,
+        backward=torch_impl.backward,
+        description="plain torch ops, float32/float64 accumulation",
+    )
+)
+
+
+@torch.library.custom_op("groupnorm::forward", mutates_args=())
+def forward(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    num_groups: int,
+    eps: float,
+    activation: str,
+    residual: Tensor | None,
+    scale: Tensor | None,
+    shift: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    check_forward_args(x, weight, bias, num_groups, eps, activation, residual, scale, shift)
+    impl = registry.select(x)
+    return impl.forward(x, weight, bias, num_groups, eps, activation, residual, scale, shift)
+
+
+@forward.register_fake
+def _forward_fake(x, weight, bias, num_groups, eps, activation, residual, scale, shift):
+    check_forward_args(x, weight, bias, num_groups, eps, activation, residual, scale, shift)
+    stats_dtype = accumulation_dtype(x.dtype)
+    n = x.shape[0]
+    return (
+        torch.empty_like(x),
+        x.new_empty((n, num_groups), dtype=stats_dtype),
+        x.new_empty((n, num_groups), dtype=stats_dtype),
+    )
+
+
+@torch.library.custom_op("groupnorm::backward", mutates_args=())
+def backward(
+    grad_y: Tensor,
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    mean: Tensor,
+    rstd: Tensor,
+    num_groups: int,
+    activation: str,
+    residual: Tensor | None,
+    scale: Tensor | None,
+    shift: Tensor | None,
+    output_mask: list[bool],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    if len(output_mask) != torch_impl.NUM_GRADS:
+        raise ValueError(
+            f"output_mask must have {torch_impl.NUM_GRADS} flags, got output_mask={output_mask!r}"
+        )
+    impl = registry.select(x)
+    return impl.backward(
+        grad_y, x, weight, bias, mean, rstd, num_groups, activation, residual, scale, shift, output_mask
+    )
+
+
+@backward.register_fake
+def _backward_fake(
+    grad_y, x, weight, bias, mean, rstd, num_groups, activation, residual, scale, shift, output_mask
+):
+    owners = (x, weight, bias, residual, scale, shift)
+    return tuple(
+        torch.empty_like(owner) if wanted and owner is not None else x.new_empty(0)
+        for wanted, owner in zip(output_mask, owners)
+    )
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, bias, num_groups, eps, activation, residual, scale, shift = inputs
+    _y, mean, rstd = output
+    ctx.save_for_backward(x, weight, bias, mean, rstd, residual, scale, shift)
+    ctx.num_groups = num_groups
+    ctx.eps = eps
+    ctx.activation = activation
+    ctx.mark_non_differentiable(mean, rstd)
+
+
+def _backward_formula(ctx, grad_y, _grad_mean, _grad_rstd):
+    x, weight, bias, mean, rstd, residual, scale, shift = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    mask = [needs[0], needs[1], needs[2], needs[6], needs[7], needs[8]]
+    args = (grad_y, x, weight, bias, mean, rstd, ctx.num_groups, ctx.activation, residual, scale, shift, mask)
+    if torch.is_grad_enabled():
+        # create_graph=True: a second derivative is wanted, so build the gradient from differentiable torch ops
+        # (the kernels' backward has no derivative of its own). The saved statistics are constants to autograd;
+        # recompute them from x so that their dependence on x is part of the graph.
+        mean, rstd = torch_impl.statistics(x, ctx.num_groups, ctx.eps)
+        grads = torch_impl.backward_differentiable(*args[:4], mean, rstd, *args[6:])
+    else:
+        grads = [g if wanted else None for g, wanted in zip(torch.ops.groupnorm.backward(*args), mask)]
+    dx, dweight, dbias, dresidual, dscale, dshift = grads
+    return dx, dweight, dbias, None, None, None, dresidual, dscale, dshift
+
+
+forward.register_autograd(_backward_formula, setup_context=_setup_context)
+
+# Under autocast torch's own group_norm runs in float32 (it is on autocast's fp32 list); do the same.
+for _device_type in ("cpu", "cuda"):
+    torch.library.register_autocast("groupnorm::forward", _device_type, torch.float32)
