@@ -30,7 +30,9 @@ def resolve_num_groups(num_channels: int, num_groups: int | None, group_size: in
                 f"num_channels C={num_channels} must be divisible by group_size={group_size} (channels per group)"
             )
         return num_channels // group_size
-    return num_groups  # type: ignore[return-value]  # checked by check_forward_args
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups <= 0:
+        raise ValueError(f"num_groups must be a positive int, got num_groups={num_groups!r}")
+    return num_groups
 
 
 def _check_param(name: str, t: torch.Tensor | None, x: torch.Tensor, shape: tuple[int, ...]) -> None:

@@ -133,6 +133,8 @@ def _backward_formula(ctx, grad_y, _grad_mean, _grad_rstd):
 
 forward.register_autograd(_backward_formula, setup_context=_setup_context)
 
-# Under autocast torch's own group_norm runs in float32 (it is on autocast's fp32 list); do the same.
-for _device_type in ("cpu", "cuda"):
-    torch.library.register_autocast("groupnorm::forward", _device_type, torch.float32)
+# Under CUDA autocast torch's group_norm is on the float32 list (inputs cast up, float32 out): do the same. CPU
+# autocast leaves torch's group_norm alone (a bfloat16 input with float32 weights gives bfloat16, computed in
+# float32), which is what the op does without any registration, since it accepts float32 weights beside
+# low-precision inputs.
+torch.library.register_autocast("groupnorm::forward", "cuda", torch.float32)

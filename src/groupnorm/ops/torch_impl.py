@@ -67,6 +67,9 @@ def statistics(x: torch.Tensor, num_groups: int, eps: float) -> tuple[torch.Tens
     """Per-(sample, group) mean and 1/sqrt(var + eps), shape (N, G), in the accumulation dtype."""
     acc = accumulation_dtype(x.dtype)
     grouped = _group_view(x, num_groups).to(acc)
+    if x.numel() == 0:  # an empty batch: no statistics to compute (var_mean would warn about 0 / 0)
+        mean = grouped.new_zeros(grouped.shape[:2])
+        return mean, torch.full_like(mean, eps).rsqrt()
     var, mean = torch.var_mean(grouped, dim=tuple(range(2, grouped.dim())), correction=0)
     return mean, torch.rsqrt(var + eps)
 
