@@ -1,0 +1,153 @@
+"""``GroupNorm``: a drop-in for ``torch.nn.GroupNorm`` that runs the fused ``groupnorm`` op.
+
+It subclasses the installed torch's module, so ``isinstance(m, torch.nn.GroupNorm)`` holds (weight-decay filters,
+converters and exporters that look for GroupNorm keep working), and it has the same constructor, parameters,
+``state_dict`` keys and ``repr``. The additions are keyword-only and show in the ``repr`` only when used.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+
+import torch
+from torch import nn
+
+from groupnorm.activations import canonical_activation
+from groupnorm.functional import group_norm
+from groupnorm.ops.checks import resolve_num_groups
+
+# torch added ``bias=`` to nn.GroupNorm after 2.11; on a torch without it this module still accepts ``bias=False``
+# (and says so in its repr, which torch's own extra_repr would not).
+TORCH_GROUPNORM_HAS_BIAS = "bias" in inspect.signature(nn.GroupNorm.__init__).parameters
+
+
+def _check_num_channels(num_channels: object) -> int:
+    if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels <= 0:
+        raise ValueError(f"num_channels must be a positive int, got num_channels={num_channels!r}")
+    return num_channels
+
+
+class GroupNorm(nn.GroupNorm):
+    """Group Normalization (Wu & He, 2018) with an optional fused activation, residual and modulation.
+
+    Same arguments as ``torch.nn.GroupNorm`` plus, keyword-only:
+
+    * ``activation`` — ``None`` (default), ``"relu"``, ``"silu"``, ``"gelu"`` or ``"gelu_tanh"``, applied in the
+      same kernel as the normalization;
+    * ``group_size`` — channels per group, instead of ``num_groups`` (pass ``num_groups=None`` then).
+
+    ``forward(x, *, residual=None, scale=None, shift=None)`` returns
+    ``act((x_hat * weight + bias) * (1 + scale) + shift + residual)`` with ``scale``/``shift`` of shape (N, C).
+
+    Example::
+
+        >>> import torch, groupnorm
+        >>> gn = groupnorm.GroupNorm(32, 64, activation="silu")
+        >>> y = gn(torch.randn(2, 64, 8, 8))
+        >>> gn
+        GroupNorm(32, 64, eps=1e-05, affine=True, bias=True, activation='silu')
+        >>> groupnorm.GroupNorm(None, 64, group_size=16).num_groups
+        4
+        >>> gn.load_state_dict(torch.nn.GroupNorm(32, 64).state_dict())  # and back
+        <All keys matched successfully>
+    """
+
+    def __init__(
+        self,
+        num_groups: int | None,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
+        activation: str | None = None,
+        group_size: int | None = None,
+    ) -> None:
+        num_channels = _check_num_channels(num_channels)
+        num_groups = resolve_num_groups(num_channels, num_groups, group_size)
+        if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups <= 0:
+            raise ValueError(f"num_groups must be a positive int, got num_groups={num_groups!r}")
+        if num_channels % num_groups != 0:
+            raise ValueError(f"num_channels C={num_channels} must be divisible by num_groups G={num_groups}")
+        if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not eps >= 0:
+            raise ValueError(f"eps must be a non-negative number, got eps={eps!r}")
+        if TORCH_GROUPNORM_HAS_BIAS:
+            super().__init__(num_groups, num_channels, eps, affine, device, dtype, bias=bias)
+        else:
+            super().__init__(num_groups, num_channels, eps, affine, device, dtype)
+            if affine and not bias:
+                self.register_parameter("bias", None)
+        self.activation = activation
+        self.group_size = group_size
+
+    @property
+    def activation(self) -> str | None:
+        """The fused activation, ``None`` for none; assignable (validated)."""
+        return self._activation
+
+    @activation.setter
+    def activation(self, value: str | None) -> None:
+        name = canonical_activation(value)
+        self._activation = None if name == "none" else name
+
+    def forward(
+        self,
+        input: torch.Tensor,
+        *,
+        residual: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+        shift: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return group_norm(
+            input,
+            self.num_groups,
+            self.weight,
+            self.bias,
+            self.eps,
+            activation=self._activation,
+            residual=residual,
+            scale=scale,
+            shift=shift,
+        )
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        if not TORCH_GROUPNORM_HAS_BIAS and self.affine and self.bias is None:
+            text += ", bias=False"
+        if self.group_size is not None:
+            text += f", group_size={self.group_size}"
+        if self._activation is not None:
+            text += f", activation={self._activation!r}"
+        return text
+
+    @classmethod
+    def from_module(cls, module: nn.GroupNorm, *, activation: str | None = None) -> GroupNorm:
+        """A ``GroupNorm`` with ``module``'s configuration and a copy of its parameters (same device, dtype,
+        ``requires_grad`` and training mode) — e.g. to move a model's ``torch.nn.GroupNorm`` layers onto the fused
+        op (see :func:`groupnorm.convert_norms` with ``source="gn"``).
+        """
+        if not isinstance(module, nn.GroupNorm):
+            raise TypeError(
+                f"module must be a torch.nn.GroupNorm, got module of type {type(module).__name__}"
+            )
+        like = module.weight if module.weight is not None else None
+        new = cls(
+            module.num_groups,
+            module.num_channels,
+            module.eps,
+            module.affine,
+            device=None if like is None else like.device,
+            dtype=None if like is None else like.dtype,
+            bias=module.bias is not None,
+            activation=activation,
+        )
+        with torch.no_grad():
+            for name in ("weight", "bias"):
+                src, dst = getattr(module, name), getattr(new, name)
+                if src is not None and dst is not None:
+                    dst.copy_(src)
+                    dst.requires_grad_(src.requires_grad)
+        return new.train(module.training)
