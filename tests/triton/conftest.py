@@ -1,0 +1,148 @@
+"""Run the Triton kernels on CPU tensors through Triton's interpreter when there is no GPU.
+
+``TRITON_INTERPRET`` is read when a kernel is defined (``@triton.jit``) and again by Triton's lazily imported
+modules at the first launch, so it is set here, before the kernel modules are imported, and left set for the
+session. Where CUDA is present nothing is forced: the same tests run compiled on the GPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import pytest
+import torch
+
+ON_CUDA = torch.cuda.is_available()
+# Triton's own library functions (tl.sum, ...) are also defined at import: the interpreter must be on before
+# `import triton` happens anywhere in the process, not only before our kernels are defined.
+IMPORTED_TOO_EARLY = False
+if not ON_CUDA and os.environ.get("TRITON_INTERPRET") != "1":
+    IMPORTED_TOO_EARLY = "triton" in sys.modules
+    os.environ["TRITON_INTERPRET"] = "1"
+
+pytest.importorskip("triton")
+
+if not ON_CUDA:
+    # Kernel modules imported before this point hold compiled-mode kernels: redefine them, in dependency order.
+    for name in (
+        "groupnorm.ops.triton.epilogue",
+        "groupnorm.ops.triton.forward_kernels",
+        "groupnorm.ops.triton.backward_kernels",
+        "groupnorm.ops.triton.launch",
+    ):
+        if name in sys.modules:
+            importlib.reload(sys.modules[name])
+
+from groupnorm.ops.triton.planner import DeviceSpec, Tuning  # noqa: E402
+
+DEVICE = torch.device("cuda" if ON_CUDA else "cpu")
+
+# Launch configurations that force each path of the planner on any shape (see planner.py), sized for the
+# interpreter, which pays per program: "one_pass" is the default tuning on a device no wider than the groups;
+# "split" spreads each group over several small-tile programs (about 16 programs in all); "waves" adds an L2 of
+# 4 KiB, so a group of more than 2 KiB is read twice and smaller ones go in waves of a few groups.
+PATHS: dict[str, tuple[DeviceSpec, Tuning]] = {
+    "one_pass": (DeviceSpec(sm_count=1, l2_bytes=1 << 30), Tuning()),
+    "split": (
+        DeviceSpec(sm_count=4, l2_bytes=1 << 30),
+        Tuning(max_onepass_elems=1, tile_elems=32, max_block_c=4),
+    ),
+    "waves": (
+        DeviceSpec(sm_count=2, l2_bytes=4096),
+        Tuning(max_onepass_elems=1, tile_elems=64, max_block_c=8),
+    ),
+}
+
+
+def _dev(t):
+    return None if t is None else t.to(DEVICE)
+
+
+def _host(t):
+    return t.cpu() if t.device.type != "cpu" else t
+
+
+class Kernels:
+    """The launchers on the test device under a named path; inputs and outputs are CPU tensors."""
+
+    paths = PATHS
+    device = DEVICE
+
+    def forward(
+        self,
+        x,
+        weight=None,
+        bias=None,
+        num_groups=1,
+        eps=1e-5,
+        activation="none",
+        residual=None,
+        scale=None,
+        shift=None,
+        *,
+        path="one_pass",
+        tuning=None,
+    ):
+        from groupnorm.ops.triton import launch
+
+        spec, default_tuning = PATHS[path]
+        args = [_dev(t) for t in (x, weight, bias)] + [num_groups, eps, activation]
+        args += [_dev(t) for t in (residual, scale, shift)]
+        out = launch.forward(*args, device=spec, tuning=tuning or default_tuning)
+        return tuple(_host(t) for t in out)
+
+    def backward(
+        self,
+        grad_y,
+        x,
+        weight,
+        bias,
+        mean,
+        rstd,
+        num_groups,
+        activation="none",
+        residual=None,
+        scale=None,
+        shift=None,
+        output_mask=(True,) * 6,
+        *,
+        path="one_pass",
+        tuning=None,
+    ):
+        from groupnorm.ops.triton import launch
+
+        spec, default_tuning = PATHS[path]
+        tensors = [_dev(t) for t in (grad_y, x, weight, bias, mean, rstd)]
+        extra = [_dev(t) for t in (residual, scale, shift)]
+        out = launch.backward(
+            *tensors,
+            num_groups,
+            activation,
+            *extra,
+            list(output_mask),
+            device=spec,
+            tuning=tuning or default_tuning,
+        )
+        return tuple(_host(t) for t in out)
+
+
+@pytest.fixture
+def kernels() -> Kernels:
+    if IMPORTED_TOO_EARLY:
+        raise RuntimeError(
+            "triton was imported before tests/triton/conftest.py could turn on its interpreter; "
+            "run with TRITON_INTERPRET=1 in the environment on machines without CUDA"
+        )
+    return Kernels()
+
+
+def pytest_generate_tests(metafunc):
+    """A test that takes ``path`` and does not choose runs on every path."""
+    chosen = set()
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0]
+        chosen.update(n.strip() for n in names.split(",")) if isinstance(names, str) else chosen.update(names)
+    if "path" in metafunc.fixturenames and "path" not in chosen:
+        metafunc.parametrize("path", list(PATHS))
