@@ -6,12 +6,33 @@ Example::
     >>> y = groupnorm.group_norm(torch.randn(2, 64, 8, 8), 32, activation="silu")
 """
 
+from groupnorm import models
 from groupnorm._version import __version__
+from groupnorm.convert import ConversionSummary, convert_norms
 from groupnorm.functional import group_norm
+from groupnorm.layers import (
+    GroupingWarning,
+    GroupNorm,
+    WSConv2d,
+    describe_norms,
+    known_norms,
+    norm_layer,
+    register_norm,
+)
 from groupnorm.reference import group_norm_ref
 
 __all__ = [
     "__version__",
     "group_norm",
     "group_norm_ref",
+    "GroupNorm",
+    "GroupingWarning",
+    "WSConv2d",
+    "describe_norms",
+    "known_norms",
+    "norm_layer",
+    "register_norm",
+    "ConversionSummary",
+    "convert_norms",
+    "models",
 ]
