@@ -1,0 +1,173 @@
+"""Benchmark providers: a registry of name -> setup function.
+
+A setup function gets the prepared inputs (:class:`Inputs`) and returns a function that runs one call of the
+timed work for a mode: ``fwd`` (forward only, no autograd), ``bwd`` (the backward of a forward built once) or
+``fwd+bwd``. Providers can live in their own module: :func:`register_provider` at import, and list the module in
+:data:`PLUGIN_MODULES` (imported when present, skipped when its dependencies are missing).
+
+Example::
+
+    >>> from groupnorm.bench import providers
+    >>> def setup(inp, mode):
+    ...     return lambda: inp.x.clone()
+    >>> providers.register_provider("clone", setup, description="a copy, for testing", default=False)
+    >>> "clone" in providers.names()
+    True
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+MODES = ("fwd", "bwd", "fwd+bwd")
+
+
+@dataclass
+class Inputs:
+    """Tensors for one benchmark case; ``x`` already in the case's dtype, layout and device."""
+
+    x: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+    groups: int
+    activation: str
+    residual: torch.Tensor | None
+    grad: torch.Tensor
+
+
+SetupFn = Callable[[Inputs, str], Callable[[], object]]
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    setup: SetupFn
+    description: str
+    default: bool  # part of the presets unless --providers names it
+
+
+_PROVIDERS: dict[str, Provider] = {}
+PLUGIN_MODULES = ["groupnorm.bench.providers_liger"]
+_plugins_loaded = False
+
+
+def register_provider(name: str, setup: SetupFn, *, description: str = "", default: bool = True) -> None:
+    """Add (or replace) a provider."""
+    _PROVIDERS[name] = Provider(name, setup, description, default)
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for module in PLUGIN_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass  # absent, or its dependencies (e.g. triton) are not installed here
+
+
+def names() -> list[str]:
+    _load_plugins()
+    return list(_PROVIDERS)
+
+
+def get(name: str) -> Provider:
+    _load_plugins()
+    if name not in _PROVIDERS:
+        raise ValueError(f"unknown provider {name!r}; known: {', '.join(_PROVIDERS)}")
+    return _PROVIDERS[name]
+
+
+def _autograd_runner(inp: Inputs, mode: str, fn: Callable[..., torch.Tensor]) -> Callable[[], object]:
+    """fwd / bwd / fwd+bwd runners around ``fn(x, weight, bias, residual)``."""
+    if mode == "fwd":
+
+        def run_fwd():
+            with torch.no_grad():
+                return fn(inp.x, inp.weight, inp.bias, inp.residual)
+
+        return run_fwd
+    leaves = [t.detach().requires_grad_(True) for t in (inp.x, inp.weight, inp.bias)]
+    res = None if inp.residual is None else inp.residual.detach().requires_grad_(True)
+    wrt = leaves + ([res] if res is not None else [])
+    if mode == "fwd+bwd":
+
+        def run_fwd_bwd():
+            out = fn(*leaves, res)
+            return torch.autograd.grad(out, wrt, inp.grad)
+
+        return run_fwd_bwd
+    if mode == "bwd":
+        out = fn(*leaves, res)
+
+        def run_bwd():
+            return torch.autograd.grad(out, wrt, inp.grad, retain_graph=True)
+
+        return run_bwd
+    raise ValueError(f"mode must be one of {MODES}, got mode={mode!r}")
+
+
+_TORCH_ACT = {
+    "none": lambda t: t,
+    "relu": F.relu,
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
+}
+
+
+def torch_eager(x, weight, bias, residual, *, groups: int, activation: str) -> torch.Tensor:
+    """torch's own group_norm followed by the epilogue as separate ops (what a model does without us)."""
+    out = F.group_norm(x, groups, weight, bias)
+    if residual is not None:
+        out = out + residual
+    return _TORCH_ACT[activation](out)
+
+
+def _setup_torch(inp: Inputs, mode: str):
+    def fn(x, w, b, r):
+        return torch_eager(x, w, b, r, groups=inp.groups, activation=inp.activation)
+
+    return _autograd_runner(inp, mode, fn)
+
+
+_compiled: dict[tuple[int, str], Callable] = {}
+
+
+def _setup_torch_compile(inp: Inputs, mode: str):
+    key = (inp.groups, inp.activation)
+    if key not in _compiled:
+
+        def fn(x, w, b, r):
+            return torch_eager(x, w, b, r, groups=inp.groups, activation=inp.activation)
+
+        _compiled[key] = torch.compile(fn, dynamic=False)
+    return _autograd_runner(inp, mode, _compiled[key])
+
+
+def _setup_groupnorm(inp: Inputs, mode: str):
+    from groupnorm.functional import group_norm
+
+    act = None if inp.activation == "none" else inp.activation
+
+    def fn(x, w, b, r):
+        return group_norm(x, inp.groups, w, b, activation=act, residual=r)
+
+    return _autograd_runner(inp, mode, fn)
+
+
+register_provider("groupnorm", _setup_groupnorm, description="this package's op (fused epilogue)")
+register_provider("torch", _setup_torch, description="torch eager: F.group_norm, then the epilogue ops")
+register_provider(
+    "torch-compile",
+    _setup_torch_compile,
+    description="torch.compile of the eager code (slow to compile; only when named)",
+    default=False,
+)

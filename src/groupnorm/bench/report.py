@@ -1,0 +1,147 @@
+"""Benchmark output: machine and versions, a markdown table, CSV and JSON (written atomically)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str) -> dict:
+    """Machine and version fields recorded with every result."""
+    from groupnorm._version import __version__
+
+    env = {
+        "groupnorm_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if torch.device(device).type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        env["cuda_version"] = torch.version.cuda
+        try:
+            import triton
+
+            env["triton_version"] = triton.__version__
+        except ImportError:
+            env["triton_version"] = None
+    else:
+        from groupnorm.ops.cpu import loader
+
+        env["cpu_kernel"] = "compiled" if loader.available() else f"torch fallback ({loader.error()})"
+    return env
+
+
+def atomic_write(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same directory and os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | Path, records: list[dict]) -> None:
+    atomic_write(path, json.dumps(records, indent=1) + "\n")
+
+
+def read_json(path: str | Path) -> list[dict]:
+    with open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    return data
+
+
+CSV_FIELDS = [
+    "provider", "mode", "layout", "dtype", "shape_name", "shape", "groups", "activation", "residual",
+    "median_ms", "gbps", "copy_gbps", "pct_copy", "ratio_vs_torch", "roofline", "pct_roofline", "bytes",
+    "rounds", "error",
+]  # fmt: skip
+
+
+def to_csv(records: list[dict]) -> str:
+    buf = io.StringIO()
+    fields = CSV_FIELDS + sorted({k for r in records for k in r} - set(CSV_FIELDS))
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    for r in records:
+        row = dict(r)
+        row["shape"] = "x".join(str(d) for d in r.get("shape", []))
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def markdown_table(records: list[dict]) -> str:
+    """One row per (case, provider): time, GB/s, % of copy, ratio to torch."""
+    lines = [
+        "| shape | layout | dtype | act | res | mode | provider | ms | GB/s | copy GB/s | % copy | roofline "
+        "| vs torch |",
+        "|---|---|---|---|---|---|---|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in records:
+        roof = r.get("roofline") or "-"
+        if r.get("pct_roofline") is not None:
+            roof = f"{roof} {r['pct_roofline']:.0f}%"
+        lines.append(
+            f"| {r['shape_name']} {'x'.join(map(str, r['shape']))} | {r['layout']} | {r['dtype']} "
+            f"| {r['activation']} | {'y' if r['residual'] else 'n'} | {r['mode']} | {r['provider']} "
+            f"| {_fmt(r.get('median_ms'), '.3f')} | {_fmt(r.get('gbps'), '.1f')} | {_fmt(r.get('copy_gbps'), '.1f')} "
+            f"| {_fmt(r.get('pct_copy'), '.0f')} | {roof} | {_fmt(r.get('ratio_vs_torch'), '.2f')} |"
+        )
+    return "\n".join(lines)
+
+
+def summary(records: list[dict], provider: str = "groupnorm") -> str:
+    """Median ratio vs torch per (mode, layout, activation) group, the form the targets are stated in."""
+    groups: dict[tuple, list[float]] = {}
+    for r in records:
+        if r["provider"] == provider and r.get("ratio_vs_torch") is not None:
+            groups.setdefault((r["mode"], r["layout"], r["activation"], r["dtype"]), []).append(
+                r["ratio_vs_torch"]
+            )
+    if not groups:
+        return ""
+    lines = [
+        f"| mode | layout | act | dtype | cases | median {provider}/torch speed-up | min | max |",
+        "|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    for key in sorted(groups):
+        v = sorted(groups[key])
+        med = v[len(v) // 2] if len(v) % 2 else 0.5 * (v[len(v) // 2 - 1] + v[len(v) // 2])
+        lines.append(f"| {' | '.join(key)} | {len(v)} | {med:.2f}x | {v[0]:.2f}x | {v[-1]:.2f}x |")
+    return "\n".join(lines)

@@ -1,0 +1,648 @@
+/* Group Normalization forward and backward on CPU, float32, with the op's fused epilogue:
+ *
+ *     y = act((x - mean) * A[n,c] + B[n,c] + residual)
+ *     A = rstd * weight * (1 + scale),   B = bias * (1 + scale) + shift
+ *
+ * Layouts: 0 = (N, C, S) with S contiguous (NCHW, NCDHW, (N, C, L)); 1 = (N, S, C) with C contiguous
+ * (channels_last, channels_last_3d). S is the product of the spatial sizes.
+ *
+ * Determinism: every reduction is split into blocks whose size depends only on the shape, never on the thread
+ * count, and partial results are merged in a fixed order. Any thread may compute any block, so the bits are the
+ * same for every thread count and every run.
+ *
+ * Cache use: the work goes in "waves" of consecutive samples (channels_last) or groups (NCHW) of at most
+ * wave_bytes of input. A wave's statistics pass reads it from DRAM; the apply pass, run right after it, finds the
+ * wave still in cache, so DRAM sees x once whenever a wave fits.
+ *
+ * Statistics: each block's mean and M2 come from two passes over the block while it sits in L1 (no E[x^2]-E[x]^2),
+ * and blocks are merged with Chan's formula in double.
+ *
+ * Compiled without -ffast-math on purpose: linking with it would turn on flush-to-zero for the whole process.
+ * exp and erf are written out below so that they vectorize and still pass NaN/inf through.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef int64_t i64;
+
+enum { ACT_NONE = 0, ACT_RELU = 1, ACT_SILU = 2, ACT_GELU = 3, ACT_GELU_TANH = 4 };
+
+#define NCS_BLOCK 2048      /* elements per statistics block, NCHW: 8 KiB stays in L1 for the second pass */
+#define NSC_BLOCK 4096      /* elements per statistics block, channels_last (whole pixels) */
+#define APPLY_PIECE 16384   /* elements per apply work item */
+
+int gn_abi_version(void) { return 1; }
+
+/* ---------------------------------------------------------------- vectorizable math, NaN/inf preserving */
+
+static inline float gn_exp(float x) {
+    /* Cody-Waite reduction + Cephes polynomial; 2^n built in two halves so n = 128 does not overflow the
+     * exponent field. Comparisons with NaN are false, so NaN flows through the ternaries and the polynomial. */
+    float xc = x > 88.72f ? 88.72f : x;
+    xc = xc < -86.6f ? -86.6f : xc;
+    float n = floorf(xc * 1.44269504088896341f + 0.5f);
+    float r = xc - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t ni = (int32_t)n;
+    union { int32_t i; float f; } half;
+    half.i = (ni - 1 + 127) << 23;
+    float out = (p * 2.0f) * half.f;
+    out = x > 88.7228f ? INFINITY : out;
+    out = x < -87.33f ? 0.0f : out;
+    return out;
+}
+
+static inline float gn_erf(float v) {
+    /* Rational approximation on [-4, 4] (beyond, erf is +-1 in float32); a few ulp. */
+    float x = v > 4.0f ? 4.0f : v;
+    x = x < -4.0f ? -4.0f : x;
+    float x2 = x * x;
+    float p = -2.72614225801306e-10f;
+    p = p * x2 + 2.77068142495902e-08f;
+    p = p * x2 + -2.10102402082508e-06f;
+    p = p * x2 + -5.69250639462346e-05f;
+    p = p * x2 + -7.34990630326855e-04f;
+    p = p * x2 + -2.95459980854025e-03f;
+    p = p * x2 + -1.60960333262415e-02f;
+    p = p * x;
+    float q = -1.45660718464996e-05f;
+    q = q * x2 + -2.13374055278905e-04f;
+    q = q * x2 + -1.68282697438203e-03f;
+    q = q * x2 + -7.37332916720468e-03f;
+    q = q * x2 + -1.42647390514189e-02f;
+    return p / q;
+}
+
+#define GN_SQRT1_2 0.70710678118654752f
+#define GN_INV_SQRT_2PI 0.39894228040143268f
+#define GN_TANH_K 0.79788456080286536f /* sqrt(2/pi) */
+#define GN_TANH_C 0.044715f
+
+static inline float act_fwd(float v, const int act) {
+    switch (act) {
+    case ACT_RELU:
+        return v > 0.0f ? v : (v != v ? v : 0.0f);
+    case ACT_SILU:
+        return v * (1.0f / (1.0f + gn_exp(-v)));
+    case ACT_GELU:
+        return 0.5f * v * (1.0f + gn_erf(v * GN_SQRT1_2));
+    case ACT_GELU_TANH: {
+        float u = GN_TANH_K * (v + GN_TANH_C * v * v * v);
+        float t = 1.0f - 2.0f / (1.0f + gn_exp(2.0f * u));
+        return 0.5f * v * (1.0f + t);
+    }
+    default:
+        return v;
+    }
+}
+
+/* d act / d v */
+static inline float act_grad(float v, const int act) {
+    switch (act) {
+    case ACT_RELU:
+        return v > 0.0f ? 1.0f : (v != v ? v : 0.0f);
+    case ACT_SILU: {
+        float s = 1.0f / (1.0f + gn_exp(-v));
+        return s * (1.0f + v * (1.0f - s));
+    }
+    case ACT_GELU: {
+        float cdf = 0.5f * (1.0f + gn_erf(v * GN_SQRT1_2));
+        float pdf = GN_INV_SQRT_2PI * gn_exp(-0.5f * v * v);
+        return cdf + v * pdf;
+    }
+    case ACT_GELU_TANH: {
+        float v2 = v * v;
+        float u = GN_TANH_K * (v + GN_TANH_C * v2 * v);
+        float t = 1.0f - 2.0f / (1.0f + gn_exp(2.0f * u));
+        return 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * GN_TANH_K * (1.0f + 3.0f * GN_TANH_C * v2);
+    }
+    default:
+        return 1.0f;
+    }
+}
+
+/* ---------------------------------------------------------------- statistics helpers */
+
+typedef struct {
+    double count, mean, m2;
+} Stat;
+
+static inline void chan_merge(Stat *a, double nb, double mean_b, double m2_b) {
+    double n = a->count + nb;
+    if (n == 0.0) return;
+    double delta = mean_b - a->mean;
+    a->mean += delta * (nb / n);
+    a->m2 += m2_b + delta * delta * (a->count * nb / n);
+    a->count = n;
+}
+
+/* mean and M2 of a contiguous block, two passes (the block is L1-resident for the second) */
+static void block_stats(const float *x, i64 len, float *mean_out, float *m2_out) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (i64 i = 0; i < len; i++) s += x[i];
+    float mean = s / (float)len;
+    float q = 0.0f;
+#pragma omp simd reduction(+ : q)
+    for (i64 i = 0; i < len; i++) {
+        float d = x[i] - mean;
+        q += d * d;
+    }
+    *mean_out = mean;
+    *m2_out = q;
+}
+
+static float rstd_of(const Stat *st, float eps) {
+    double var = st->m2 / st->count;
+    if (var < 0.0) var = 0.0;
+    return (float)(1.0 / sqrt(var + (double)eps));
+}
+
+/* ---------------------------------------------------------------- apply loops */
+
+/* y[i] = act((x[i] - m) * a + b + res[i]) for one contiguous run with scalar coefficients (NCHW rows) */
+#define APPLY_ROW(ACT)                                                                                           \
+    do {                                                                                                         \
+        if (res) {                                                                                               \
+            _Pragma("omp simd") for (i64 i = 0; i < len; i++) y[i] =                                             \
+                act_fwd((x[i] - m) * a + b + res[i], ACT);                                                       \
+        } else {                                                                                                 \
+            _Pragma("omp simd") for (i64 i = 0; i < len; i++) y[i] = act_fwd((x[i] - m) * a + b, ACT);           \
+        }                                                                                                        \
+    } while (0)
+
+static void apply_row(const float *x, const float *res, float *y, i64 len, float m, float a, float b, int act) {
+    switch (act) {
+    case ACT_RELU: APPLY_ROW(ACT_RELU); break;
+    case ACT_SILU: APPLY_ROW(ACT_SILU); break;
+    case ACT_GELU: APPLY_ROW(ACT_GELU); break;
+    case ACT_GELU_TANH: APPLY_ROW(ACT_GELU_TANH); break;
+    default: APPLY_ROW(ACT_NONE); break;
+    }
+}
+
+/* one pixel of C channels with per-channel coefficient vectors (channels_last) */
+#define APPLY_PIX(ACT)                                                                                           \
+    do {                                                                                                         \
+        for (i64 p = 0; p < npix; p++) {                                                                         \
+            const float *xp = x + p * C;                                                                         \
+            float *yp = y + p * C;                                                                               \
+            if (res) {                                                                                           \
+                const float *rp = res + p * C;                                                                   \
+                _Pragma("omp simd") for (i64 c = 0; c < C; c++) yp[c] =                                          \
+                    act_fwd((xp[c] - m[c]) * a[c] + b[c] + rp[c], ACT);                                          \
+            } else {                                                                                             \
+                _Pragma("omp simd") for (i64 c = 0; c < C; c++) yp[c] =                                          \
+                    act_fwd((xp[c] - m[c]) * a[c] + b[c], ACT);                                                  \
+            }                                                                                                    \
+        }                                                                                                        \
+    } while (0)
+
+static void apply_pixels(const float *x, const float *res, float *y, i64 npix, i64 C, const float *m,
+                         const float *a, const float *b, int act) {
+    switch (act) {
+    case ACT_RELU: APPLY_PIX(ACT_RELU); break;
+    case ACT_SILU: APPLY_PIX(ACT_SILU); break;
+    case ACT_GELU: APPLY_PIX(ACT_GELU); break;
+    case ACT_GELU_TANH: APPLY_PIX(ACT_GELU_TANH); break;
+    default: APPLY_PIX(ACT_NONE); break;
+    }
+}
+
+/* per-(n, c) coefficients from the group statistics and the epilogue parameters */
+static void channel_coefs(i64 n, i64 g, i64 C, i64 D, float mean, float rstd, const float *w, const float *bias,
+                          const float *scale, const float *shift, float *M, float *A, float *B) {
+    for (i64 c = g * D; c < (g + 1) * D; c++) {
+        float s1 = scale ? 1.0f + scale[n * C + c] : 1.0f;
+        float wc = w ? w[c] : 1.0f;
+        float bc = bias ? bias[c] : 0.0f;
+        M[n * C + c] = mean;
+        A[n * C + c] = rstd * wc * s1;
+        B[n * C + c] = bc * s1 + (shift ? shift[n * C + c] : 0.0f);
+    }
+}
+
+static i64 imin(i64 a, i64 b) { return a < b ? a : b; }
+static i64 imax(i64 a, i64 b) { return a > b ? a : b; }
+static i64 cdiv(i64 a, i64 b) { return (a + b - 1) / b; }
+
+/* ---------------------------------------------------------------- forward */
+
+static int fwd_ncs(const float *x, float *y, float *mean_out, float *rstd_out, const float *w, const float *bias,
+                   const float *scale, const float *shift, const float *res, i64 N, i64 C, i64 S, i64 G, float eps,
+                   int act, int nthreads, i64 wave_bytes) {
+    const i64 D = C / G, L = D * S, NG = N * G;
+    const i64 nblk = cdiv(L, NCS_BLOCK);
+    const i64 wave = imax(1, imin(NG, wave_bytes / (L * 4)));
+    float *bstat = malloc(sizeof(float) * 2 * wave * nblk);
+    float *coef = malloc(sizeof(float) * 3 * N * C);
+    if (!bstat || !coef) { free(bstat); free(coef); return -1; }
+    float *M = coef, *A = coef + N * C, *B = coef + 2 * N * C;
+
+#pragma omp parallel num_threads(nthreads)
+    for (i64 g0 = 0; g0 < NG; g0 += wave) {
+        const i64 g1 = imin(NG, g0 + wave), items = (g1 - g0) * nblk;
+#pragma omp for schedule(static)
+        for (i64 it = 0; it < items; it++) {
+            const i64 gi = g0 + it / nblk, b = it % nblk;
+            const i64 start = b * NCS_BLOCK, len = imin(NCS_BLOCK, L - start);
+            block_stats(x + gi * L + start, len, &bstat[2 * it], &bstat[2 * it + 1]);
+        }
+#pragma omp for schedule(static)
+        for (i64 gi = g0; gi < g1; gi++) {
+            Stat st = {0.0, 0.0, 0.0};
+            const float *bs = bstat + 2 * (gi - g0) * nblk;
+            for (i64 b = 0; b < nblk; b++)
+                chan_merge(&st, (double)imin(NCS_BLOCK, L - b * NCS_BLOCK), bs[2 * b], bs[2 * b + 1]);
+            const float mean = (float)st.mean, rstd = rstd_of(&st, eps);
+            mean_out[gi] = mean;
+            rstd_out[gi] = rstd;
+            channel_coefs(gi / G, gi % G, C, D, mean, rstd, w, bias, scale, shift, M, A, B);
+        }
+        /* apply over the wave's contiguous range in equal pieces */
+        const i64 base = g0 * L, total = (g1 - g0) * L, npieces = cdiv(total, APPLY_PIECE);
+#pragma omp for schedule(static)
+        for (i64 pc = 0; pc < npieces; pc++) {
+            i64 i = base + pc * APPLY_PIECE;
+            const i64 end = imin(base + total, i + APPLY_PIECE);
+            while (i < end) {
+                const i64 row = i / S, row_end = imin(end, (row + 1) * S);
+                apply_row(x + i, res ? res + i : NULL, y + i, row_end - i, M[row], A[row], B[row], act);
+                i = row_end;
+            }
+        }
+    }
+    free(bstat);
+    free(coef);
+    return 0;
+}
+
+static int fwd_nsc(const float *x, float *y, float *mean_out, float *rstd_out, const float *w, const float *bias,
+                   const float *scale, const float *shift, const float *res, i64 N, i64 C, i64 S, i64 G, float eps,
+                   int act, int nthreads, i64 wave_bytes) {
+    const i64 D = C / G, per_sample = S * C;
+    const i64 P = imax(1, NSC_BLOCK / C); /* pixels per statistics block */
+    const i64 nblk = cdiv(S, P);
+    const i64 wave = imax(1, imin(N, wave_bytes / (per_sample * 4)));
+    float *bstat = malloc(sizeof(float) * 2 * wave * nblk * G);
+    float *coef = malloc(sizeof(float) * 3 * N * C);
+    if (!bstat || !coef) { free(bstat); free(coef); return -1; }
+    float *M = coef, *A = coef + N * C, *B = coef + 2 * N * C;
+    int fail = 0;
+
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *cm = malloc(sizeof(float) * 2 * C); /* per-channel block mean and M2 */
+        if (!cm) {
+#pragma omp atomic write
+            fail = 1;
+        }
+#pragma omp barrier
+        if (!fail) {
+            float *cq = cm + C;
+            for (i64 n0 = 0; n0 < N; n0 += wave) {
+                const i64 n1 = imin(N, n0 + wave), items = (n1 - n0) * nblk;
+#pragma omp for schedule(static)
+                for (i64 it = 0; it < items; it++) {
+                    const i64 n = n0 + it / nblk, b = it % nblk;
+                    const i64 p0 = b * P, np = imin(P, S - p0);
+                    const float *xb = x + n * per_sample + p0 * C;
+                    for (i64 c = 0; c < C; c++) cm[c] = 0.0f, cq[c] = 0.0f;
+                    for (i64 p = 0; p < np; p++) {
+#pragma omp simd
+                        for (i64 c = 0; c < C; c++) cm[c] += xb[p * C + c];
+                    }
+                    const float inv = 1.0f / (float)np;
+#pragma omp simd
+                    for (i64 c = 0; c < C; c++) cm[c] *= inv;
+                    for (i64 p = 0; p < np; p++) {
+#pragma omp simd
+                        for (i64 c = 0; c < C; c++) {
+                            float d = xb[p * C + c] - cm[c];
+                            cq[c] += d * d;
+                        }
+                    }
+                    /* channels -> group for this block: equal counts, so an exact two-level formula */
+                    float *out = bstat + 2 * it * G;
+                    for (i64 g = 0; g < G; g++) {
+                        float s = 0.0f;
+                        for (i64 c = g * D; c < (g + 1) * D; c++) s += cm[c];
+                        const float gm = s / (float)D;
+                        float q = 0.0f, between = 0.0f;
+                        for (i64 c = g * D; c < (g + 1) * D; c++) {
+                            const float d = cm[c] - gm;
+                            q += cq[c];
+                            between += d * d;
+                        }
+                        out[2 * g] = gm;
+                        out[2 * g + 1] = q + (float)np * between;
+                    }
+                }
+#pragma omp for schedule(static)
+                for (i64 ng = n0 * G; ng < n1 * G; ng++) {
+                    const i64 n = ng / G, g = ng % G;
+                    Stat st = {0.0, 0.0, 0.0};
+                    const float *bs = bstat + 2 * (n - n0) * nblk * G;
+                    for (i64 b = 0; b < nblk; b++)
+                        chan_merge(&st, (double)(imin(P, S - b * P) * D), bs[2 * (b * G + g)],
+                                   bs[2 * (b * G + g) + 1]);
+                    const float mean = (float)st.mean, rstd = rstd_of(&st, eps);
+                    mean_out[ng] = mean;
+                    rstd_out[ng] = rstd;
+                    channel_coefs(n, g, C, D, mean, rstd, w, bias, scale, shift, M, A, B);
+                }
+                const i64 pix_per_piece = imax(1, APPLY_PIECE / C);
+                const i64 pieces_per_sample = cdiv(S, pix_per_piece), npieces = (n1 - n0) * pieces_per_sample;
+#pragma omp for schedule(static)
+                for (i64 pc = 0; pc < npieces; pc++) {
+                    const i64 n = n0 + pc / pieces_per_sample;
+                    const i64 p0 = (pc % pieces_per_sample) * pix_per_piece;
+                    const i64 np = imin(pix_per_piece, S - p0), off = n * per_sample + p0 * C;
+                    apply_pixels(x + off, res ? res + off : NULL, y + off, np, C, M + n * C, A + n * C,
+                                 B + n * C, act);
+                }
+            }
+        }
+        free(cm);
+    }
+    free(bstat);
+    free(coef);
+    return fail ? -1 : 0;
+}
+
+int gn_forward_f32(const float *x, float *y, float *mean, float *rstd, const float *w, const float *bias,
+                   const float *scale, const float *shift, const float *res, i64 N, i64 C, i64 S, i64 G,
+                   float eps, int act, int channels_last, int nthreads, i64 wave_bytes) {
+    if (N <= 0 || C <= 0 || S <= 0 || G <= 0 || C % G != 0 || nthreads <= 0) return -2;
+    if (channels_last)
+        return fwd_nsc(x, y, mean, rstd, w, bias, scale, shift, res, N, C, S, G, eps, act, nthreads, wave_bytes);
+    return fwd_ncs(x, y, mean, rstd, w, bias, scale, shift, res, N, C, S, G, eps, act, nthreads, wave_bytes);
+}
+
+/* ---------------------------------------------------------------- backward
+ *
+ * With g = dy * act'(pre) (the gradient at the pre-activation), per (n, c):
+ *     S1 = sum_s g,   S2 = sum_s g * (x - mean)      (taken about the mean: no cancellation)
+ * and per group, with k_c = weight_c * (1 + scale_c) and M = D * S elements:
+ *     D1 = sum_c k_c S1_c,   D2 = rstd * sum_c k_c S2_c
+ *     dx = rstd k_c g  - rstd^2 D2 / M (x - mean)  - rstd D1 / M
+ *     dshift = S1, dscale = weight rstd S2 + bias S1, dbias = sum_n (1 + scale) S1,
+ *     dweight = sum_n (1 + scale) rstd S2, dresidual = g.
+ */
+
+static inline float grad_pre(float dy, float x, float m, float a, float b, float r, const int act) {
+    if (act == ACT_NONE) return dy;
+    return dy * act_grad((x - m) * a + b + r, act);
+}
+
+#define ROW_SUMS(ACT)                                                                                            \
+    do {                                                                                                         \
+        _Pragma("omp simd reduction(+ : s1, s2)") for (i64 i = 0; i < len; i++) {                                \
+            const float gg = grad_pre(dy[i], x[i], m, a, b, res ? res[i] : 0.0f, ACT);                           \
+            s1 += gg;                                                                                            \
+            s2 += gg * (x[i] - m);                                                                               \
+        }                                                                                                        \
+    } while (0)
+
+static void row_sums(const float *dy, const float *x, const float *res, i64 len, float m, float a, float b,
+                     int act, float *o1, float *o2) {
+    float s1 = 0.0f, s2 = 0.0f;
+    switch (act) {
+    case ACT_RELU: ROW_SUMS(ACT_RELU); break;
+    case ACT_SILU: ROW_SUMS(ACT_SILU); break;
+    case ACT_GELU: ROW_SUMS(ACT_GELU); break;
+    case ACT_GELU_TANH: ROW_SUMS(ACT_GELU_TANH); break;
+    default: ROW_SUMS(ACT_NONE); break;
+    }
+    *o1 = s1;
+    *o2 = s2;
+}
+
+#define DX_ROW(ACT)                                                                                              \
+    do {                                                                                                         \
+        _Pragma("omp simd") for (i64 i = 0; i < len; i++) {                                                      \
+            const float gg = grad_pre(dy[i], x[i], m, a, b, res ? res[i] : 0.0f, ACT);                           \
+            if (dx) dx[i] = p * gg + q * (x[i] - m) + r;                                                         \
+            if (dres) dres[i] = gg;                                                                              \
+        }                                                                                                        \
+    } while (0)
+
+static void dx_row(const float *dy, const float *x, const float *res, float *dx, float *dres, i64 len, float m,
+                   float a, float b, float p, float q, float r, int act) {
+    switch (act) {
+    case ACT_RELU: DX_ROW(ACT_RELU); break;
+    case ACT_SILU: DX_ROW(ACT_SILU); break;
+    case ACT_GELU: DX_ROW(ACT_GELU); break;
+    case ACT_GELU_TANH: DX_ROW(ACT_GELU_TANH); break;
+    default: DX_ROW(ACT_NONE); break;
+    }
+}
+
+#define PIX_SUMS(ACT)                                                                                            \
+    do {                                                                                                         \
+        for (i64 p = 0; p < npix; p++) {                                                                         \
+            const float *dyp = dy + p * C, *xp = x + p * C, *rp = res ? res + p * C : NULL;                      \
+            _Pragma("omp simd") for (i64 c = 0; c < C; c++) {                                                    \
+                const float gg = grad_pre(dyp[c], xp[c], m[c], a[c], b[c], rp ? rp[c] : 0.0f, ACT);              \
+                s1[c] += gg;                                                                                     \
+                s2[c] += gg * (xp[c] - m[c]);                                                                    \
+            }                                                                                                    \
+        }                                                                                                        \
+    } while (0)
+
+static void pixel_sums(const float *dy, const float *x, const float *res, i64 npix, i64 C, const float *m,
+                       const float *a, const float *b, int act, float *s1, float *s2) {
+    switch (act) {
+    case ACT_RELU: PIX_SUMS(ACT_RELU); break;
+    case ACT_SILU: PIX_SUMS(ACT_SILU); break;
+    case ACT_GELU: PIX_SUMS(ACT_GELU); break;
+    case ACT_GELU_TANH: PIX_SUMS(ACT_GELU_TANH); break;
+    default: PIX_SUMS(ACT_NONE); break;
+    }
+}
+
+#define DX_PIX(ACT)                                                                                              \
+    do {                                                                                                         \
+        for (i64 p = 0; p < npix; p++) {                                                                         \
+            const float *dyp = dy + p * C, *xp = x + p * C, *rp = res ? res + p * C : NULL;                      \
+            float *dxp = dx ? dx + p * C : NULL, *drp = dres ? dres + p * C : NULL;                              \
+            _Pragma("omp simd") for (i64 c = 0; c < C; c++) {                                                    \
+                const float gg = grad_pre(dyp[c], xp[c], m[c], a[c], b[c], rp ? rp[c] : 0.0f, ACT);              \
+                if (dxp) dxp[c] = pp[c] * gg + qq[c] * (xp[c] - m[c]) + rr[c];                                   \
+                if (drp) drp[c] = gg;                                                                            \
+            }                                                                                                    \
+        }                                                                                                        \
+    } while (0)
+
+static void dx_pixels(const float *dy, const float *x, const float *res, float *dx, float *dres, i64 npix, i64 C,
+                      const float *m, const float *a, const float *b, const float *pp, const float *qq,
+                      const float *rr, int act) {
+    switch (act) {
+    case ACT_RELU: DX_PIX(ACT_RELU); break;
+    case ACT_SILU: DX_PIX(ACT_SILU); break;
+    case ACT_GELU: DX_PIX(ACT_GELU); break;
+    case ACT_GELU_TANH: DX_PIX(ACT_GELU_TANH); break;
+    default: DX_PIX(ACT_NONE); break;
+    }
+}
+
+/* forward coefficients (M, A, B) for all (n, c) from the saved statistics */
+static void all_coefs(i64 N, i64 C, i64 G, const float *mean, const float *rstd, const float *w, const float *bias,
+                      const float *scale, const float *shift, float *M, float *A, float *B) {
+    const i64 D = C / G;
+    for (i64 ng = 0; ng < N * G; ng++)
+        channel_coefs(ng / G, ng % G, C, D, mean[ng], rstd[ng], w, bias, scale, shift, M, A, B);
+}
+
+/* per group: dx coefficients P (per channel), Q, R (per group, stored per channel) and per-(n, c) parameter
+ * gradients, from S1/S2 */
+static void group_grads(i64 n, i64 g, i64 C, i64 D, i64 S, float rstd, const float *w, const float *bias,
+                        const float *scale, const float *S1, const float *S2, float *P, float *Q, float *R,
+                        float *dscale, float *dshift, float *pw, float *pb) {
+    double d1 = 0.0, d2 = 0.0;
+    for (i64 c = g * D; c < (g + 1) * D; c++) {
+        const i64 nc = n * C + c;
+        const float s1 = scale ? 1.0f + scale[nc] : 1.0f;
+        const float k = (w ? w[c] : 1.0f) * s1;
+        d1 += (double)k * S1[nc];
+        d2 += (double)k * S2[nc];
+        if (dshift) dshift[nc] = S1[nc];
+        if (dscale) dscale[nc] = (w ? w[c] : 1.0f) * rstd * S2[nc] + (bias ? bias[c] : 0.0f) * S1[nc];
+        if (pw) pw[nc] = s1 * rstd * S2[nc];
+        if (pb) pb[nc] = s1 * S1[nc];
+    }
+    const double inv_m = 1.0 / (double)(D * S);
+    const float q = (float)(-(double)rstd * rstd * rstd * d2 * inv_m);
+    const float r = (float)(-(double)rstd * d1 * inv_m);
+    for (i64 c = g * D; c < (g + 1) * D; c++) {
+        const i64 nc = n * C + c;
+        const float s1 = scale ? 1.0f + scale[nc] : 1.0f;
+        P[nc] = rstd * (w ? w[c] : 1.0f) * s1;
+        Q[nc] = q;
+        R[nc] = r;
+    }
+}
+
+int gn_backward_f32(const float *dy, const float *x, const float *mean, const float *rstd, const float *w,
+                    const float *bias, const float *scale, const float *shift, const float *res, float *dx,
+                    float *dw, float *db, float *dres, float *dscale, float *dshift, i64 N, i64 C, i64 S, i64 G,
+                    int act, int channels_last, int nthreads, i64 wave_bytes) {
+    if (N <= 0 || C <= 0 || S <= 0 || G <= 0 || C % G != 0 || nthreads <= 0) return -2;
+    const i64 D = C / G, NC = N * C;
+    /* M A B: forward coefficients; S1 S2: sums; P Q R: dx coefficients; pw pb: per-(n, c) dweight/dbias */
+    float *buf = malloc(sizeof(float) * 10 * NC);
+    if (!buf) return -1;
+    float *M = buf, *A = buf + NC, *B = buf + 2 * NC, *S1 = buf + 3 * NC, *S2 = buf + 4 * NC;
+    float *P = buf + 5 * NC, *Q = buf + 6 * NC, *R = buf + 7 * NC, *pw = buf + 8 * NC, *pb = buf + 9 * NC;
+    all_coefs(N, C, G, mean, rstd, w, bias, scale, shift, M, A, B);
+    /* pre-activation needs the residual only when there is an activation */
+    const float *rres = act == ACT_NONE ? NULL : res;
+    const int want_dx = dx != NULL || dres != NULL;
+    int fail = 0;
+
+    if (!channels_last) {
+        const i64 L = D * S; /* a group is D contiguous rows of S */
+        const i64 rows_per_wave = imax(1, imin(NC, wave_bytes / (S * 8))) ; /* dy and x */
+        /* waves on group boundaries so a wave's coefficients are complete */
+        const i64 wave_groups = imax(1, rows_per_wave / D);
+        (void)L;
+#pragma omp parallel num_threads(nthreads)
+        for (i64 g0 = 0; g0 < N * G; g0 += wave_groups) {
+            const i64 g1 = imin(N * G, g0 + wave_groups);
+#pragma omp for schedule(static)
+            for (i64 row = g0 * D; row < g1 * D; row++)
+                row_sums(dy + row * S, x + row * S, rres ? rres + row * S : NULL, S, M[row], A[row], B[row], act,
+                         &S1[row], &S2[row]);
+#pragma omp for schedule(static)
+            for (i64 ng = g0; ng < g1; ng++)
+                group_grads(ng / G, ng % G, C, D, S, rstd[ng], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
+                            dw ? pw : NULL, db ? pb : NULL);
+            if (want_dx) {
+                const i64 base = g0 * D * S, total = (g1 - g0) * D * S, npieces = cdiv(total, APPLY_PIECE);
+#pragma omp for schedule(static)
+                for (i64 pc = 0; pc < npieces; pc++) {
+                    i64 i = base + pc * APPLY_PIECE;
+                    const i64 end = imin(base + total, i + APPLY_PIECE);
+                    while (i < end) {
+                        const i64 row = i / S, row_end = imin(end, (row + 1) * S);
+                        dx_row(dy + i, x + i, rres ? rres + i : NULL, dx ? dx + i : NULL, dres ? dres + i : NULL,
+                               row_end - i, M[row], A[row], B[row], P[row], Q[row], R[row], act);
+                        i = row_end;
+                    }
+                }
+            }
+        }
+    } else {
+        const i64 per_sample = S * C;
+        const i64 Pp = imax(1, NSC_BLOCK / C);
+        const i64 nblk = cdiv(S, Pp);
+        const i64 wave = imax(1, imin(N, wave_bytes / (per_sample * 8)));
+        float *part = malloc(sizeof(float) * 2 * wave * nblk * C);
+        if (!part) { free(buf); return -1; }
+#pragma omp parallel num_threads(nthreads)
+        for (i64 n0 = 0; n0 < N; n0 += wave) {
+            const i64 n1 = imin(N, n0 + wave), items = (n1 - n0) * nblk;
+#pragma omp for schedule(static)
+            for (i64 it = 0; it < items; it++) {
+                const i64 n = n0 + it / nblk, b = it % nblk;
+                const i64 p0 = b * Pp, np = imin(Pp, S - p0), off = n * per_sample + p0 * C;
+                float *s1 = part + 2 * it * C, *s2 = s1 + C;
+                for (i64 c = 0; c < C; c++) s1[c] = 0.0f, s2[c] = 0.0f;
+                pixel_sums(dy + off, x + off, rres ? rres + off : NULL, np, C, M + n * C, A + n * C, B + n * C,
+                           act, s1, s2);
+            }
+            /* fold blocks in order, per sample, vectorized over channels */
+#pragma omp for schedule(static)
+            for (i64 n = n0; n < n1; n++) {
+                float *o1 = S1 + n * C, *o2 = S2 + n * C;
+                for (i64 c = 0; c < C; c++) o1[c] = 0.0f, o2[c] = 0.0f;
+                for (i64 b = 0; b < nblk; b++) {
+                    const float *s1 = part + 2 * ((n - n0) * nblk + b) * C, *s2 = s1 + C;
+#pragma omp simd
+                    for (i64 c = 0; c < C; c++) o1[c] += s1[c], o2[c] += s2[c];
+                }
+            }
+#pragma omp for schedule(static)
+            for (i64 ng = n0 * G; ng < n1 * G; ng++)
+                group_grads(ng / G, ng % G, C, D, S, rstd[ng], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
+                            dw ? pw : NULL, db ? pb : NULL);
+            if (want_dx) {
+                const i64 pix_per_piece = imax(1, APPLY_PIECE / C);
+                const i64 pps = cdiv(S, pix_per_piece), npieces = (n1 - n0) * pps;
+#pragma omp for schedule(static)
+                for (i64 pc = 0; pc < npieces; pc++) {
+                    const i64 n = n0 + pc / pps, p0 = (pc % pps) * pix_per_piece;
+                    const i64 np = imin(pix_per_piece, S - p0), off = n * per_sample + p0 * C;
+                    dx_pixels(dy + off, x + off, rres ? rres + off : NULL, dx ? dx + off : NULL,
+                              dres ? dres + off : NULL, np, C, M + n * C, A + n * C, B + n * C, P + n * C,
+                              Q + n * C, R + n * C, act);
+                }
+            }
+        }
+        free(part);
+    }
+    /* parameter gradients: sum over the batch in order */
+    if (dw || db) {
+        for (i64 c = 0; c < C; c++) {
+            double sw = 0.0, sb = 0.0;
+            for (i64 n = 0; n < N; n++) sw += pw[n * C + c], sb += pb[n * C + c];
+            if (dw) dw[c] = (float)sw;
+            if (db) db[c] = (float)sb;
+        }
+    }
+    free(buf);
+    return fail;
+}

@@ -1,0 +1,84 @@
+"""Load the compiled CPU kernel library, building it on first use; ``None`` (with one warning) when impossible.
+
+Nothing here runs at import time: the library is looked for, and built if missing, the first time a CPU call asks
+for it. A missing compiler, a failed build or ``GROUPNORM_CPU_KERNEL=0`` leaves the plain-torch implementation in
+charge, so a GPU host or a machine without a C compiler still works.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import warnings
+
+from groupnorm.ops.cpu import build
+
+ABI_VERSION = 1
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+_i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    lib.gn_abi_version.restype = _int
+    lib.gn_abi_version.argtypes = []
+    lib.gn_forward_f32.restype = _int
+    lib.gn_forward_f32.argtypes = [_ptr] * 9 + [_i64] * 4 + [_f32, _int, _int, _int, _i64]
+    lib.gn_backward_f32.restype = _int
+    lib.gn_backward_f32.argtypes = [_ptr] * 15 + [_i64] * 4 + [_int, _int, _int, _i64]
+
+
+def disabled() -> bool:
+    """True when ``GROUPNORM_CPU_KERNEL`` is set to 0/false/off."""
+    return os.environ.get("GROUPNORM_CPU_KERNEL", "1").strip().lower() in ("0", "false", "off", "no")
+
+
+def _load() -> ctypes.CDLL:
+    path = build.build()
+    lib = ctypes.CDLL(str(path))
+    _declare(lib)
+    if lib.gn_abi_version() != ABI_VERSION:
+        raise build.BuildError(f"{path} has ABI {lib.gn_abi_version()}, expected {ABI_VERSION}")
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded library, or None when it cannot be had (warns once, with the reason)."""
+    if "lib" in _state:
+        return _state["lib"]  # type: ignore[return-value]
+    with _lock:
+        if "lib" not in _state:
+            lib = None
+            if not disabled():
+                try:
+                    lib = _load()
+                except (build.BuildError, OSError) as e:
+                    _state["error"] = str(e)
+                    warnings.warn(
+                        f"groupnorm: CPU kernel unavailable, using plain torch ops on CPU ({e})",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+            else:
+                _state["error"] = "disabled by GROUPNORM_CPU_KERNEL"
+            _state["lib"] = lib
+    return _state["lib"]  # type: ignore[return-value]
+
+
+def available() -> bool:
+    """Whether the compiled kernels serve CPU calls (builds the library on the first call)."""
+    return library() is not None
+
+
+def error() -> str | None:
+    """Why the library is unavailable, once :func:`library` has been asked."""
+    return _state.get("error")  # type: ignore[return-value]
+
+
+def reset() -> None:
+    """Forget the loaded library so the next call looks again (tests switch the environment)."""
+    with _lock:
+        _state.clear()

@@ -1,0 +1,56 @@
+"""Same bits on every run, for every thread count and every cache-wave size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from groupnorm.ops.cpu import kernels
+
+CASES = [
+    pytest.param((3, 64, 33, 31), 8, "contiguous", id="nchw"),
+    pytest.param((3, 64, 33, 31), 8, "channels_last", id="channels_last"),
+    pytest.param((1, 32, 64, 80), 1, "contiguous", id="nchw-G1-many-blocks"),
+    pytest.param((2, 40, 4, 16, 16), 4, "channels_last", id="channels_last_3d"),
+]
+
+
+def run_all(x, w, b, res, sc, sh, grad, groups):
+    y, mean, rstd = kernels.forward(x, w, b, groups, 1e-5, "silu", res, sc, sh)
+    grads = kernels.backward(grad, x, w, b, mean, rstd, groups, "silu", res, sc, sh, [True] * 6)
+    return (y, mean, rstd, *grads)
+
+
+@pytest.mark.parametrize("shape,groups,layout", CASES)
+def test_bitwise_across_threads_runs_and_waves(kernel_lib, monkeypatch, shape, groups, layout):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(*shape, generator=gen) * 3 + 1
+    if layout == "channels_last":
+        x = x.movedim(1, -1).contiguous().movedim(-1, 1)
+    n, c = shape[:2]
+    w, b = torch.randn(c, generator=gen), torch.randn(c, generator=gen)
+    sc, sh = torch.randn(n, c, generator=gen), torch.randn(n, c, generator=gen)
+    res, grad = torch.randn_like(x), torch.randn_like(x)
+    args = (x, w, b, res, sc, sh, grad, groups)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = run_all(*args)
+        again = run_all(*args)
+        torch.set_num_threads(1)
+        one = run_all(*args)
+        torch.set_num_threads(3)  # more threads than cores: uneven splits
+        three = run_all(*args)
+        torch.set_num_threads(2)
+        monkeypatch.setenv("GROUPNORM_CPU_WAVE_BYTES", str(48 * 1024))  # many small waves
+        small_waves = run_all(*args)
+    finally:
+        torch.set_num_threads(threads)
+    for other, label in (
+        (again, "rerun"),
+        (one, "1 thread"),
+        (three, "3 threads"),
+        (small_waves, "small waves"),
+    ):
+        for i, (a, b_) in enumerate(zip(two, other)):
+            assert torch.equal(a, b_), f"output {i} differs between 2 threads and {label}"
