@@ -16,6 +16,7 @@ from collections.abc import Sequence
 # "module:function" of each subcommand's register function, in the order `--help` lists them.
 COMMANDS: list[str] = [
     "groupnorm.info:register",
+    "groupnorm.repro.command:register",
     "groupnorm.bench.command:register",
 ]
 

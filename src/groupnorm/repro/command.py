@@ -1,0 +1,206 @@
+"""``groupnorm repro``: run a reproduction sweep, or ``groupnorm repro report DIR`` to (re)write its report.
+
+Examples::
+
+    groupnorm repro --preset demo --out runs/demo
+    groupnorm repro --dataset cifar10 --data-root data/cifar10 --norms bn,gn --batch-per-device 32,2 \\
+        --devices 4 --epochs 30 --out runs/c10
+    torchrun --nproc_per_node 2 -m groupnorm repro --preset demo --out runs/demo-ddp   # the same, 2 processes
+    groupnorm repro report runs/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+from .hparams import NORMS, SCHEDULES, HParams
+from .presets import PRESETS, preset
+
+# flag -> HParams field for the scalar flags (the list-valued ones are handled by the sweep)
+SCALAR_FIELDS = {
+    "dataset": "dataset", "model": "model", "width": "width", "devices": "devices", "epochs": "epochs",
+    "base_lr": "base_lr", "weight_decay": "weight_decay", "schedule": "schedule", "warmup_epochs": "warmup_epochs",
+    "train_subset": "train_subset", "image_size": "image_size", "seed": "seed", "momentum": "momentum",
+    "eval_batch": "eval_batch",
+}  # fmt: skip
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _norm_list(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in NORMS]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown norm {bad[0] if bad else text!r}; choose from {', '.join(NORMS)}"
+        )
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "repro",
+        help="reproduce the paper's experiments (sweeps, virtual devices, reports)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["run", "report"],
+        default="run",
+        help="run a sweep (default) or write the report of DIR",
+    )
+    p.add_argument("dir", nargs="?", help="for 'report': the sweep directory")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a named sweep; other flags override its values")
+    p.add_argument("--out", help="output directory (default runs/<preset or dataset>)")
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--dataset", help="digits, cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH, npz:PATH"
+    )
+    g.add_argument("--data-root", help="where the dataset lies (default $GROUPNORM_DATA/<name>)")
+    g.add_argument("--no-download", action="store_true", help="never download; read only local files")
+    g.add_argument(
+        "--train-subset", type=_positive_int, help="use this many training images (class-balanced)"
+    )
+    g.add_argument("--image-size", type=_positive_int, help="resize images to this square side")
+    g = p.add_argument_group("sweep")
+    g.add_argument("--norms", type=_norm_list, help=f"comma-separated, from {','.join(NORMS)}")
+    g.add_argument("--batch-per-device", type=_int_list, help="images per device, e.g. 32,16,8,4,2")
+    g.add_argument("--devices", type=_positive_int, help="virtual devices per step (the paper: 8)")
+    g.add_argument("--groups", type=_int_list, help="GN group counts to sweep, e.g. 64,32,16 (Table 3)")
+    g.add_argument("--group-size", type=_int_list, help="GN channels per group to sweep, e.g. 16,8 (Table 3)")
+    g.add_argument("--seeds", type=_positive_int, help="seeds per cell (mean ± std)")
+    g.add_argument("--seed", type=int, help="first seed (default 0)")
+    g = p.add_argument_group("training")
+    g.add_argument("--model", help="resnet20/32/56/110 (CIFAR-style) or resnet18/34/50/101")
+    g.add_argument("--width", type=_positive_float, help="width multiplier")
+    g.add_argument("--epochs", type=_positive_int)
+    g.add_argument("--base-lr", type=_positive_float, help="LR for 32 images per device (scaled linearly)")
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--no-decay-norm", action="store_true", help="no weight decay on norm gamma/beta")
+    g.add_argument("--schedule", choices=SCHEDULES)
+    g.add_argument("--warmup-epochs", type=float)
+    g.add_argument("--eval-batch", type=_positive_int)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.set_defaults(func=main)
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """Preset values overridden by the flags given."""
+    merged = preset(args.preset) if args.preset else {}
+    for key in (*SCALAR_FIELDS, "norms", "batch_per_device", "seeds"):
+        value = getattr(args, key, None)
+        if value is not None:
+            merged[key] = value
+    if args.groups is not None:
+        merged["groups"] = args.groups
+    if args.group_size is not None:
+        merged["group_sizes"] = args.group_size
+    return merged
+
+
+def build_spec(args: argparse.Namespace):
+    from .sweep import SweepSpec
+
+    s = settings(args)
+    base_kw = {SCALAR_FIELDS[k]: s[k] for k in SCALAR_FIELDS if k in s}
+    if args.no_decay_norm:
+        base_kw["decay_norm_params"] = False
+    base = HParams(**base_kw)
+    return SweepSpec(
+        base=base,
+        norms=s.get("norms", ["bn", "gn"]),
+        batch_per_device=s.get("batch_per_device", [base.batch_per_device]),
+        groups=s.get("groups", []),
+        group_sizes=s.get("group_sizes", []),
+        seeds=s.get("seeds", 1),
+        data_root=args.data_root,
+        download=not args.no_download,
+    )
+
+
+def _error(msg: str) -> int:
+    print(f"groupnorm repro: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def main(args: argparse.Namespace) -> int:
+    from .data import DataUnavailable
+
+    if args.action == "report":
+        if not args.dir:
+            return _error("report needs the sweep directory: groupnorm repro report DIR")
+        from .report import write_report
+
+        try:
+            print(f"report: {write_report(args.dir)}")
+        except (FileNotFoundError, ValueError) as e:
+            return _error(str(e))
+        return 0
+    if args.dir:
+        return _error(f"unexpected argument {args.dir!r} (did you mean --out {args.dir}?)")
+    try:
+        spec = build_spec(args)
+    except (ValueError, TypeError) as e:
+        return _error(str(e))
+    out = args.out or os.path.join(
+        "runs", args.preset or spec.base.dataset.replace(":", "_").replace("/", "_")
+    )
+    command = (
+        "groupnorm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["repro"] else None
+    )
+    from .sweep import run_sweep
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        import torch
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        run_sweep(spec, out, quiet=args.quiet, command=command, report=not args.no_report)
+    except DataUnavailable as e:
+        return _error(str(e))
+    except ValueError as e:
+        return _error(str(e))
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    return 0

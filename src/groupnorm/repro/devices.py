@@ -1,0 +1,92 @@
+"""Virtual devices: the paper's "BN statistics per GPU, not synchronized" on one CPU or GPU.
+
+A training step of K devices × b images is one tensor of K·b images. :class:`DeviceBatchNorm2d` computes the
+batch statistics of each device's b images separately, in one batched call — a reshape to (K, b, C, H, W) and a
+reduction per device — which is exactly what K unsynchronized BatchNorm replicas compute.
+
+Running statistics rule: every device makes torch's update with its own batch statistics,
+``r_k = (1 - m)·r + m·s_k`` (s_k: mean, or unbiased variance, of device k), and the layer keeps their average,
+``r ← mean_k r_k = (1 - m)·r + m·mean_k(s_k)``. Under torchrun each process applies the rule to its own devices
+and the processes then average their buffers (:func:`average_buffers`); since the update is linear and every
+process holds the same number of devices, the result is the same as the single-process emulation.
+
+``syncbn`` is plain BatchNorm over all K·b images, which is what SyncBatchNorm computes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+class DeviceBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are computed per virtual device of ``batch_per_device`` images.
+
+    Parameters, buffers and ``state_dict`` are those of ``nn.BatchNorm2d``; eval mode is plain BN.
+
+    >>> bn = DeviceBatchNorm2d(16, batch_per_device=4)
+    >>> y = bn(torch.randn(12, 16, 8, 8))   # 3 devices of 4 images, each normalized by its own statistics
+    """
+
+    def __init__(self, num_features: int, batch_per_device: int, **kwargs) -> None:
+        super().__init__(num_features, **kwargs)
+        if batch_per_device < 1:
+            raise ValueError(f"batch_per_device must be >= 1, got {batch_per_device}")
+        self.batch_per_device = batch_per_device
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, batch_per_device={self.batch_per_device}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        n, c = x.shape[:2]
+        b = self.batch_per_device
+        if n % b:
+            raise ValueError(f"batch of {n} images is not a whole number of devices of batch_per_device={b}")
+        k = n // b
+        xv = x.reshape(k, b, c, -1)
+        # Two-pass statistics per (device, channel) over that device's images and positions.
+        var, mean = torch.var_mean(xv, dim=(1, 3), correction=0)  # (K, C)
+        rstd = torch.rsqrt(var + self.eps)
+        y = (xv - mean[:, None, :, None]) * rstd[:, None, :, None]
+        if self.affine:
+            y = y * self.weight[None, None, :, None] + self.bias[None, None, :, None]
+        if self.track_running_stats:
+            self._update_running(mean.detach(), var.detach(), count=b * xv.shape[-1])
+        return y.reshape(x.shape)
+
+    @torch.no_grad()
+    def _update_running(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
+        self.num_batches_tracked.add_(1)
+        m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        unbiased = var * (count / max(count - 1, 1))
+        self.running_mean.mul_(1 - m).add_(mean.mean(0), alpha=m)
+        self.running_var.mul_(1 - m).add_(unbiased.mean(0), alpha=m)
+
+
+def device_bn(batch_per_device: int) -> Callable[[int], nn.Module]:
+    """A ``channels -> module`` norm factory (what ``norm=`` of the models takes) for per-device BatchNorm."""
+    return lambda channels: DeviceBatchNorm2d(channels, batch_per_device=batch_per_device)
+
+
+def set_batch_per_device(model: nn.Module, batch_per_device: int) -> None:
+    """Point every :class:`DeviceBatchNorm2d` of ``model`` at a new per-device batch size."""
+    for m in model.modules():
+        if isinstance(m, DeviceBatchNorm2d):
+            m.batch_per_device = batch_per_device
+
+
+@torch.no_grad()
+def average_buffers(model: nn.Module) -> None:
+    """Average the floating-point buffers (BN running statistics) over the processes of the default group."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            buf.div_(world)

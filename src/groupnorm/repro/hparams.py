@@ -1,0 +1,118 @@
+"""The hyper-parameters of one training run: one dataclass, recorded with every result.
+
+Defaults follow the paper's ImageNet protocol (§4.1), scaled by epochs: SGD with momentum 0.9, weight decay
+1e-4 on every weight including gamma and beta, learning rate ``base_lr × batch_per_device / 32``, divided by 10 at
+30 %, 60 % and 90 % of the epochs, the same number of epochs for every batch size, gamma = 0 in the last norm of
+each residual block, and validation error = median of the last 5 epochs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+
+NORMS = ("bn", "syncbn", "gn", "ln", "in", "gn+ws", "none")
+SCHEDULES = ("step", "cosine")
+
+
+@dataclass(frozen=True)
+class HParams:
+    dataset: str = "digits"  # a data spec of groupnorm.repro.data.load_dataset
+    model: str = "resnet20"  # a name of groupnorm.models.get_model
+    width: float = 1  # width multiplier of the model (channels × width)
+    norm: str = "gn"  # bn (per device), syncbn (over all devices), gn, ln, in, gn+ws (GN with WSConv2d), none
+    groups: int | None = (
+        None  # GN: number of groups (None with group_size None: the model's default grouping)
+    )
+    group_size: int | None = None  # GN: channels per group instead of a number of groups
+    devices: int = 8  # virtual devices per step (the paper's 8 GPUs)
+    batch_per_device: int = 32  # images per device; BN statistics are computed over these
+    epochs: int = 100  # the same for every batch size, as in the paper
+    base_lr: float = 0.1  # learning rate for 32 images per device; scaled linearly by batch_per_device / 32
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    decay_norm_params: bool = True  # weight decay on gamma/beta too (the paper); False for fine-tuning
+    schedule: str = "step"  # step: ÷10 at each milestone; cosine: cosine to 0 over all epochs
+    milestones: tuple[float, ...] = (
+        0.3,
+        0.6,
+        0.9,
+    )  # fractions of the epochs where the step schedule divides by 10
+    warmup_epochs: float = 0.0  # linear warm-up from 0 (the paper uses none at 100 epochs)
+    zero_init_last: bool = True  # gamma = 0 in the last norm of each residual block
+    train_subset: int | None = None  # keep only this many training images (a fixed class-balanced subset)
+    image_size: int | None = None  # resize images to this square side (ImageFolder data of mixed sizes)
+    eval_batch: int = 500  # evaluation batch size (BN uses running statistics, so it does not matter)
+    seed: int = 0  # initialization, data order and augmentation
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"norm: unknown normalization {self.norm!r}; choose from {', '.join(NORMS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"schedule: unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}"
+            )
+        if not self.width > 0:
+            raise ValueError(f"width must be > 0, got {self.width}")
+        for name in ("devices", "batch_per_device", "epochs", "eval_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.groups is not None and self.group_size is not None:
+            raise ValueError(
+                f"give groups or group_size, not both (groups={self.groups}, group_size={self.group_size})"
+            )
+        for name in ("groups", "group_size", "train_subset", "image_size"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        if self.base_lr <= 0:
+            raise ValueError(f"base_lr must be > 0, got {self.base_lr}")
+
+    @property
+    def lr(self) -> float:
+        """The paper's linear scaling rule: base_lr for 32 images per device."""
+        return self.base_lr * self.batch_per_device / 32
+
+    @property
+    def global_batch(self) -> int:
+        return self.devices * self.batch_per_device
+
+    def lr_at(self, epoch: float) -> float:
+        """Learning rate at a (fractional) epoch in [0, epochs)."""
+        if self.warmup_epochs > 0 and epoch < self.warmup_epochs:
+            return self.lr * epoch / self.warmup_epochs
+        if self.schedule == "cosine":
+            return self.lr * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
+        drops = sum(epoch >= round(f * self.epochs) for f in self.milestones)
+        return self.lr * 0.1**drops
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        d["lr"] = self.lr
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HParams:
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        if "milestones" in kw:
+            kw["milestones"] = tuple(kw["milestones"])
+        return cls(**kw)
+
+    def norm_label(self) -> str:
+        """The norm with its grouping, e.g. ``gn``, ``gn/G=16``, ``gn/16ch``."""
+        if self.norm in ("gn", "gn+ws") and self.groups is not None:
+            return f"{self.norm}/G={self.groups}"
+        if self.norm in ("gn", "gn+ws") and self.group_size is not None:
+            return f"{self.norm}/{self.group_size}ch"
+        return self.norm
+
+    def run_id(self) -> str:
+        """A readable, unique directory name for this configuration."""
+        readable = f"{self.norm_label().replace('/', '-').replace('=', '').replace('+', '')}_b{self.batch_per_device}"
+        readable += f"_k{self.devices}_s{self.seed}"
+        digest = hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        return f"{readable}_{digest}"

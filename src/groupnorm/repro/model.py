@@ -1,0 +1,76 @@
+"""Build the model of a run: a ``groupnorm.models`` network with the run's normalization plugged in.
+
+Besides the names of ``groupnorm.models.list_models()``, any CIFAR-style depth ``resnet<6n+2>`` is accepted
+(``resnet8``, ``resnet14``, ``resnet44``): small models for a CPU budget.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from torch import nn
+
+from .devices import device_bn
+from .hparams import HParams
+
+
+def norm_factory(hp: HParams):
+    """The ``norm=`` argument for the model: a kind string or a ``channels -> module`` callable."""
+    import groupnorm
+
+    if hp.norm == "bn":
+        # Per-device statistics; with one device this is plain BatchNorm over b images.
+        return device_bn(hp.batch_per_device)
+    if hp.norm == "syncbn":
+        return lambda c: nn.BatchNorm2d(c)  # statistics over the whole step (all devices)
+    if hp.norm in ("gn", "gn+ws"):
+        if hp.groups is None and hp.group_size is None:
+            return "gn"  # the model's default grouping
+        # Group counts a narrow layer cannot take fall back to gcd(C, G) (at least 2 channels per group);
+        # the grouping actually used is recorded with every result (describe_norms).
+        return groupnorm.norm_layer(
+            "gn", num_groups=hp.groups, group_size=hp.group_size, fallback="gcd", warn=False
+        )
+    return hp.norm  # ln, in, none
+
+
+def build_model(hp: HParams, num_classes: int, in_channels: int) -> nn.Module:
+    """The network of ``hp`` for ``num_classes`` classes and images of ``in_channels`` channels."""
+    import groupnorm
+    from groupnorm import models
+
+    kwargs = {
+        "num_classes": num_classes,
+        "norm": norm_factory(hp),
+        "zero_init_last": hp.zero_init_last,
+        "width": hp.width,
+    }
+    if hp.norm == "gn+ws":
+        kwargs["conv"] = groupnorm.WSConv2d
+    if in_channels != 3:
+        kwargs["in_channels"] = in_channels
+    if hp.model not in models.list_models():
+        m = re.fullmatch(r"resnet(\d+)", hp.model)
+        if m and (int(m.group(1)) - 2) % 6 == 0 and int(m.group(1)) < 200:
+            # any CIFAR-style depth 6n + 2 (resnet8, resnet14, resnet44, ...): small models for CPU budgets
+            return models.CifarResNet(int(m.group(1)), **kwargs)
+    return models.get_model(hp.model, **kwargs)
+
+
+def describe_norms(model: nn.Module) -> str:
+    """A compact description of the normalization layers, e.g. ``GroupNorm(16ch:G=1 ×7, 32ch:G=2 ×6)``."""
+    counts: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    for m in model.modules():
+        name = type(m).__name__
+        if hasattr(m, "num_groups") and hasattr(m, "num_channels"):
+            counts[f"{m.num_channels}ch:G={m.num_groups}"] += 1
+            kinds[name] += 1
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            counts[f"{m.num_features}ch"] += 1
+            kinds[name] += 1
+    if not kinds:
+        return "no normalization"
+    parts = ", ".join(f"{k} ×{v}" for k, v in counts.items())
+    return f"{'/'.join(kinds)}({parts})"

@@ -1,0 +1,334 @@
+"""``report.md`` and plots from a sweep directory (only its ``results.jsonl`` is required).
+
+Tables in the paper's style: validation error per norm × images per device (mean ± std over seeds, Δ vs BN,
+the paper's ImageNet number beside ours), training error, time per epoch, the group ablation; plots of error vs
+batch size (Figure 1), training/validation curves (Figure 4) and the group ablation; a plain statement of where
+our outcome agrees with the paper and where it does not.
+
+Example::
+
+    path = write_report("runs/demo")   # -> runs/demo/report.md (+ fig1_error_vs_batch.png, ...)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import paper
+from .checkpoint import atomic_write_text
+from .train import MEDIAN_OF_LAST
+
+NORM_ORDER = ["bn", "syncbn", "gn", "gn+ws", "ln", "in", "none"]
+NORM_NAMES = {
+    "bn": "BN",
+    "syncbn": "SyncBN",
+    "gn": "GN",
+    "gn+ws": "GN+WS",
+    "ln": "LN",
+    "in": "IN",
+    "none": "none",
+}
+
+
+@dataclass
+class Run:
+    run: str
+    config: dict
+    records: list[dict]
+
+    @property
+    def finished(self) -> bool:
+        return len(self.records) >= self.config["epochs"]
+
+    def final(self, key: str) -> float:
+        return statistics.median(r[key] for r in self.records[-MEDIAN_OF_LAST:])
+
+    @property
+    def label(self) -> str:
+        return norm_label(self.config)
+
+
+def norm_label(config: dict) -> str:
+    """``gn`` for the default grouping, ``gn G=16`` or ``gn 16ch`` for an explicit one."""
+    n = config["norm"]
+    if config.get("groups") is not None:
+        return f"{n} G={config['groups']}"
+    if config.get("group_size") is not None:
+        return f"{n} {config['group_size']}ch"
+    return n
+
+
+def load_runs(path: str | os.PathLike) -> list[Run]:
+    """Group the epoch records of ``results.jsonl`` by run (a later record of an epoch replaces an earlier one)."""
+    by_run: dict[str, dict[int, dict]] = defaultdict(dict)
+    configs: dict[str, dict] = {}
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        by_run[r["run"]][r["epoch"]] = r
+        configs[r["run"]] = r["config"]
+    return [Run(k, configs[k], [v[e] for e in sorted(v)]) for k, v in by_run.items()]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _fmt(mean: float, std: float | None) -> str:
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
+def _label_sort_key(label: str) -> tuple:
+    base = label.split(" ")[0]
+    rank = NORM_ORDER.index(base) if base in NORM_ORDER else len(NORM_ORDER)
+    return (rank, label)
+
+
+def cells(runs: list[Run], key: str) -> dict[tuple[str, int], tuple[float, float | None, int]]:
+    """(label, b) -> (mean, std, seeds) of a run's final ``key`` over seeds."""
+    groups: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for r in runs:
+        groups[(r.label, r.config["batch_per_device"])].append(r.final(key))
+    return {k: (*_mean_std(v), len(v)) for k, v in groups.items()}
+
+
+def _table(rows: list[str], cols: list[int], cell) -> str:
+    head = "| norm | " + " | ".join(f"b={b}" for b in cols) + " |"
+    sep = "|---|" + "---|" * len(cols)
+    lines = [head, sep]
+    for label in rows:
+        lines.append(f"| {_display(label)} | " + " | ".join(cell(label, b) for b in cols) + " |")
+    return "\n".join(lines)
+
+
+def _display(label: str) -> str:
+    base, *rest = label.split(" ")
+    return " ".join([NORM_NAMES.get(base, base), *rest])
+
+
+def write_report(out: str | os.PathLike, results: str | os.PathLike | None = None) -> Path:
+    """Write ``report.md`` and PNG plots into ``out`` from ``results`` (default ``out/results.jsonl``)."""
+    out = Path(out)
+    results = Path(results) if results else out / "results.jsonl"
+    if not results.exists():
+        raise FileNotFoundError(f"no results file {results}: run a sweep with --out {out} first")
+    runs = [r for r in load_runs(results) if r.records]
+    if not runs:
+        raise ValueError(f"{results} holds no epoch records yet")
+    meta_path = out / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    finished = [r for r in runs if r.finished]
+    unfinished = [r for r in runs if not r.finished]
+    shown = finished or runs
+    val = cells(shown, "val_error")
+    train = cells(shown, "train_error")
+    secs = cells(shown, "seconds")
+    labels = sorted({k[0] for k in val}, key=_label_sort_key)
+    bs = sorted({k[1] for k in val}, reverse=True)
+    main_labels = [lb for lb in labels if " " not in lb]
+    ablation_labels = [lb for lb in labels if " " in lb]
+    cfg = shown[0].config
+
+    def val_cell(label: str, b: int) -> str:
+        if (label, b) not in val:
+            return "—"
+        m, s, _ = val[(label, b)]
+        text = _fmt(m, s)
+        if label != "bn" and ("bn", b) in val:
+            text += f" ({m - val[('bn', b)][0]:+.2f})"
+        p = paper.paper_error(label, b)
+        if p is not None:
+            text += f" · paper {p:.1f}"
+        return text
+
+    def plain_cell(table):
+        return lambda label, b: _fmt(*table[(label, b)][:2]) if (label, b) in table else "—"
+
+    md = [f"# Group Normalization reproduction: {cfg['dataset']}, {cfg['model']}", ""]
+    if meta.get("command"):
+        md += ["Made by:", "", "```", meta["command"], "```", ""]
+    seeds = max(v[2] for v in val.values())
+    md += [
+        f"Setting: {cfg['dataset']} ({cfg.get('train_subset') or 'all'} training images), {cfg['model']} "
+        f"(width ×{cfg.get('width', 1)}), {cfg['devices']} virtual devices, {cfg['epochs']} epochs, "
+        f"{cfg['schedule']} schedule, base LR {cfg['base_lr']} for 32 images/device scaled linearly, "
+        f"weight decay {cfg['weight_decay']}, up to {seeds} seed(s) per cell. Validation error is the median of "
+        f"the last {MEDIAN_OF_LAST} epochs, in %. Paper numbers: {paper.SETTING}.",
+        "",
+    ]
+    if unfinished:
+        md += [
+            f"**{len(unfinished)} run(s) unfinished** — tables use finished runs only."
+            if finished
+            else "**No run has finished yet** — numbers are from the epochs done so far.",
+            "",
+        ]
+    groupings = sorted({r.config.get("grouping", "") for r in shown if r.config["norm"] in ("gn", "gn+ws")})
+    if groupings:
+        md += ["GN grouping used: " + "; ".join(f"`{g}`" for g in groupings if g), ""]
+
+    md += [
+        "## Validation error (%) by images per device",
+        "",
+        "Mean ± std over seeds; (Δ vs BN at the same batch); the paper's ImageNet number where it has one.",
+        "",
+    ]
+    md += [_table(main_labels, bs, val_cell), "", "![error vs batch](fig1_error_vs_batch.png)", ""]
+    md += ["## Training error (%)", "", _table(main_labels, bs, plain_cell(train)), ""]
+    md += ["![curves](fig4_curves.png)", ""]
+    md += ["## Seconds per epoch", "", _table(labels, bs, plain_cell(secs)), ""]
+    if ablation_labels:
+        md += _ablation_section(val, ablation_labels, bs)
+    md += ["## Against the paper", ""] + [f"- {line}" for line in findings(val, bs)] + [""]
+    machine = meta.get("machine") or shown[0].records[-1].get("machine")
+    if machine:
+        md += ["## Machine", "", "```", json.dumps(machine, indent=1, sort_keys=True), "```", ""]
+    md += [
+        "Files: `results.jsonl` (every epoch of every run), `summary.csv` (one row per run), `runs/<run>/`.",
+        "",
+    ]
+
+    _plots(out, shown, val, main_labels, ablation_labels, bs)
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(md))
+    return path
+
+
+def _ablation_section(val: dict, labels: list[str], bs: list[int]) -> list[str]:
+    md = ["## Group ablation (Table 3)", "", "| grouping | b | ours | paper (b=32) |", "|---|---|---|---|"]
+    for label in labels:
+        for b in bs:
+            if (label, b) not in val:
+                continue
+            m, s, _ = val[(label, b)]
+            kind, value = label.split(" ")[1].split("=") if "=" in label else ("ch", label.split(" ")[1][:-2])
+            ref = (paper.BY_GROUPS if kind == "G" else paper.BY_GROUP_SIZE).get(int(value))
+            md.append(f"| {_display(label)} | {b} | {_fmt(m, s)} | {ref if ref is not None else '—'} |")
+    return md + ["", "![group ablation](fig_groups.png)", ""]
+
+
+def findings(val: dict, bs: list[int]) -> list[str]:
+    """Plain sentences: what the paper found, and whether ours agrees."""
+    lines = []
+    big, small = (max(bs), min(bs)) if bs else (None, None)
+    has = lambda n, b: (n, b) in val  # noqa: E731
+    err = lambda n, b: val[(n, b)][0]  # noqa: E731
+    if big != small and has("bn", big) and has("bn", small):
+        d = err("bn", small) - err("bn", big)
+        pb, ps = paper.paper_error("bn", big), paper.paper_error("bn", small)
+        ref = f"paper {big}→{small}: {ps - pb:+.1f}" if pb and ps else "paper 32→2: +11.1"
+        verdict = "agrees" if d > 1.0 else "does NOT reproduce this"
+        lines.append(
+            f"BN from b={big} to b={small}: {d:+.2f} points here ({ref}). "
+            f"The paper's BN degrades at small batches; ours {verdict}."
+        )
+    if has("gn", big) and has("gn", small) and big != small:
+        gn = [err("gn", b) for b in bs if has("gn", b)]
+        spread = max(gn) - min(gn)
+        verdict = "agrees" if spread <= 2.0 else "does NOT agree (spread above 2 points)"
+        lines.append(
+            f"GN across b={big}…{small}: spread {spread:.2f} points (paper: 0.2). The paper's GN is "
+            f"insensitive to the batch size; ours {verdict}."
+        )
+    if has("gn", small) and has("bn", small):
+        d = err("gn", small) - err("bn", small)
+        verdict = "agrees" if d < 0 else "does NOT agree"
+        lines.append(
+            f"At b={small}, GN − BN = {d:+.2f} points (paper at b=2: −10.6). GN should win at small "
+            f"batch; ours {verdict}."
+        )
+    if has("gn", big) and has("bn", big):
+        d = err("gn", big) - err("bn", big)
+        verdict = (
+            "agrees"
+            if -1.0 <= d <= 2.0
+            else ("does NOT agree: GN is much worse" if d > 2 else "differs: GN is clearly better")
+        )
+        lines.append(
+            f"At b={big}, GN − BN = {d:+.2f} points (paper at b=32: +0.5, BN slightly better); ours "
+            f"{verdict}."
+        )
+    if big is not None and all(has(n, big) for n in ("gn", "ln", "in")):
+        order = sorted(("gn", "ln", "in"), key=lambda n: err(n, big))
+        verdict = "agrees" if order == ["gn", "ln", "in"] else "does NOT agree"
+        lines.append(
+            f"At b={big} the order is {' < '.join(NORM_NAMES[n] for n in order)} "
+            f"(paper: GN 24.1 < LN 25.3 < IN 28.4); ours {verdict}."
+        )
+    if not lines:
+        lines.append("This sweep has no cell that the paper's comparisons apply to.")
+    return lines
+
+
+def _plots(out: Path, runs: list, val: dict, labels: list[str], ablation: list[str], bs: list[int]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is in the repro extra
+        return
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for label in labels:
+        pts = [(b, *val[(label, b)][:2]) for b in bs if (label, b) in val]
+        if not pts:
+            continue
+        x, m, s = zip(*pts)
+        ax.errorbar(x, m, yerr=[v or 0 for v in s], marker="o", capsize=3, label=_display(label))
+    for norm, style in (("bn", "C0"), ("gn", "C1")):
+        pts = sorted(paper.BY_BATCH[norm].items())
+        ax.plot(
+            *zip(*pts), linestyle=":", color=style, alpha=0.5, label=f"paper {NORM_NAMES[norm]} (ImageNet)"
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(bs, [str(b) for b in bs])
+    ax.invert_xaxis()
+    ax.set_xlabel("images per device")
+    ax.set_ylabel("validation error (%)")
+    ax.set_title("Error vs batch size (Figure 1)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "fig1_error_vs_batch.png", dpi=120)
+    plt.close(fig)
+
+    # Figure 4: curves at the largest and the smallest batch, first seed of each norm.
+    panels = [b for b in (max(bs), min(bs)) if b is not None]
+    panels = sorted(set(panels), reverse=True)
+    fig, axes = plt.subplots(len(panels), 2, figsize=(10, 3.4 * len(panels)), squeeze=False)
+    for row, b in enumerate(panels):
+        for label in labels:
+            chosen = [r for r in runs if r.label == label and r.config["batch_per_device"] == b]
+            if not chosen:
+                continue
+            r = min(chosen, key=lambda r: r.config["seed"])
+            ep = [x["epoch"] for x in r.records]
+            axes[row][0].plot(ep, [x["train_error"] for x in r.records], label=_display(label))
+            axes[row][1].plot(ep, [x["val_error"] for x in r.records], label=_display(label))
+        for col, what in enumerate(("train error (%)", "val error (%)")):
+            axes[row][col].set_title(f"{what}, b={b}")
+            axes[row][col].set_xlabel("epoch")
+            axes[row][col].grid(alpha=0.3)
+            if axes[row][col].get_legend_handles_labels()[0]:
+                axes[row][col].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "fig4_curves.png", dpi=110)
+    plt.close(fig)
+
+    if ablation:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        keys = [(lb, b) for lb in ablation for b in bs if (lb, b) in val]
+        ax.bar(range(len(keys)), [val[k][0] for k in keys], yerr=[val[k][1] or 0 for k in keys], capsize=3)
+        ax.set_xticks(range(len(keys)), [f"{_display(lb)}\nb={b}" for lb, b in keys], fontsize=7)
+        ax.set_ylabel("validation error (%)")
+        ax.set_title("Group ablation (Table 3)")
+        fig.tight_layout()
+        fig.savefig(out / "fig_groups.png", dpi=110)
+        plt.close(fig)

@@ -1,0 +1,188 @@
+"""A sweep: the grid norm × grouping × batch per device × seed, run one after another, never losing work.
+
+Layout of ``out``::
+
+    out/meta.json            the command, the sweep, machine and versions
+    out/runs/<run>/          checkpoint.pt, epochs.jsonl, result.json of each run (see train.py)
+    out/results.jsonl        every epoch record of every run, regenerated atomically after each epoch
+    out/summary.csv          one row per finished run (val error = median of its last 5 epochs)
+    out/report.md, *.png     written at the end (groupnorm.repro.report)
+
+Rerunning the same command skips finished runs and resumes unfinished ones from their last epoch.
+
+Example::
+
+    spec = SweepSpec(base=HParams(dataset="digits", epochs=6), norms=["bn", "gn"], batch_per_device=[32, 4])
+    results = run_sweep(spec, out="runs/demo")
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch.distributed as dist
+
+from .checkpoint import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from .data import load_dataset
+from .hparams import HParams
+from .progress import Progress
+from .train import Dist, RunTrainer, machine_info
+
+GN_NORMS = ("gn", "gn+ws")
+
+
+@dataclass
+class SweepSpec:
+    """What to run: ``base`` hyper-parameters and the lists each run takes one value from."""
+
+    base: HParams = field(default_factory=HParams)
+    norms: list[str] = field(default_factory=lambda: ["bn", "gn"])
+    batch_per_device: list[int] = field(default_factory=lambda: [32])
+    groups: list[int] = field(default_factory=list)  # GN group counts to try (Table 3, left)
+    group_sizes: list[int] = field(default_factory=list)  # GN channels per group to try (Table 3, right)
+    seeds: int = 1
+    data_root: str | None = None
+    download: bool = True
+
+    def runs(self) -> list[HParams]:
+        """Every configuration of the grid, in the order they run."""
+        out = []
+        for norm in self.norms:
+            if norm in GN_NORMS and (self.groups or self.group_sizes):
+                groupings = [(g, None) for g in self.groups] + [(None, s) for s in self.group_sizes]
+            else:
+                groupings = [(None, None)]
+            for groups, size in groupings:
+                for b in self.batch_per_device:
+                    for seed in range(self.base.seed, self.base.seed + self.seeds):
+                        out.append(
+                            replace(
+                                self.base,
+                                norm=norm,
+                                groups=groups,
+                                group_size=size,
+                                batch_per_device=b,
+                                seed=seed,
+                            )
+                        )
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "base": self.base.to_dict(),
+            "norms": self.norms,
+            "batch_per_device": self.batch_per_device,
+            "groups": self.groups,
+            "group_sizes": self.group_sizes,
+            "seeds": self.seeds,
+        }
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+SUMMARY_FIELDS = [
+    "run", "norm", "groups", "group_size", "batch_per_device", "devices", "seed", "epochs_done",
+    "val_error", "train_error", "train_loss", "seconds_per_epoch", "grouping",
+]  # fmt: skip
+
+
+def aggregate(out: str | os.PathLike, run_ids: list[str]) -> list[dict]:
+    """Rewrite ``results.jsonl`` and ``summary.csv`` from the per-run files; return the finished results."""
+    out = Path(out)
+    records, results = [], []
+    for rid in run_ids:
+        records += read_jsonl(out / "runs" / rid / "epochs.jsonl")
+        res = out / "runs" / rid / "result.json"
+        if res.exists():
+            results.append(json.loads(res.read_text()))
+    atomic_write_jsonl(out / "results.jsonl", records)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for r in results:
+        w.writerow({**r["config"], **r})
+    atomic_write_text(out / "summary.csv", buf.getvalue())
+    return results
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: str | os.PathLike,
+    *,
+    quiet: bool = False,
+    command: str | None = None,
+    report: bool = True,
+) -> list[dict]:
+    """Run (or resume) every run of ``spec`` under ``out``; write the aggregate files and the report."""
+    out = Path(out)
+    me = Dist.current()
+    runs = spec.runs()
+    run_ids = [hp.run_id() for hp in runs]
+    progress = Progress(len(runs), quiet=quiet, enabled=me.main)
+    if me.main:
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "command": command or " ".join(shlex.quote(a) for a in sys.argv),
+            "sweep": spec.to_dict(),
+            "machine": machine_info(),
+            "world_size": me.world,
+        }
+        atomic_write_json(out / "meta.json", meta)
+    base = spec.base
+    data = load_dataset(
+        base.dataset,
+        spec.data_root,
+        download=spec.download,
+        train_subset=base.train_subset,
+        image_size=base.image_size,
+    )
+    if me.main:
+        d = data.describe()
+        progress.write(
+            f"data: {d['name']}: {d['train']} train / {d['test']} test images {tuple(d['image_shape'])}"
+        )
+        progress.write(f"{len(runs)} runs -> {out}")
+    results = []
+    for hp, rid in zip(runs, run_ids):
+        run_dir = out / "runs" / rid
+        done = run_dir / "result.json"
+        if me.world > 1:
+            dist.barrier()
+        if done.exists():
+            result = json.loads(done.read_text())
+            if result.get("config", {}).get("epochs") == hp.epochs and result.get("epochs_done") == hp.epochs:
+                results.append(result)
+                progress.end_run(f"{rid}: done before, val error {result['val_error']:.2f}%")
+                continue
+        if me.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        trainer = RunTrainer(
+            hp, data, run_dir, progress=progress, log=progress.warn, on_epoch=lambda: aggregate(out, run_ids)
+        )
+        result = trainer.run()
+        results.append(result)
+        progress.end_run(
+            f"{rid}: val error {result['val_error']:.2f}% (median of last 5), train error "
+            f"{result['train_error']:.2f}%, {result['seconds_per_epoch']:.1f} s/epoch"
+        )
+    progress.close()
+    if me.main:
+        aggregate(out, run_ids)
+        if report:
+            from .report import write_report
+
+            path = write_report(out)
+            print(f"report: {path}", flush=True)
+    return results

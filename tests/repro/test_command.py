@@ -1,0 +1,92 @@
+"""The `groupnorm repro` command: errors for bad flags and missing data, presets, a tiny sweep end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from groupnorm.cli import main
+
+from .conftest import synthetic_data
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--norms", "bn,batchnorm"], "unknown norm 'batchnorm'"),
+        (["--batch-per-device", "32,0"], "expected positive integers, got '32,0'"),
+        (["--devices", "two"], "expected a positive integer, got 'two'"),
+        (["--preset", "nope"], "invalid choice: 'nope'"),
+        (["--schedule", "poly"], "invalid choice: 'poly'"),
+    ],
+)
+def test_bad_flags_are_named(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["repro", *argv])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_data_offline_is_a_clear_error(tmp_path, capsys):
+    code = main(["repro", "--dataset", "cifar10", "--data-root", str(tmp_path / "none"), "--no-download",
+                 "--out", str(tmp_path / "out"), "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "'cifar10' was not found under" in err and "train/<class>" in err and "--data-root" in err
+
+
+def test_config_errors_are_reported_without_traceback(tmp_path, capsys):
+    code = main(["repro", "--dataset", f"npz:{_npz(tmp_path)}", "--devices", "64", "--batch-per-device", "32",
+                 "--out", str(tmp_path / "o2"), "--quiet", "--model", "resnet8"])  # fmt: skip
+    assert code == 2 and "exceeds the" in capsys.readouterr().err
+
+
+def test_report_subcommand_errors(tmp_path, capsys):
+    assert main(["repro", "report"]) == 2
+    assert main(["repro", "report", str(tmp_path)]) == 2
+    assert "no results file" in capsys.readouterr().err
+
+
+def _npz(tmp_path):
+    data = synthetic_data(n_train=24, n_test=8)
+    path = tmp_path / "d.npz"
+    np.savez(path, images=data.train_images.permute(0, 2, 3, 1).numpy(), labels=data.train_labels.numpy())
+    return path
+
+
+def test_tiny_sweep_end_to_end_with_group_ablation(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "out"
+    code = main(["repro", "--dataset", f"npz:{_npz(tmp_path)}", "--model", "resnet8", "--width", "2",
+                 "--norms", "bn,gn,gn+ws", "--groups", "4", "--batch-per-device", "2", "--devices", "2",
+                 "--epochs", "1", "--out", str(out), "--quiet"])  # fmt: skip
+    assert code == 0
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {(r["config"]["norm"], r["config"]["groups"]) for r in results} == {
+        ("bn", None),
+        ("gn", 4),
+        ("gn+ws", 4),
+    }
+    for r in results:
+        for key in ("run", "epoch", "train_loss", "train_error", "val_error", "seconds"):
+            assert key in r
+        for key in (
+            "norm",
+            "batch_per_device",
+            "devices",
+            "groups",
+            "group_size",
+            "seed",
+            "dataset",
+            "model",
+            "epochs",
+            "lr",
+            "grouping",
+        ):
+            assert key in r["config"]
+    gn = next(r for r in results if r["config"]["norm"] == "gn")
+    assert "32ch:G=4" in gn["config"]["grouping"]
+    assert json.loads((out / "meta.json").read_text())["command"]
