@@ -76,6 +76,15 @@ def test_nested_toy_model() -> None:
     assert y.shape == (2, 32) and model.stem[0].weight.grad is not None
 
 
+def test_affine_follows_the_source_unless_asked() -> None:
+    model = nn.Sequential(nn.BatchNorm2d(32, affine=False), nn.BatchNorm2d(32))
+    groupnorm.convert_norms(model, "gn", num_groups=4)
+    assert not model[0].affine and model[0].weight is None and model[1].affine
+    model = nn.Sequential(nn.BatchNorm2d(32, affine=False))
+    groupnorm.convert_norms(model, "gn", num_groups=4, affine=True)
+    assert model[0].affine and bool((model[0].weight == 1).all())
+
+
 def test_device_is_kept() -> None:
     model = nn.Sequential(nn.Conv2d(3, 32, 3), nn.BatchNorm2d(32)).to("meta")
     groupnorm.convert_norms(model, "gn", num_groups=4)

@@ -208,3 +208,9 @@ def test_get_model_errors_and_listing() -> None:
 def test_cifar_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         models.CifarResNet(**kwargs)
+
+
+def test_fused_blocks_trace_without_graph_breaks() -> None:
+    block = _block_model(fuse=True)
+    explanation = torch._dynamo.explain(block)(torch.randn(2, 16, 8, 8))
+    assert explanation.graph_break_count == 0, explanation.break_reasons

@@ -9,7 +9,8 @@ What a replacement keeps, so that a converted model trains and runs where the or
   (both are per-channel scale and shift applied after normalization, so a converted pretrained model starts from
   its learned scales; reset them with ``module.reset_parameters()`` when starting from scratch). Running
   statistics are dropped by GN/LN/IN, which have none, and copied between batch norms (``kind="bn"`` /
-  ``"syncbn"``).
+  ``"syncbn"``). A source without affine parameters (``affine=False``) gets a replacement without them, unless
+  ``affine=`` is passed.
 
 Sources: ``source="bn"`` (default) replaces ``BatchNorm1d/2d/3d`` and ``SyncBatchNorm`` and their subclasses that
 keep the inherited ``forward``; timm's norm+activation modules (``BatchNormAct2d``: a BN subclass holding ``drop``
@@ -160,6 +161,7 @@ class _Converter:
         self.summary = ConversionSummary(kind)
         self.done: dict[int, tuple[nn.Module, str]] = {}
         self.pending: list[tuple[nn.Module, str, nn.Module]] = []
+        self.non_affine: dict[int, NormLayer] = {}
 
     # -- which modules are sources -------------------------------------------------------------------------
     def _classify(self, m: nn.Module) -> tuple[str, str] | None:
@@ -202,6 +204,12 @@ class _Converter:
             if dim not in self.bn_layers:
                 self.bn_layers[dim] = norm_layer("bn", **{"dim": dim, **self.bn_kwargs})
             layer = self.bn_layers[dim]
+        if (
+            isinstance(layer, NormLayer)
+            and getattr(m, "affine", True) is False
+            and "affine" not in layer.kwargs
+        ):
+            layer = self._without_affine(layer)
         seen = len(layer.changes) if isinstance(layer, NormLayer) else 0
         new = layer(channels)
         if isinstance(layer, NormLayer):
@@ -211,6 +219,20 @@ class _Converter:
             new = new.to(device=ref.device, dtype=ref.dtype)
         _copy_state(m, new, self.keep_eps)
         return new.train(m.training)
+
+    def _without_affine(self, layer: NormLayer) -> NormLayer:
+        """``layer`` with ``affine=False``, for a source without affine parameters (when the kind takes it)."""
+        key = id(layer)
+        if key not in self.non_affine:
+            try:
+                variant = norm_layer(
+                    layer.kind, warn=layer.warn, **layer.grouping, **layer.kwargs, affine=False
+                )
+            except TypeError:  # the kind has no affine option: build it as configured
+                variant = layer
+            variant.changes = layer.changes  # one change list per requested configuration
+            self.non_affine[key] = variant
+        return self.non_affine[key]
 
     def _replacement(self, m: nn.Module, path: str) -> nn.Module | None:
         cls = self._classify(m)
