@@ -83,6 +83,13 @@ class GroupNorm(nn.GroupNorm):
         self.activation = activation
         self.group_size = group_size
 
+    def reset_parameters(self) -> None:
+        # torch's own version touches ``bias`` unconditionally on torches without ``bias=``
+        if self.affine:
+            nn.init.ones_(self.weight)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
+
     @property
     def activation(self) -> str | None:
         """The fused activation, ``None`` for none; assignable (validated)."""
