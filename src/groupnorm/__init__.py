@@ -19,6 +19,7 @@ from groupnorm.layers import (
     norm_layer,
     register_norm,
 )
+from groupnorm.patch import PatchReport, patch
 from groupnorm.reference import group_norm_ref
 
 __all__ = [
@@ -34,5 +35,7 @@ __all__ = [
     "register_norm",
     "ConversionSummary",
     "convert_norms",
+    "patch",
+    "PatchReport",
     "models",
 ]

@@ -63,6 +63,20 @@ _DERIVATIVE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+def module_activation_name(module: object) -> str | None:
+    """The fused-op name of a torch activation module (``nn.ReLU``, ``nn.SiLU``, ``nn.GELU``, ``nn.Identity``),
+    or ``None`` when the op has no equivalent."""
+    if isinstance(module, torch.nn.Identity):
+        return "none"
+    if isinstance(module, torch.nn.ReLU):
+        return "relu"
+    if isinstance(module, torch.nn.SiLU):
+        return "silu"
+    if isinstance(module, torch.nn.GELU):
+        return "gelu_tanh" if module.approximate == "tanh" else "gelu"
+    return None
+
+
 def apply_activation(z: torch.Tensor, activation: str) -> torch.Tensor:
     """``act(z)`` for a canonical activation name (``"none"`` returns ``z``)."""
     return z if activation == "none" else _FORWARD[activation](z)

@@ -40,6 +40,7 @@ from itertools import chain
 import torch
 from torch import nn
 
+from groupnorm.activations import module_activation_name
 from groupnorm.layers.group_norm import GroupNorm
 from groupnorm.layers.grouping import GroupChange
 from groupnorm.layers.norm_registry import GroupingWarning, NormLayer, norm_layer
@@ -99,19 +100,6 @@ class ConversionSummary:
             lines.append(f"skipped {len(self.skipped)} layer(s):")
             lines += [f"  {s.path or '<root>'} ({s.type}): {s.reason}" for s in self.skipped]
         return "\n".join(lines)
-
-
-def _activation_name(act: nn.Module) -> str | None:
-    """The fused-op name of a torch activation module, or None when it has no fused equivalent."""
-    if isinstance(act, nn.Identity):
-        return "none"
-    if isinstance(act, nn.ReLU):
-        return "relu"
-    if isinstance(act, nn.SiLU):
-        return "silu"
-    if isinstance(act, nn.GELU):
-        return "gelu_tanh" if act.approximate == "tanh" else "gelu"
-    return None
 
 
 def _base_of(m: nn.Module, bases: tuple[type[nn.Module], ...]) -> type[nn.Module] | None:
@@ -244,7 +232,7 @@ class _Converter:
             return m
         new = self._new_norm(m, path)
         if what == "act":
-            act_name = _activation_name(m.act)
+            act_name = module_activation_name(m.act)
             if (
                 isinstance(new, GroupNorm)
                 and new.activation is None
