@@ -165,7 +165,7 @@ def run_case(
             "activation": case.activation,
             "residual": case.residual,
             "bytes": moved,
-            "copy_gbps": round(copy_gbps, 2),
+            "copy_gbps": round(copy_gbps, 4),
             "rounds": rounds,
         }
         if name in medians:
@@ -173,7 +173,7 @@ def run_case(
             gbps = moved / s / 1e9
             rec.update(
                 median_ms=round(s * 1e3, 4),
-                gbps=round(gbps, 2),
+                gbps=round(gbps, 4),
                 pct_copy=round(100 * gbps / copy_gbps, 1),
                 ratio_vs_torch=None if torch_s is None else round(torch_s / s, 3),
                 iters_per_round=iters[name],

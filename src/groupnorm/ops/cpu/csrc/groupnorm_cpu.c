@@ -34,7 +34,8 @@ typedef int64_t i64;
 enum { ACT_NONE = 0, ACT_RELU = 1, ACT_SILU = 2, ACT_GELU = 3, ACT_GELU_TANH = 4 };
 
 #define NCS_BLOCK 2048      /* elements per statistics block, NCHW: 8 KiB stays in L1 for the second pass */
-#define NSC_BLOCK 4096      /* elements per statistics block, channels_last (whole pixels) */
+#define NSC_BLOCK 16384     /* elements per statistics block, channels_last (whole pixels, at least NSC_MIN_PIX) */
+#define NSC_MIN_PIX 64      /* the per-block channel->group combine is scalar: amortize it over many pixels */
 #define APPLY_PIECE 16384   /* elements per apply work item */
 
 int gn_abi_version(void) { return 1; }
@@ -149,20 +150,36 @@ static inline void chan_merge(Stat *a, double nb, double mean_b, double m2_b) {
     a->count = n;
 }
 
+/* Reductions keep RED_LANES independent partial sums (four AVX-512 registers' worth): with a single vector
+ * accumulator a sum is bound by the add latency, not by the loads. The lanes are combined in a fixed tree, so the
+ * result depends only on the data. */
+#define RED_LANES 64
+
+static inline float lanes_total(float *acc) {
+    for (int w = RED_LANES / 2; w > 0; w /= 2)
+        for (int j = 0; j < w; j++) acc[j] += acc[j + w];
+    return acc[0];
+}
+
 /* mean and M2 of a contiguous block, two passes (the block is L1-resident for the second) */
 static void block_stats(const float *x, i64 len, float *mean_out, float *m2_out) {
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (i64 i = 0; i < len; i++) s += x[i];
-    float mean = s / (float)len;
-    float q = 0.0f;
-#pragma omp simd reduction(+ : q)
-    for (i64 i = 0; i < len; i++) {
-        float d = x[i] - mean;
-        q += d * d;
-    }
+    float acc[RED_LANES] = {0.0f};
+    i64 i = 0;
+    for (; i + RED_LANES <= len; i += RED_LANES)
+        for (int j = 0; j < RED_LANES; j++) acc[j] += x[i + j];
+    float tail = 0.0f;
+    for (i64 k = i; k < len; k++) tail += x[k];
+    const float mean = (lanes_total(acc) + tail) / (float)len;
+    float acq[RED_LANES] = {0.0f};
+    for (i = 0; i + RED_LANES <= len; i += RED_LANES)
+        for (int j = 0; j < RED_LANES; j++) {
+            const float d = x[i + j] - mean;
+            acq[j] += d * d;
+        }
+    float tq = 0.0f;
+    for (i64 k = i; k < len; k++) tq += (x[k] - mean) * (x[k] - mean);
     *mean_out = mean;
-    *m2_out = q;
+    *m2_out = lanes_total(acq) + tq;
 }
 
 static float rstd_of(const Stat *st, float eps) {
@@ -294,7 +311,7 @@ static int fwd_nsc(const float *x, float *y, float *mean_out, float *rstd_out, c
                    const float *scale, const float *shift, const float *res, i64 N, i64 C, i64 S, i64 G, float eps,
                    int act, int nthreads, i64 wave_bytes) {
     const i64 D = C / G, per_sample = S * C;
-    const i64 P = imax(1, NSC_BLOCK / C); /* pixels per statistics block */
+    const i64 P = imax(NSC_MIN_PIX, NSC_BLOCK / C); /* pixels per statistics block */
     const i64 nblk = cdiv(S, P);
     const i64 wave = imax(1, imin(N, wave_bytes / (per_sample * 4)));
     float *bstat = malloc(sizeof(float) * 2 * wave * nblk * G);
@@ -408,94 +425,133 @@ static inline float grad_pre(float dy, float x, float m, float a, float b, float
     return dy * act_grad((x - m) * a + b + r, act);
 }
 
-#define ROW_SUMS(ACT)                                                                                            \
-    do {                                                                                                         \
-        _Pragma("omp simd reduction(+ : s1, s2)") for (i64 i = 0; i < len; i++) {                                \
-            const float gg = grad_pre(dy[i], x[i], m, a, b, res ? res[i] : 0.0f, ACT);                           \
-            s1 += gg;                                                                                            \
-            s2 += gg * (x[i] - m);                                                                               \
-        }                                                                                                        \
-    } while (0)
+/* The loops below are written once as always-inline functions whose flags (activation, residual present, which
+ * outputs are wanted) are compile-time constants at each call site of the dispatchers: a run-time "res ? res[i] :
+ * 0" or "if (dx)" inside the loop would stop gcc from vectorizing it. */
+#define GN_INLINE static inline __attribute__((always_inline))
+
+#define ACT_SWITCH(CALL)                                                                                         \
+    switch (act) {                                                                                               \
+    case ACT_RELU: CALL(ACT_RELU); break;                                                                        \
+    case ACT_SILU: CALL(ACT_SILU); break;                                                                        \
+    case ACT_GELU: CALL(ACT_GELU); break;                                                                        \
+    case ACT_GELU_TANH: CALL(ACT_GELU_TANH); break;                                                              \
+    default: CALL(ACT_NONE); break;                                                                              \
+    }
+
+GN_INLINE void row_sums_impl(const float *dy, const float *x, const float *res, i64 len, float m, float a, float b,
+                             float *o1, float *o2, const int act, const int has_res) {
+    float a1[RED_LANES] = {0.0f}, a2[RED_LANES] = {0.0f};
+    i64 i = 0;
+    for (; i + RED_LANES <= len; i += RED_LANES)
+        for (int j = 0; j < RED_LANES; j++) {
+            const float gg = grad_pre(dy[i + j], x[i + j], m, a, b, has_res ? res[i + j] : 0.0f, act);
+            a1[j] += gg;
+            a2[j] += gg * (x[i + j] - m);
+        }
+    float t1 = 0.0f, t2 = 0.0f;
+    for (; i < len; i++) {
+        const float gg = grad_pre(dy[i], x[i], m, a, b, has_res ? res[i] : 0.0f, act);
+        t1 += gg;
+        t2 += gg * (x[i] - m);
+    }
+    *o1 = lanes_total(a1) + t1;
+    *o2 = lanes_total(a2) + t2;
+}
 
 static void row_sums(const float *dy, const float *x, const float *res, i64 len, float m, float a, float b,
                      int act, float *o1, float *o2) {
-    float s1 = 0.0f, s2 = 0.0f;
-    switch (act) {
-    case ACT_RELU: ROW_SUMS(ACT_RELU); break;
-    case ACT_SILU: ROW_SUMS(ACT_SILU); break;
-    case ACT_GELU: ROW_SUMS(ACT_GELU); break;
-    case ACT_GELU_TANH: ROW_SUMS(ACT_GELU_TANH); break;
-    default: ROW_SUMS(ACT_NONE); break;
+#define RS_RES(A) row_sums_impl(dy, x, res, len, m, a, b, o1, o2, A, 1)
+#define RS_NORES(A) row_sums_impl(dy, x, res, len, m, a, b, o1, o2, A, 0)
+    if (res) {
+        ACT_SWITCH(RS_RES)
+    } else {
+        ACT_SWITCH(RS_NORES)
     }
-    *o1 = s1;
-    *o2 = s2;
 }
 
-#define DX_ROW(ACT)                                                                                              \
-    do {                                                                                                         \
-        _Pragma("omp simd") for (i64 i = 0; i < len; i++) {                                                      \
-            const float gg = grad_pre(dy[i], x[i], m, a, b, res ? res[i] : 0.0f, ACT);                           \
-            if (dx) dx[i] = p * gg + q * (x[i] - m) + r;                                                         \
-            if (dres) dres[i] = gg;                                                                              \
-        }                                                                                                        \
-    } while (0)
+GN_INLINE void dx_row_impl(const float *dy, const float *x, const float *res, float *dx, float *dres, i64 len,
+                           float m, float a, float b, float p, float q, float r, const int act, const int has_res,
+                           const int has_dx, const int has_dres) {
+#pragma omp simd
+    for (i64 i = 0; i < len; i++) {
+        const float gg = grad_pre(dy[i], x[i], m, a, b, has_res ? res[i] : 0.0f, act);
+        if (has_dx) dx[i] = p * gg + q * (x[i] - m) + r;
+        if (has_dres) dres[i] = gg;
+    }
+}
 
 static void dx_row(const float *dy, const float *x, const float *res, float *dx, float *dres, i64 len, float m,
                    float a, float b, float p, float q, float r, int act) {
-    switch (act) {
-    case ACT_RELU: DX_ROW(ACT_RELU); break;
-    case ACT_SILU: DX_ROW(ACT_SILU); break;
-    case ACT_GELU: DX_ROW(ACT_GELU); break;
-    case ACT_GELU_TANH: DX_ROW(ACT_GELU_TANH); break;
-    default: DX_ROW(ACT_NONE); break;
+#define DXR(A, HR, HX, HD) dx_row_impl(dy, x, res, dx, dres, len, m, a, b, p, q, r, A, HR, HX, HD)
+#define DXR_R11(A) DXR(A, 1, 1, 1)
+#define DXR_R10(A) DXR(A, 1, 1, 0)
+#define DXR_R01(A) DXR(A, 1, 0, 1)
+#define DXR_N11(A) DXR(A, 0, 1, 1)
+#define DXR_N10(A) DXR(A, 0, 1, 0)
+#define DXR_N01(A) DXR(A, 0, 0, 1)
+    if (res) {
+        if (dx && dres) { ACT_SWITCH(DXR_R11) } else if (dx) { ACT_SWITCH(DXR_R10) } else { ACT_SWITCH(DXR_R01) }
+    } else {
+        if (dx && dres) { ACT_SWITCH(DXR_N11) } else if (dx) { ACT_SWITCH(DXR_N10) } else { ACT_SWITCH(DXR_N01) }
     }
 }
 
-#define PIX_SUMS(ACT)                                                                                            \
-    do {                                                                                                         \
-        for (i64 p = 0; p < npix; p++) {                                                                         \
-            const float *dyp = dy + p * C, *xp = x + p * C, *rp = res ? res + p * C : NULL;                      \
-            _Pragma("omp simd") for (i64 c = 0; c < C; c++) {                                                    \
-                const float gg = grad_pre(dyp[c], xp[c], m[c], a[c], b[c], rp ? rp[c] : 0.0f, ACT);              \
-                s1[c] += gg;                                                                                     \
-                s2[c] += gg * (xp[c] - m[c]);                                                                    \
-            }                                                                                                    \
-        }                                                                                                        \
-    } while (0)
+GN_INLINE void pixel_sums_impl(const float *dy, const float *x, const float *res, i64 npix, i64 C, const float *m,
+                               const float *a, const float *b, float *s1, float *s2, const int act,
+                               const int has_res) {
+    for (i64 p = 0; p < npix; p++) {
+        const float *dyp = dy + p * C, *xp = x + p * C, *rp = has_res ? res + p * C : NULL;
+#pragma omp simd
+        for (i64 c = 0; c < C; c++) {
+            const float gg = grad_pre(dyp[c], xp[c], m[c], a[c], b[c], has_res ? rp[c] : 0.0f, act);
+            s1[c] += gg;
+            s2[c] += gg * (xp[c] - m[c]);
+        }
+    }
+}
 
 static void pixel_sums(const float *dy, const float *x, const float *res, i64 npix, i64 C, const float *m,
                        const float *a, const float *b, int act, float *s1, float *s2) {
-    switch (act) {
-    case ACT_RELU: PIX_SUMS(ACT_RELU); break;
-    case ACT_SILU: PIX_SUMS(ACT_SILU); break;
-    case ACT_GELU: PIX_SUMS(ACT_GELU); break;
-    case ACT_GELU_TANH: PIX_SUMS(ACT_GELU_TANH); break;
-    default: PIX_SUMS(ACT_NONE); break;
+#define PS_RES(A) pixel_sums_impl(dy, x, res, npix, C, m, a, b, s1, s2, A, 1)
+#define PS_NORES(A) pixel_sums_impl(dy, x, res, npix, C, m, a, b, s1, s2, A, 0)
+    if (res) {
+        ACT_SWITCH(PS_RES)
+    } else {
+        ACT_SWITCH(PS_NORES)
     }
 }
 
-#define DX_PIX(ACT)                                                                                              \
-    do {                                                                                                         \
-        for (i64 p = 0; p < npix; p++) {                                                                         \
-            const float *dyp = dy + p * C, *xp = x + p * C, *rp = res ? res + p * C : NULL;                      \
-            float *dxp = dx ? dx + p * C : NULL, *drp = dres ? dres + p * C : NULL;                              \
-            _Pragma("omp simd") for (i64 c = 0; c < C; c++) {                                                    \
-                const float gg = grad_pre(dyp[c], xp[c], m[c], a[c], b[c], rp ? rp[c] : 0.0f, ACT);              \
-                if (dxp) dxp[c] = pp[c] * gg + qq[c] * (xp[c] - m[c]) + rr[c];                                   \
-                if (drp) drp[c] = gg;                                                                            \
-            }                                                                                                    \
-        }                                                                                                        \
-    } while (0)
+GN_INLINE void dx_pixels_impl(const float *dy, const float *x, const float *res, float *dx, float *dres, i64 npix,
+                              i64 C, const float *m, const float *a, const float *b, const float *pp,
+                              const float *qq, const float *rr, const int act, const int has_res, const int has_dx,
+                              const int has_dres) {
+    for (i64 p = 0; p < npix; p++) {
+        const float *dyp = dy + p * C, *xp = x + p * C, *rp = has_res ? res + p * C : NULL;
+        float *dxp = has_dx ? dx + p * C : NULL, *drp = has_dres ? dres + p * C : NULL;
+#pragma omp simd
+        for (i64 c = 0; c < C; c++) {
+            const float gg = grad_pre(dyp[c], xp[c], m[c], a[c], b[c], has_res ? rp[c] : 0.0f, act);
+            if (has_dx) dxp[c] = pp[c] * gg + qq[c] * (xp[c] - m[c]) + rr[c];
+            if (has_dres) drp[c] = gg;
+        }
+    }
+}
 
 static void dx_pixels(const float *dy, const float *x, const float *res, float *dx, float *dres, i64 npix, i64 C,
                       const float *m, const float *a, const float *b, const float *pp, const float *qq,
                       const float *rr, int act) {
-    switch (act) {
-    case ACT_RELU: DX_PIX(ACT_RELU); break;
-    case ACT_SILU: DX_PIX(ACT_SILU); break;
-    case ACT_GELU: DX_PIX(ACT_GELU); break;
-    case ACT_GELU_TANH: DX_PIX(ACT_GELU_TANH); break;
-    default: DX_PIX(ACT_NONE); break;
+#define DXP(A, HR, HX, HD) dx_pixels_impl(dy, x, res, dx, dres, npix, C, m, a, b, pp, qq, rr, A, HR, HX, HD)
+#define DXP_R11(A) DXP(A, 1, 1, 1)
+#define DXP_R10(A) DXP(A, 1, 1, 0)
+#define DXP_R01(A) DXP(A, 1, 0, 1)
+#define DXP_N11(A) DXP(A, 0, 1, 1)
+#define DXP_N10(A) DXP(A, 0, 1, 0)
+#define DXP_N01(A) DXP(A, 0, 0, 1)
+    if (res) {
+        if (dx && dres) { ACT_SWITCH(DXP_R11) } else if (dx) { ACT_SWITCH(DXP_R10) } else { ACT_SWITCH(DXP_R01) }
+    } else {
+        if (dx && dres) { ACT_SWITCH(DXP_N11) } else if (dx) { ACT_SWITCH(DXP_N10) } else { ACT_SWITCH(DXP_N01) }
     }
 }
 
@@ -587,7 +643,7 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
         }
     } else {
         const i64 per_sample = S * C;
-        const i64 Pp = imax(1, NSC_BLOCK / C);
+        const i64 Pp = imax(NSC_MIN_PIX, NSC_BLOCK / C);
         const i64 nblk = cdiv(S, Pp);
         const i64 wave = imax(1, imin(N, wave_bytes / (per_sample * 8)));
         float *part = malloc(sizeof(float) * 2 * wave * nblk * C);

@@ -1,0 +1,111 @@
+"""The benchmark produces well-formed records (timings themselves are not asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from groupnorm.bench import harness, providers, report, shapes
+from groupnorm.cli import main
+
+REQUIRED = {
+    "provider", "mode", "layout", "dtype", "shape", "groups", "activation", "residual", "median_ms", "gbps",
+    "copy_gbps", "pct_copy", "ratio_vs_torch", "torch_version", "groupnorm_version", "cpu", "device",
+}  # fmt: skip
+TINY = shapes.Shape("tiny", (2, 32, 6, 6), 8, "test")
+
+
+@pytest.mark.parametrize("mode", providers.MODES)
+@pytest.mark.parametrize("layout", harness.LAYOUTS)
+def test_run_case_records(mode, layout):
+    case = harness.Case(TINY, layout, "float32", "silu", True, mode)
+    records = harness.run_case(case, ["groupnorm", "torch"], rounds=2, min_round_s=0.0005)
+    assert [r["provider"] for r in records] == ["groupnorm", "torch"]
+    for r in records:
+        assert r["error"] is None, r["error"]
+        assert r["median_ms"] > 0 and r["gbps"] > 0 and r["copy_gbps"] > 0
+        assert r["bytes"] == harness.bytes_moved(case, 4)
+    assert records[1]["ratio_vs_torch"] == 1.0
+
+
+def test_bytes_moved_counts_tensors():
+    base = dict(shape=TINY, layout="nchw", dtype="float32")
+    numel = TINY.numel * 4
+    assert (
+        harness.bytes_moved(harness.Case(**base, activation="none", residual=False, mode="fwd"), 4)
+        == 2 * numel
+    )
+    assert (
+        harness.bytes_moved(harness.Case(**base, activation="silu", residual=True, mode="bwd"), 4)
+        == 5 * numel
+    )
+    fb = harness.Case(**base, activation="none", residual=True, mode="fwd+bwd")
+    assert harness.bytes_moved(fb, 4) == (3 + 4) * numel
+
+
+def test_layouts_are_what_they_say():
+    x = torch.randn(2, 8, 3, 4, 5)
+    assert harness.to_layout(x, "channels_last").is_contiguous(memory_format=torch.channels_last_3d)
+    assert harness.to_layout(x, "nchw").is_contiguous()
+
+
+def test_failing_provider_is_reported_not_fatal():
+    def broken(inp, mode):
+        raise RuntimeError("no such kernel here")
+
+    providers.register_provider("broken-test", broken, default=False)
+    case = harness.Case(TINY, "nchw", "float32", "none", False, "fwd")
+    records = harness.run_case(case, ["broken-test", "torch"], rounds=1, min_round_s=0.0005)
+    assert records[0]["median_ms"] is None and "no such kernel here" in records[0]["error"]
+    assert records[1]["median_ms"] > 0
+
+
+def test_command_writes_json_csv_and_resumes(tmp_path, capsys):
+    out, csv_path = tmp_path / "r.json", tmp_path / "r.csv"
+    argv = ["bench", "--shapes", "2x32x6x6:8", "--layouts", "nchw", "--activations", "none", "--modes", "fwd",
+            "--rounds", "2", "--min-round-ms", "0.5", "--json", str(out), "--csv", str(csv_path)]  # fmt: skip
+    assert main(argv) == 0
+    records = json.loads(out.read_text())
+    assert len(records) == 2 and all(REQUIRED <= set(r) for r in records)
+    assert csv_path.read_text().splitlines()[0].startswith("provider,mode,layout")
+    table = capsys.readouterr().out
+    assert "| groupnorm |" in table and "vs torch" in table
+    first = out.read_text()
+    assert main([*argv, "--resume"]) == 0  # nothing left to do: the file is unchanged
+    assert out.read_text() == first
+
+
+def test_command_rejects_bad_values(capsys):
+    assert main(["bench", "--layouts", "nhwc"]) == 2
+    assert "nhwc" in capsys.readouterr().err
+    assert main(["bench", "--shapes", "2x30x4x4:8"]) == 2
+
+
+def test_presets_match_the_issue():
+    quick = harness_cases("quick")
+    assert {c.dtype for c in quick} == {"float32"}
+    assert {c.layout for c in quick} == {"nchw", "channels_last"}
+    assert {c.activation for c in quick} == {"none", "silu"}
+    assert {c.mode for c in quick} == {"fwd", "fwd+bwd"}
+    assert not any(c.residual for c in quick)
+    full_shapes = {c.shape.name for c in harness_cases("full")}
+    assert {"resnet50-s1-n2", "resnet50-s4-n32", "sd-vae-128x256", "video-3d-128x8x64"} <= full_shapes
+
+
+def harness_cases(preset):
+    from argparse import Namespace
+
+    from groupnorm.bench import command
+
+    args = Namespace(
+        preset=preset, residual=None, layouts=None, dtypes=None, activations=None, modes=None, shapes=None
+    )
+    return command._grid(args)
+
+
+def test_markdown_summary():
+    rec = dict(provider="groupnorm", mode="fwd", layout="nchw", dtype="float32", activation="none",
+               ratio_vs_torch=1.5)  # fmt: skip
+    assert "1.50x" in report.summary([rec, dict(rec, ratio_vs_torch=1.5)])
