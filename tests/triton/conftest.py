@@ -40,18 +40,25 @@ from groupnorm.ops.triton.planner import DeviceSpec, Tuning  # noqa: E402
 DEVICE = torch.device("cuda" if ON_CUDA else "cpu")
 
 # Launch configurations that force each path of the planner on any shape (see planner.py), sized for the
-# interpreter, which pays per program: "one_pass" is the default tuning on a device no wider than the groups;
-# "split" spreads each group over several small-tile programs (about 16 programs in all); "waves" adds an L2 of
-# 4 KiB, so a group of more than 2 KiB is read twice and smaller ones go in waves of a few groups.
+# interpreter, which pays per program: "one_pass" is the default tuning on a device no wider than the units;
+# "split" spreads each unit over several small-tile programs (about 16 programs in all); "waves" adds an L2 of
+# 4 KiB, so a unit of more than 2 KiB is read twice and smaller ones go in waves of a few units. On channels_last
+# inputs, split and waves take units of several groups (rows of 8 and 16 channels).
 PATHS: dict[str, tuple[DeviceSpec, Tuning]] = {
     "one_pass": (DeviceSpec(sm_count=1, l2_bytes=1 << 30), Tuning()),
     "split": (
         DeviceSpec(sm_count=4, l2_bytes=1 << 30),
-        Tuning(max_onepass_elems=1, tile_elems=32, max_block_c=4),
+        Tuning(
+            max_onepass_elems=1,
+            tile_elems=32,
+            max_block_c=4,
+            channels_last_width=8,
+            channels_last_min_width=8,
+        ),
     ),
     "waves": (
         DeviceSpec(sm_count=2, l2_bytes=4096),
-        Tuning(max_onepass_elems=1, tile_elems=64, max_block_c=8),
+        Tuning(max_onepass_elems=1, tile_elems=64, max_block_c=8, channels_last_width=16),
     ),
 }
 

@@ -176,3 +176,18 @@ def test_refuses_what_it_cannot_address():
         launch.forward(sliced, None, None, 4, 1e-5, "none", None, None, None)
     with pytest.raises(ValueError, match="C=6 .* G=4"):
         launch.forward(torch.randn(2, 6, 3), None, None, 4, 1e-5, "none", None, None, None)
+
+
+@pytest.mark.parametrize("path", ["split", "waves"])
+def test_channels_last_units_of_several_groups(kernels, path):
+    # 3 groups of 4 channels, units of 2 or 4 groups: the last unit of each sample is partly empty.
+    from groupnorm.ops.triton import launch
+
+    x = make_input((2, 12, 5, 7), torch.float32, "channels_last", seed=11)
+    spec, tuning = kernels.paths[path]
+    p = launch._plan(x, 3, x.element_size(), spec, tuning)
+    assert p.block_g > 1 and 3 % p.block_g != 0 and not p.one_pass
+    weight, bias = _params(12, torch.float32)
+    y, mean, rstd = kernels.forward(x, weight, bias, 3, path=path)
+    assert_close_verbose(y, group_norm_ref(x, 3, weight, bias), atol=2e-5, rtol=1e-5, name="y")
+    _check_stats(x, 3, mean, rstd)

@@ -11,7 +11,7 @@ spatial positions, ``P = sum_s dp`` and ``Q = sum_s dp * x_hat``:
 
 Programs write P and Q for their chunk into an (N, SPLIT, C) float32 buffer; later passes sum it in a fixed order
 (no atomics, bitwise deterministic). x_hat and pre are recomputed from x, mean, rstd and the epilogue inputs.
-Tensor addressing is as in ``forward_kernels`` (per-tensor (N, C, S) strides).
+Addressing is described in ``tiles``.
 """
 
 from __future__ import annotations
@@ -20,42 +20,23 @@ import triton
 import triton.language as tl
 
 from groupnorm.ops.triton.epilogue import activate_grad, channel_coefficients, to_dtype
+from groupnorm.ops.triton.tiles import index_range, tile_ptrs, unit_channels, unit_coords, unit_groups
 
 
 @triton.jit
 def _grad_tile(
-    X,
-    DY,
-    RES,
-    n,
-    s,
-    ch,
-    mask,
-    mean,
-    rstd,
-    gain,
-    offset,
-    x_sn,
-    x_sc,
-    x_ss,
-    d_sn,
-    d_sc,
-    d_ss,
-    r_sn,
-    r_sc,
-    r_ss,
-    HAS_RES: tl.constexpr,
-    ACT: tl.constexpr,
-):
-    """(x_hat, dp) of one tile, zero outside ``mask``."""
-    x = tl.load(X + n * x_sn + s[:, None] * x_ss + ch[None, :] * x_sc, mask=mask, other=0.0).to(tl.float32)
-    dy = tl.load(DY + n * d_sn + s[:, None] * d_ss + ch[None, :] * d_sc, mask=mask, other=0.0).to(tl.float32)
-    xhat = tl.where(mask, (x - mean) * rstd, 0.0)
+    X, DY, RES, n, s, ch, mask, mean, rstd, gain, offset,
+    x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss,
+    HAS_RES: tl.constexpr, ACT: tl.constexpr,
+):  # fmt: skip
+    """(x_hat, dp) of one tile, zero outside ``mask``; mean/rstd ``[BLOCK_G]``, gain/offset per channel."""
+    x = tl.load(tile_ptrs(X, n, s, ch, x_sn, x_sc, x_ss), mask=mask, other=0.0).to(tl.float32)
+    dy = tl.load(tile_ptrs(DY, n, s, ch, d_sn, d_sc, d_ss), mask=mask, other=0.0).to(tl.float32)
+    xhat = tl.where(mask, (x - mean[None, :, None]) * rstd[None, :, None], 0.0)
     if ACT != 0:
-        pre = xhat * gain[None, :] + offset[None, :]
+        pre = xhat * gain[None, :, :] + offset[None, :, :]
         if HAS_RES:
-            res = tl.load(RES + n * r_sn + s[:, None] * r_ss + ch[None, :] * r_sc, mask=mask, other=0.0)
-            pre = pre + res.to(tl.float32)
+            pre += tl.load(tile_ptrs(RES, n, s, ch, r_sn, r_sc, r_ss), mask=mask, other=0.0).to(tl.float32)
         dp = tl.where(mask, dy * activate_grad(pre, ACT), 0.0)
     else:
         dp = dy
@@ -64,250 +45,96 @@ def _grad_tile(
 
 @triton.jit
 def _store_dx_tile(
-    DX,
-    DRES,
-    n,
-    s,
-    ch,
-    mask,
-    xhat,
-    dp,
-    rstd,
-    gain,
-    mean_dxhat,
-    mean_dxhat_xhat,
-    x_sn,
-    x_sc,
-    x_ss,
-    r_sn,
-    r_sc,
-    r_ss,
-    WANT_DX: tl.constexpr,
-    WANT_DRES: tl.constexpr,
-):
+    DX, DRES, n, s, ch, mask, xhat, dp, rstd, gain, mean_dxhat, mean_dxhat_xhat,
+    x_sn, x_sc, x_ss, r_sn, r_sc, r_ss,
+    WANT_DX: tl.constexpr, WANT_DRES: tl.constexpr,
+):  # fmt: skip
     if WANT_DRES:
-        tl.store(
-            DRES + n * r_sn + s[:, None] * r_ss + ch[None, :] * r_sc,
-            to_dtype(dp, DRES.dtype.element_ty),
-            mask=mask,
-        )
+        tl.store(tile_ptrs(DRES, n, s, ch, r_sn, r_sc, r_ss), to_dtype(dp, DRES.dtype.element_ty), mask=mask)
     if WANT_DX:
-        dx = rstd * (dp * gain[None, :] - mean_dxhat - xhat * mean_dxhat_xhat)
-        tl.store(
-            DX + n * x_sn + s[:, None] * x_ss + ch[None, :] * x_sc,
-            to_dtype(dx, DX.dtype.element_ty),
-            mask=mask,
+        dx = rstd[None, :, None] * (
+            dp * gain[None, :, :] - mean_dxhat[None, :, None] - xhat * mean_dxhat_xhat[None, :, None]
         )
+        tl.store(tile_ptrs(DX, n, s, ch, x_sn, x_sc, x_ss), to_dtype(dx, DX.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _load_stats(MEAN, RSTD, grp, gmask):
+    mean = tl.load(MEAN + grp, mask=gmask, other=0.0).to(tl.float32)
+    rstd = tl.load(RSTD + grp, mask=gmask, other=0.0).to(tl.float32)
+    return mean, rstd
 
 
 @triton.jit
 def bwd_onepass_kernel(
-    DY,
-    X,
-    W,
-    B,
-    SCALE,
-    SHIFT,
-    RES,
-    MEAN,
-    RSTD,
-    DX,
-    DRES,
-    PART_P,
-    PART_Q,
-    C,
-    S,
-    G,
-    CG,
-    count,
-    group_start,
-    x_sn,
-    x_sc,
-    x_ss,
-    d_sn,
-    d_sc,
-    d_ss,
-    r_sn,
-    r_sc,
-    r_ss,
-    HAS_W: tl.constexpr,
-    HAS_B: tl.constexpr,
-    HAS_SCALE: tl.constexpr,
-    HAS_SHIFT: tl.constexpr,
-    HAS_RES: tl.constexpr,
-    ACT: tl.constexpr,
-    INT64: tl.constexpr,
-    WANT_DX: tl.constexpr,
-    WANT_DRES: tl.constexpr,
-    WANT_PQ: tl.constexpr,
-    BLOCK_S: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-):
-    """One program per group, the whole group in one tile: x and dy are read once. PART_* is (N, 1, C)."""
-    grp = group_start + tl.program_id(0)
-    if INT64:
-        grp = grp.to(tl.int64)
-    n = grp // G
-    c0 = (grp % G) * CG
-    s = tl.arange(0, BLOCK_S)
-    if INT64:
-        s = s.to(tl.int64)
-    cl = tl.arange(0, BLOCK_C)
-    cmask = cl < CG
-    ch = c0 + cl
-    mask = (s < S)[:, None] & cmask[None, :]
-    mean = tl.load(MEAN + grp).to(tl.float32)
-    rstd = tl.load(RSTD + grp).to(tl.float32)
+    DY, X, W, B, SCALE, SHIFT, RES, MEAN, RSTD, DX, DRES, PART_P, PART_Q,
+    C, S, G, CG, GROUP_BLOCKS, count, unit_start,
+    x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
+    HAS_RES: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr,
+    WANT_DX: tl.constexpr, WANT_DRES: tl.constexpr, WANT_PQ: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
+):  # fmt: skip
+    """One program per unit, its groups whole in one tile: x and dy are read once. PART_* is (N, 1, C)."""
+    n, g0 = unit_coords(unit_start + tl.program_id(0), GROUP_BLOCKS, BLOCK_G, INT64)
+    g, gmask = unit_groups(g0, G, BLOCK_G)
+    mean, rstd = _load_stats(MEAN, RSTD, n * G + g, gmask)
+    ch, cmask = unit_channels(g0, 0, G, CG, BLOCK_G, BLOCK_CG)
+    s = index_range(BLOCK_S, INT64)
+    mask = (s < S)[:, None, None] & cmask[None, :, :]
     _w, gain, offset = channel_coefficients(
         W, B, SCALE, SHIFT, n, ch, cmask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
     )
     xhat, dp = _grad_tile(
-        X,
-        DY,
-        RES,
-        n,
-        s,
-        ch,
-        mask,
-        mean,
-        rstd,
-        gain,
-        offset,
-        x_sn,
-        x_sc,
-        x_ss,
-        d_sn,
-        d_sc,
-        d_ss,
-        r_sn,
-        r_sc,
-        r_ss,
-        HAS_RES,
-        ACT,
-    )
+        X, DY, RES, n, s, ch, mask, mean, rstd, gain, offset,
+        x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss, HAS_RES, ACT,
+    )  # fmt: skip
     p = tl.sum(dp, axis=0)
     q = tl.sum(dp * xhat, axis=0)
     if WANT_PQ:
         tl.store(PART_P + n * C + ch, p, mask=cmask)
         tl.store(PART_Q + n * C + ch, q, mask=cmask)
-    mean_dxhat = tl.sum(gain * p) / count
-    mean_dxhat_xhat = tl.sum(gain * q) / count
+    mean_dxhat = tl.sum(gain * p, axis=1) / count
+    mean_dxhat_xhat = tl.sum(gain * q, axis=1) / count
     _store_dx_tile(
-        DX,
-        DRES,
-        n,
-        s,
-        ch,
-        mask,
-        xhat,
-        dp,
-        rstd,
-        gain,
-        mean_dxhat,
-        mean_dxhat_xhat,
-        x_sn,
-        x_sc,
-        x_ss,
-        r_sn,
-        r_sc,
-        r_ss,
-        WANT_DX,
-        WANT_DRES,
-    )
+        DX, DRES, n, s, ch, mask, xhat, dp, rstd, gain, mean_dxhat, mean_dxhat_xhat,
+        x_sn, x_sc, x_ss, r_sn, r_sc, r_ss, WANT_DX, WANT_DRES,
+    )  # fmt: skip
 
 
 @triton.jit
 def bwd_partial_kernel(
-    DY,
-    X,
-    W,
-    B,
-    SCALE,
-    SHIFT,
-    RES,
-    MEAN,
-    RSTD,
-    PART_P,
-    PART_Q,
-    C,
-    S,
-    G,
-    CG,
-    CHUNK_S,
-    SPLIT,
-    group_start,
-    x_sn,
-    x_sc,
-    x_ss,
-    d_sn,
-    d_sc,
-    d_ss,
-    r_sn,
-    r_sc,
-    r_ss,
-    HAS_W: tl.constexpr,
-    HAS_B: tl.constexpr,
-    HAS_SCALE: tl.constexpr,
-    HAS_SHIFT: tl.constexpr,
-    HAS_RES: tl.constexpr,
-    ACT: tl.constexpr,
-    INT64: tl.constexpr,
-    BLOCK_S: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-):
-    """Split path, pass 1: P and Q of one chunk of one group, into PART_* (N, SPLIT, C)."""
+    DY, X, W, B, SCALE, SHIFT, RES, MEAN, RSTD, PART_P, PART_Q,
+    C, S, G, CG, GROUP_BLOCKS, CHUNK_S, SPLIT, unit_start,
+    x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
+    HAS_RES: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
+):  # fmt: skip
+    """Split path, pass 1: P and Q of one chunk of a unit's groups, into PART_* (N, SPLIT, C)."""
     pid = tl.program_id(0)
-    grp = group_start + pid // SPLIT
-    if INT64:
-        grp = grp.to(tl.int64)
+    n, g0 = unit_coords(unit_start + pid // SPLIT, GROUP_BLOCKS, BLOCK_G, INT64)
     chunk = pid % SPLIT
-    n = grp // G
-    c0 = (grp % G) * CG
-    mean = tl.load(MEAN + grp).to(tl.float32)
-    rstd = tl.load(RSTD + grp).to(tl.float32)
+    g, gmask = unit_groups(g0, G, BLOCK_G)
+    mean, rstd = _load_stats(MEAN, RSTD, n * G + g, gmask)
     s_begin = chunk * CHUNK_S
     s_end = tl.minimum(s_begin + CHUNK_S, S)
-    offs_s = tl.arange(0, BLOCK_S)
-    if INT64:
-        offs_s = offs_s.to(tl.int64)
-    offs_c = tl.arange(0, BLOCK_C)
+    offs_s = index_range(BLOCK_S, INT64)
     row = (n * SPLIT + chunk) * C
-    for cb in range(0, CG, BLOCK_C):
-        cl = cb + offs_c
-        cmask = cl < CG
-        ch = c0 + cl
+    for cb in range(0, CG, BLOCK_CG):
+        ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG)
         _w, gain, offset = channel_coefficients(
             W, B, SCALE, SHIFT, n, ch, cmask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
         )
-        acc_p = tl.zeros([BLOCK_C], tl.float32)
-        acc_q = tl.zeros([BLOCK_C], tl.float32)
+        acc_p = tl.zeros([BLOCK_G, BLOCK_CG], tl.float32)
+        acc_q = tl.zeros([BLOCK_G, BLOCK_CG], tl.float32)
         for s0 in range(s_begin, s_end, BLOCK_S):
             s = s0 + offs_s
-            mask = (s < s_end)[:, None] & cmask[None, :]
+            mask = (s < s_end)[:, None, None] & cmask[None, :, :]
             xhat, dp = _grad_tile(
-                X,
-                DY,
-                RES,
-                n,
-                s,
-                ch,
-                mask,
-                mean,
-                rstd,
-                gain,
-                offset,
-                x_sn,
-                x_sc,
-                x_ss,
-                d_sn,
-                d_sc,
-                d_ss,
-                r_sn,
-                r_sc,
-                r_ss,
-                HAS_RES,
-                ACT,
-            )
+                X, DY, RES, n, s, ch, mask, mean, rstd, gain, offset,
+                x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss, HAS_RES, ACT,
+            )  # fmt: skip
             acc_p += tl.sum(dp, axis=0)
             acc_q += tl.sum(dp * xhat, axis=0)
         tl.store(PART_P + row + ch, acc_p, mask=cmask)
@@ -315,199 +142,94 @@ def bwd_partial_kernel(
 
 
 @triton.jit
-def _sum_partials(
-    PART, n, ch, cmask, C, SPLIT, INT64: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr
-):
-    """sum over k of PART[n, k, ch] in a fixed order, as a [BLOCK_C] vector."""
-    offs_k = tl.arange(0, BLOCK_K)
-    if INT64:
-        offs_k = offs_k.to(tl.int64)
-    acc = tl.zeros([BLOCK_K, BLOCK_C], tl.float32)
+def _sum_partials(PART, n, ch, cmask, C, SPLIT, INT64: tl.constexpr, BLOCK_K: tl.constexpr):
+    """sum over k of PART[n, k, ch] in a fixed order, shaped like ``ch`` (2-D)."""
+    offs_k = index_range(BLOCK_K, INT64)
+    acc = tl.zeros([BLOCK_K, ch.shape[0], ch.shape[1]], tl.float32)
     for k0 in range(0, SPLIT, BLOCK_K):
         k = k0 + offs_k
-        mask = (k < SPLIT)[:, None] & cmask[None, :]
-        acc += tl.load(PART + (n * SPLIT + k)[:, None] * C + ch[None, :], mask=mask, other=0.0)
+        mask = (k < SPLIT)[:, None, None] & cmask[None, :, :]
+        acc += tl.load(PART + (n * SPLIT + k)[:, None, None] * C + ch[None, :, :], mask=mask, other=0.0)
     return tl.sum(acc, axis=0)
 
 
 @triton.jit
 def bwd_dx_kernel(
-    DY,
-    X,
-    W,
-    B,
-    SCALE,
-    SHIFT,
-    RES,
-    MEAN,
-    RSTD,
-    DX,
-    DRES,
-    PART_P,
-    PART_Q,
-    C,
-    S,
-    G,
-    CG,
-    CHUNK_S,
-    SPLIT,
-    count,
-    group_start,
-    x_sn,
-    x_sc,
-    x_ss,
-    d_sn,
-    d_sc,
-    d_ss,
-    r_sn,
-    r_sc,
-    r_ss,
-    HAS_W: tl.constexpr,
-    HAS_B: tl.constexpr,
-    HAS_SCALE: tl.constexpr,
-    HAS_SHIFT: tl.constexpr,
-    HAS_RES: tl.constexpr,
-    ACT: tl.constexpr,
-    INT64: tl.constexpr,
-    WANT_DX: tl.constexpr,
-    WANT_DRES: tl.constexpr,
-    BLOCK_S: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
-    """Split path, pass 2: the group's two sums from all partials (same order in every program), then dx."""
+    DY, X, W, B, SCALE, SHIFT, RES, MEAN, RSTD, DX, DRES, PART_P, PART_Q,
+    C, S, G, CG, GROUP_BLOCKS, CHUNK_S, SPLIT, count, unit_start,
+    x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
+    HAS_RES: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr,
+    WANT_DX: tl.constexpr, WANT_DRES: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """Split path, pass 2: the groups' two sums from all partials (same order in every program), then dx."""
     pid = tl.program_id(0)
-    grp = group_start + pid // SPLIT
-    if INT64:
-        grp = grp.to(tl.int64)
+    n, g0 = unit_coords(unit_start + pid // SPLIT, GROUP_BLOCKS, BLOCK_G, INT64)
     chunk = pid % SPLIT
-    n = grp // G
-    c0 = (grp % G) * CG
-    mean = tl.load(MEAN + grp).to(tl.float32)
-    rstd = tl.load(RSTD + grp).to(tl.float32)
-    offs_c = tl.arange(0, BLOCK_C)
+    g, gmask = unit_groups(g0, G, BLOCK_G)
+    mean, rstd = _load_stats(MEAN, RSTD, n * G + g, gmask)
 
-    sum_dxhat = 0.0
-    sum_dxhat_xhat = 0.0
+    sum_dxhat = tl.zeros([BLOCK_G], tl.float32)
+    sum_dxhat_xhat = tl.zeros([BLOCK_G], tl.float32)
     if WANT_DX:
-        for cb in range(0, CG, BLOCK_C):
-            cl = cb + offs_c
-            cmask = cl < CG
-            ch = c0 + cl
+        for cb in range(0, CG, BLOCK_CG):
+            ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG)
             _w, gain, _offset = channel_coefficients(
                 W, B, SCALE, SHIFT, n, ch, cmask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
             )
-            p = _sum_partials(PART_P, n, ch, cmask, C, SPLIT, INT64, BLOCK_K, BLOCK_C)
-            q = _sum_partials(PART_Q, n, ch, cmask, C, SPLIT, INT64, BLOCK_K, BLOCK_C)
-            sum_dxhat += tl.sum(gain * p)
-            sum_dxhat_xhat += tl.sum(gain * q)
+            sum_dxhat += tl.sum(gain * _sum_partials(PART_P, n, ch, cmask, C, SPLIT, INT64, BLOCK_K), axis=1)
+            sum_dxhat_xhat += tl.sum(
+                gain * _sum_partials(PART_Q, n, ch, cmask, C, SPLIT, INT64, BLOCK_K), axis=1
+            )
     mean_dxhat = sum_dxhat / count
     mean_dxhat_xhat = sum_dxhat_xhat / count
 
     s_begin = chunk * CHUNK_S
     s_end = tl.minimum(s_begin + CHUNK_S, S)
-    offs_s = tl.arange(0, BLOCK_S)
-    if INT64:
-        offs_s = offs_s.to(tl.int64)
-    for cb in range(0, CG, BLOCK_C):
-        cl = cb + offs_c
-        cmask = cl < CG
-        ch = c0 + cl
+    offs_s = index_range(BLOCK_S, INT64)
+    for cb in range(0, CG, BLOCK_CG):
+        ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG)
         _w, gain, offset = channel_coefficients(
             W, B, SCALE, SHIFT, n, ch, cmask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
         )
         for s0 in range(s_begin, s_end, BLOCK_S):
             s = s0 + offs_s
-            mask = (s < s_end)[:, None] & cmask[None, :]
+            mask = (s < s_end)[:, None, None] & cmask[None, :, :]
             xhat, dp = _grad_tile(
-                X,
-                DY,
-                RES,
-                n,
-                s,
-                ch,
-                mask,
-                mean,
-                rstd,
-                gain,
-                offset,
-                x_sn,
-                x_sc,
-                x_ss,
-                d_sn,
-                d_sc,
-                d_ss,
-                r_sn,
-                r_sc,
-                r_ss,
-                HAS_RES,
-                ACT,
-            )
+                X, DY, RES, n, s, ch, mask, mean, rstd, gain, offset,
+                x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss, HAS_RES, ACT,
+            )  # fmt: skip
             _store_dx_tile(
-                DX,
-                DRES,
-                n,
-                s,
-                ch,
-                mask,
-                xhat,
-                dp,
-                rstd,
-                gain,
-                mean_dxhat,
-                mean_dxhat_xhat,
-                x_sn,
-                x_sc,
-                x_ss,
-                r_sn,
-                r_sc,
-                r_ss,
-                WANT_DX,
-                WANT_DRES,
-            )
+                DX, DRES, n, s, ch, mask, xhat, dp, rstd, gain, mean_dxhat, mean_dxhat_xhat,
+                x_sn, x_sc, x_ss, r_sn, r_sc, r_ss, WANT_DX, WANT_DRES,
+            )  # fmt: skip
 
 
 @triton.jit
 def bwd_param_kernel(
-    W,
-    B,
-    SCALE,
-    PART_P,
-    PART_Q,
-    DW,
-    DB,
-    DSCALE,
-    DSHIFT,
-    N,
-    C,
-    SPLIT,
-    HAS_W: tl.constexpr,
-    HAS_B: tl.constexpr,
-    HAS_SCALE: tl.constexpr,
-    INT64: tl.constexpr,
-    WANT_DW: tl.constexpr,
-    WANT_DB: tl.constexpr,
-    WANT_DSCALE: tl.constexpr,
-    WANT_DSHIFT: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-):
-    """Per-channel gradients from the partials: samples, then chunks, in a fixed order."""
-    ch = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    W, B, SCALE, PART_P, PART_Q, DW, DB, DSCALE, DSHIFT,
+    N, C, SPLIT,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, INT64: tl.constexpr,
+    WANT_DW: tl.constexpr, WANT_DB: tl.constexpr, WANT_DSCALE: tl.constexpr, WANT_DSHIFT: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Per-channel gradients from the partials: samples, then chunks, in a fixed order. Vectors are [1, BLOCK_C]."""
+    ch = (tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C))[None, :]
     cmask = ch < C
-    w = tl.full([BLOCK_C], 1.0, tl.float32)
-    b = tl.zeros([BLOCK_C], tl.float32)
+    w = tl.full([1, BLOCK_C], 1.0, tl.float32)
+    b = tl.zeros([1, BLOCK_C], tl.float32)
     if HAS_W:
         w = tl.load(W + ch, mask=cmask, other=1.0).to(tl.float32)
     if HAS_B:
         b = tl.load(B + ch, mask=cmask, other=0.0).to(tl.float32)
-    acc_w = tl.zeros([BLOCK_C], tl.float32)
-    acc_b = tl.zeros([BLOCK_C], tl.float32)
+    acc_w = tl.zeros([1, BLOCK_C], tl.float32)
+    acc_b = tl.zeros([1, BLOCK_C], tl.float32)
     for n in range(0, N):
-        p = _sum_partials(PART_P, n, ch, cmask, C, SPLIT, INT64, BLOCK_K, BLOCK_C)
-        q = _sum_partials(PART_Q, n, ch, cmask, C, SPLIT, INT64, BLOCK_K, BLOCK_C)
+        p = _sum_partials(PART_P, n, ch, cmask, C, SPLIT, INT64, BLOCK_K)
+        q = _sum_partials(PART_Q, n, ch, cmask, C, SPLIT, INT64, BLOCK_K)
         if WANT_DSCALE:
-            tl.store(DSCALE + n * C + ch, to_dtype((w * q + b * p), DSCALE.dtype.element_ty), mask=cmask)
+            tl.store(DSCALE + n * C + ch, to_dtype(w * q + b * p, DSCALE.dtype.element_ty), mask=cmask)
         if WANT_DSHIFT:
             tl.store(DSHIFT + n * C + ch, to_dtype(p, DSHIFT.dtype.element_ty), mask=cmask)
         if HAS_SCALE:

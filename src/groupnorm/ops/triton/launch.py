@@ -131,10 +131,18 @@ def _block_k(split: int, block_c: int) -> int:
     return min(next_power_of_2(split), max(1, next_power_of_2(4096 // block_c)))
 
 
-def _waves(p: Plan, groups: int):
-    """(first group, number of groups) of each wave."""
-    for start in range(0, groups, p.groups_per_wave):
-        yield start, min(p.groups_per_wave, groups - start)
+def _waves(p: Plan):
+    """(first unit, number of units) of each wave."""
+    for start in range(0, p.units, p.units_per_wave):
+        yield start, min(p.units_per_wave, p.units - start)
+
+
+def _plan(x, num_groups, reread, device, tuning) -> Plan:
+    n, c, s, cg = _check(x, num_groups)
+    channels_innermost = flat_strides(x)[1] == 1
+    return plan(
+        n, num_groups, cg, s, reread, device or device_spec(x), tuning, channels_innermost=channels_innermost
+    )
 
 
 def forward(
@@ -159,87 +167,38 @@ def forward(
     y = torch.empty_like(x)
     mean = torch.empty((n, num_groups), device=x.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
-    groups = n * num_groups
-    p = plan(groups, cg, s, x.element_size(), device or device_spec(x), tuning)
+    p = _plan(x, num_groups, x.element_size(), device, tuning)
     int64 = _needs_int64(tuning, x, y, residual)
     dummy = mean  # stands in for absent optional tensors; never dereferenced
-    tensors = [t if t is not None else dummy for t in (weight, bias, scale, shift, residual)]
+    optional = [t if t is not None else dummy for t in (weight, bias, scale, shift, residual)]
     flags = dict(
-        HAS_W=weight is not None,
-        HAS_B=bias is not None,
-        HAS_SCALE=scale is not None,
-        HAS_SHIFT=shift is not None,
-        HAS_RES=residual is not None,
-        ACT=act,
-        INT64=int64,
-    )
-    strides = (*flat_strides(x), *flat_strides(y), *_strides_or_zero(residual))
+        HAS_W=weight is not None, HAS_B=bias is not None, HAS_SCALE=scale is not None,
+        HAS_SHIFT=shift is not None, HAS_RES=residual is not None, ACT=act, INT64=int64,
+    )  # fmt: skip
+    blocks = dict(BLOCK_S=p.block_s, BLOCK_G=p.block_g, BLOCK_CG=p.block_c, num_warps=p.num_warps)
+    x_strides = flat_strides(x)
+    strides = (*x_strides, *flat_strides(y), *_strides_or_zero(residual))
     with _on_device(x):
         if p.one_pass:
-            fk.fwd_onepass_kernel[(groups,)](
-                x,
-                y,
-                *tensors,
-                mean,
-                rstd,
-                c,
-                s,
-                num_groups,
-                cg,
-                float(cg * s),
-                eps,
-                0,
-                *strides,
-                **flags,
-                BLOCK_S=p.block_s,
-                BLOCK_C=p.block_c,
-                num_warps=p.num_warps,
-            )
+            fk.fwd_onepass_kernel[(p.units,)](
+                x, y, *optional, mean, rstd, c, s, num_groups, cg, p.group_blocks, float(cg * s), eps, 0,
+                *strides, **flags, **blocks,
+            )  # fmt: skip
             return y, mean, rstd
-        part_mean = torch.empty(groups * p.split, device=x.device, dtype=torch.float32)
+        part_mean = torch.empty(n * num_groups * p.split, device=x.device, dtype=torch.float32)
         part_m2 = torch.empty_like(part_mean)
-        block_k = _block_k(p.split, 1)
-        for start, count in _waves(p, groups):
-            grid = (count * p.split,)
+        block_k = _block_k(p.split, p.block_g)
+        for start, units in _waves(p):
+            grid = (units * p.split,)
             fk.fwd_partial_stats_kernel[grid](
-                x,
-                part_mean,
-                part_m2,
-                s,
-                num_groups,
-                cg,
-                p.chunk_s,
-                p.split,
-                start,
-                *flat_strides(x),
-                INT64=int64,
-                BLOCK_S=p.block_s,
-                BLOCK_C=p.block_c,
-                num_warps=p.num_warps,
-            )
+                x, part_mean, part_m2, s, num_groups, cg, p.group_blocks, p.chunk_s, p.split, start, *x_strides,
+                INT64=int64, **blocks,
+            )  # fmt: skip
             fk.fwd_apply_kernel[grid](
-                x,
-                y,
-                *tensors,
-                mean,
-                rstd,
-                part_mean,
-                part_m2,
-                c,
-                s,
-                num_groups,
-                cg,
-                p.chunk_s,
-                p.split,
-                eps,
-                start,
-                *strides,
-                **flags,
-                BLOCK_S=p.block_s,
-                BLOCK_C=p.block_c,
-                BLOCK_K=block_k,
-                num_warps=p.num_warps,
-            )
+                x, y, *optional, mean, rstd, part_mean, part_m2,
+                c, s, num_groups, cg, p.group_blocks, p.chunk_s, p.split, eps, start, *strides,
+                **flags, **blocks, BLOCK_K=block_k,
+            )  # fmt: skip
     return y, mean, rstd
 
 
@@ -285,122 +244,58 @@ def backward(
     res_k = None if residual is None else _dense_flat(residual)
     dx = torch.empty_like(x) if want_dx else None
     dres = torch.empty_like(res_k) if want_dres else None
-    groups = n * num_groups
 
     tuning = tuning or Tuning()
-    # The one-pass backward holds x and grad_y (and their products) in registers: half the forward's group size.
-    bwd_tuning = replace(tuning, max_onepass_elems=max(1, tuning.max_onepass_elems // 2))
-    reread = (
-        x.element_size() + grad_y.element_size() + (res_k.element_size() if res_k is not None and act else 0)
+    # The backward holds x and grad_y (and x_hat, dp, the residual) per element: half the forward's tiles and
+    # units keep it within registers (at full size ptxas spills on sm_90 with a residual and an activation).
+    bwd_tuning = replace(
+        tuning,
+        max_onepass_elems=max(1, tuning.max_onepass_elems // 2),
+        tile_elems=max(1, tuning.tile_elems // 2),
     )
-    p = plan(groups, cg, s, reread, device or device_spec(x), bwd_tuning)
+    reread = x.element_size() + grad_y.element_size()
+    if res_k is not None and act:
+        reread += res_k.element_size()
+    p = _plan(x, num_groups, reread, device, bwd_tuning)
     int64 = _needs_int64(tuning, x, grad_y, res_k)
     part_p = torch.empty((n, p.split, c), device=x.device, dtype=torch.float32)
     part_q = torch.empty_like(part_p)
     dummy = part_p  # stands in for absent optional tensors; never dereferenced
-    tensors = [t if t is not None else dummy for t in (weight, bias, scale, shift, res_k, mean, rstd)]
+    inputs = [t if t is not None else dummy for t in (weight, bias, scale, shift, res_k, mean, rstd)]
     outs = [t if t is not None else dummy for t in (dx, dres)]
     flags = dict(
-        HAS_W=weight is not None,
-        HAS_B=bias is not None,
-        HAS_SCALE=scale is not None,
-        HAS_SHIFT=shift is not None,
-        HAS_RES=res_k is not None,
-        ACT=act,
-        INT64=int64,
-    )
+        HAS_W=weight is not None, HAS_B=bias is not None, HAS_SCALE=scale is not None,
+        HAS_SHIFT=shift is not None, HAS_RES=res_k is not None, ACT=act, INT64=int64,
+    )  # fmt: skip
+    blocks = dict(BLOCK_S=p.block_s, BLOCK_G=p.block_g, BLOCK_CG=p.block_c, num_warps=p.num_warps)
     strides = (*flat_strides(x), *flat_strides(grad_y), *_strides_or_zero(res_k))
     count = float(cg * s)
     with _on_device(x):
         if p.one_pass:
-            bk.bwd_onepass_kernel[(groups,)](
-                grad_y,
-                x,
-                *tensors,
-                *outs,
-                part_p,
-                part_q,
-                c,
-                s,
-                num_groups,
-                cg,
-                count,
-                0,
-                *strides,
-                **flags,
-                WANT_DX=want_dx,
-                WANT_DRES=want_dres,
-                WANT_PQ=want_params,
-                BLOCK_S=p.block_s,
-                BLOCK_C=p.block_c,
-                num_warps=p.num_warps,
-            )
+            bk.bwd_onepass_kernel[(p.units,)](
+                grad_y, x, *inputs, *outs, part_p, part_q, c, s, num_groups, cg, p.group_blocks, count, 0,
+                *strides, **flags, WANT_DX=want_dx, WANT_DRES=want_dres, WANT_PQ=want_params, **blocks,
+            )  # fmt: skip
         else:
-            block_k = _block_k(p.split, p.block_c)
-            for start, count_groups in _waves(p, groups):
-                grid = (count_groups * p.split,)
+            block_k = _block_k(p.split, p.block_g * p.block_c)
+            for start, units in _waves(p):
+                grid = (units * p.split,)
                 bk.bwd_partial_kernel[grid](
-                    grad_y,
-                    x,
-                    *tensors,
-                    part_p,
-                    part_q,
-                    c,
-                    s,
-                    num_groups,
-                    cg,
-                    p.chunk_s,
-                    p.split,
-                    start,
-                    *strides,
-                    **flags,
-                    BLOCK_S=p.block_s,
-                    BLOCK_C=p.block_c,
-                    num_warps=p.num_warps,
-                )
+                    grad_y, x, *inputs, part_p, part_q, c, s, num_groups, cg, p.group_blocks, p.chunk_s,
+                    p.split, start, *strides, **flags, **blocks,
+                )  # fmt: skip
                 if want_dx or want_dres:
                     bk.bwd_dx_kernel[grid](
-                        grad_y,
-                        x,
-                        *tensors,
-                        *outs,
-                        part_p,
-                        part_q,
-                        c,
-                        s,
-                        num_groups,
-                        cg,
-                        p.chunk_s,
-                        p.split,
-                        count,
-                        start,
-                        *strides,
-                        **flags,
-                        WANT_DX=want_dx,
-                        WANT_DRES=want_dres,
-                        BLOCK_S=p.block_s,
-                        BLOCK_C=p.block_c,
-                        BLOCK_K=block_k,
-                        num_warps=p.num_warps,
-                    )
+                        grad_y, x, *inputs, *outs, part_p, part_q, c, s, num_groups, cg, p.group_blocks,
+                        p.chunk_s, p.split, count, start, *strides, **flags, WANT_DX=want_dx,
+                        WANT_DRES=want_dres, **blocks, BLOCK_K=block_k,
+                    )  # fmt: skip
         grads_params = (
-            _param_grads(
-                weight,
-                bias,
-                scale,
-                shift,
-                part_p,
-                part_q,
-                p.split,
-                int64,
-                want_dw,
-                want_db,
-                want_dscale,
-                want_dshift,
-            )
+            _param_grads(weight, bias, scale, shift, part_p, part_q, p.split, int64, want_dw, want_db,
+                         want_dscale, want_dshift)
             if want_params
             else (None,) * 4
-        )
+        )  # fmt: skip
 
     dweight, dbias, dscale, dshift = (
         _like_owner(g, owner) if g is not None else empty

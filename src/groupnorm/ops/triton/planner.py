@@ -3,25 +3,29 @@
 Pure Python (no Triton, no GPU), so the rule is testable anywhere and the tests can force every path by passing
 a small :class:`DeviceSpec` / :class:`Tuning`.
 
-The rule, for ``NG = N * G`` groups of ``E = (C / G) * S`` elements (S = product of the spatial sizes):
+The rule, for ``N`` samples of ``G`` groups of ``CG`` channels and ``S`` spatial positions:
 
-1. Tile. A program walks its share of a group in ``[block_s, block_c]`` tiles: ``block_c`` covers the group's
-   channels (up to ``max_block_c``), ``block_s`` the spatial positions, ``block_s * block_c ~= tile_elems``.
-2. One pass. If a whole group fits in one program's registers (``E <= max_onepass_elems``) and there are enough
-   groups to occupy the GPU (``NG >= sm_count``) -- or the group is so small (one tile) that splitting it gains
-   nothing -- one program per group computes the statistics and applies the epilogue from the same registers:
-   x is read once.
-3. Split. Otherwise each group's spatial extent is cut into ``split`` chunks of ``chunk_s`` positions (a multiple
-   of ``block_s``), one program each, so that ``groups * split ~= programs_per_sm * sm_count``. Pass 1 writes
+1. Units. A program works on a *unit* of ``block_g`` consecutive groups of one sample. ``block_g`` is 1 when the
+   spatial axis is the contiguous one (NCHW: a group is one contiguous run). When channels are innermost
+   (channels_last), a group alone is a short strided run per position, so ``block_g`` groups are taken together
+   to make tile rows of about ``channels_last_width`` contiguous channels (whole memory sectors).
+2. Tile. Programs walk their unit in ``[block_s, block_g, block_c]`` tiles: ``block_c`` covers a group's
+   channels (up to ``max_block_c``; wider groups loop), ``block_s`` the positions, about ``tile_elems`` in all.
+3. One pass. If a whole unit fits in one program's registers (``<= max_onepass_elems``) and there are enough
+   units to occupy the GPU (``units >= sm_count``) -- or a unit is a single tile anyway -- one program per unit
+   computes the statistics and applies the epilogue from the same registers: x is read once. On channels_last,
+   ``block_g`` is lowered (not below ``channels_last_min_width`` channels per row) if that makes a unit fit.
+4. Split. Otherwise each unit's positions are cut into ``split`` chunks of ``chunk_s`` positions (a multiple of
+   ``block_s``), one program each, so that ``units * split ~= programs_per_sm * sm_count``. Pass 1 writes
    per-chunk partial statistics, pass 2 merges them in a fixed order (deterministic, no atomics) and applies.
-4. L2 waves. Pass 2 reads x again. When all groups together fit in ``l2_fraction`` of the L2 cache, or a single
-   group does not, one wave covers everything (in the second case the re-read comes from HBM: the "read-twice"
-   roofline). Otherwise groups are processed in waves of ``groups_per_wave`` groups whose bytes fit in that
-   share of L2, pass 1 then pass 2 per wave, so pass 2 finds x in L2. The split is then sized for one wave.
+5. L2 waves. Pass 2 reads x again. When all units together fit in ``l2_fraction`` of the L2 cache, or a single
+   unit does not, one wave covers everything (in the second case the re-read comes from HBM: the "read-twice"
+   roofline). Otherwise units are processed in waves of ``units_per_wave`` whose bytes fit in that share of L2,
+   pass 1 then pass 2 per wave, so pass 2 finds x in L2. The split is then sized for one wave.
 
 Example::
 
-    >>> p = plan(num_groups_total=32, channels_per_group=16, spatial=65536, reread_bytes_per_elem=2,
+    >>> p = plan(batch=1, num_groups=32, channels_per_group=16, spatial=65536, reread_bytes_per_elem=2,
     ...          device=DeviceSpec(sm_count=132, l2_bytes=50 * 2**20))
     >>> p.one_pass, p.waves > 1
     (False, True)
@@ -54,14 +58,24 @@ class Tuning:
 
     max_onepass_elems: int = 16384  # largest group one program holds in registers (forward)
     tile_elems: int = 4096  # elements per loop step of a split-path program
-    max_block_c: int = 256  # widest channel extent of a tile; wider groups loop over channel blocks
+    max_block_c: int = 256  # most channels of one group in a tile; wider groups loop over channel blocks
+    channels_last_width: int = 64  # channels per tile row when channels are innermost (128 B of bf16)
+    channels_last_min_width: int = 16  # narrowest such row the one-pass path may shrink to
     programs_per_sm: int = 4  # split-path occupancy target
     max_split: int = 1024  # most programs per group
     l2_fraction: float = 0.5  # share of L2 a wave may fill (the rest absorbs y's writes and other traffic)
     force_int64: bool = False  # 64-bit offsets even for small tensors (tests exercise that path this way)
 
     def __post_init__(self) -> None:
-        for name in ("max_onepass_elems", "tile_elems", "max_block_c", "programs_per_sm", "max_split"):
+        for name in (
+            "max_onepass_elems",
+            "tile_elems",
+            "max_block_c",
+            "programs_per_sm",
+            "max_split",
+            "channels_last_width",
+            "channels_last_min_width",
+        ):
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"Tuning.{name} must be >= 1, got {name}={value}")
@@ -74,11 +88,14 @@ class Plan:
     """The launch configuration for one call."""
 
     one_pass: bool
-    block_c: int  # tile extent along channels (power of two)
+    block_g: int  # groups per unit (power of two)
+    block_c: int  # tile extent along a group's channels (power of two)
     block_s: int  # tile extent along spatial positions (power of two)
-    split: int  # programs per group (1 on the one-pass path)
+    group_blocks: int  # units per sample: ceil(G / block_g)
+    units: int  # N * group_blocks
+    split: int  # programs per unit (1 on the one-pass path)
     chunk_s: int  # spatial positions per program
-    groups_per_wave: int
+    units_per_wave: int
     waves: int
     num_warps: int
     roofline: str  # "read-once", "l2-wave" or "read-twice": the bandwidth bound this plan can reach
@@ -86,8 +103,8 @@ class Plan:
     def describe(self) -> str:
         path = "one-pass" if self.one_pass else f"split={self.split}x{self.chunk_s}"
         return (
-            f"{path} tile={self.block_s}x{self.block_c} waves={self.waves}x{self.groups_per_wave} "
-            f"warps={self.num_warps} roofline={self.roofline}"
+            f"{path} tile={self.block_s}x{self.block_g}x{self.block_c} units={self.units} "
+            f"waves={self.waves}x{self.units_per_wave} warps={self.num_warps} roofline={self.roofline}"
         )
 
 
@@ -100,70 +117,93 @@ def _num_warps(tile: int) -> int:
 
 
 def plan(
-    num_groups_total: int,
+    batch: int,
+    num_groups: int,
     channels_per_group: int,
     spatial: int,
     reread_bytes_per_elem: int,
     device: DeviceSpec,
     tuning: Tuning | None = None,
+    *,
+    channels_innermost: bool = False,
 ) -> Plan:
-    """The launch plan for ``num_groups_total`` (= N * G) groups of ``channels_per_group * spatial`` elements.
+    """The launch plan for ``batch`` samples of ``num_groups`` groups of ``channels_per_group * spatial`` elements.
 
     ``reread_bytes_per_elem`` is what the second pass reads again per element (x's size in the forward, x's plus
-    grad_y's in the backward); it decides the L2 waves.
+    grad_y's in the backward); it decides the L2 waves. ``channels_innermost``: the channel stride is 1.
     """
     tuning = tuning or Tuning()
     for name, value in (
-        ("num_groups_total", num_groups_total),
+        ("batch", batch),
+        ("num_groups", num_groups),
         ("channels_per_group", channels_per_group),
         ("spatial", spatial),
         ("sm_count", device.sm_count),
     ):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {name}={value}")
-    group_elems = channels_per_group * spatial
-    block_c = min(next_power_of_2(channels_per_group), next_power_of_2(tuning.max_block_c))
+    cg, g = channels_per_group, num_groups
+    block_c = min(next_power_of_2(cg), next_power_of_2(tuning.max_block_c))
+    widest_g = 1
+    narrowest_g = 1
+    if channels_innermost and block_c < tuning.channels_last_width:
+        widest_g = min(next_power_of_2(g), max(1, tuning.channels_last_width // block_c))
+        narrowest_g = min(widest_g, max(1, tuning.channels_last_min_width // block_c))
 
     onepass_block_s = next_power_of_2(spatial)
-    fits = block_c >= channels_per_group and onepass_block_s * block_c <= max(tuning.max_onepass_elems, 1)
-    split_block_s = max(1, min(next_power_of_2(spatial), next_power_of_2(tuning.tile_elems) // block_c))
-    tiny = spatial <= split_block_s and channels_per_group <= block_c  # the whole group is one tile anyway
-    if fits and (num_groups_total >= device.sm_count or tiny):
+    block_g = widest_g
+    while block_g > narrowest_g and onepass_block_s * block_g * block_c > tuning.max_onepass_elems:
+        block_g //= 2
+    units = batch * cdiv(g, block_g)
+    fits = block_c >= cg and onepass_block_s * block_g * block_c <= tuning.max_onepass_elems
+    tiny = (
+        fits and onepass_block_s * block_g * block_c <= tuning.tile_elems
+    )  # one tile: splitting gains nothing
+    if fits and (units >= device.sm_count or tiny):
         return Plan(
             one_pass=True,
+            block_g=block_g,
             block_c=block_c,
             block_s=onepass_block_s,
+            group_blocks=cdiv(g, block_g),
+            units=units,
             split=1,
             chunk_s=spatial,
-            groups_per_wave=num_groups_total,
+            units_per_wave=units,
             waves=1,
-            num_warps=_num_warps(onepass_block_s * block_c),
+            num_warps=_num_warps(onepass_block_s * block_g * block_c),
             roofline="read-once",
         )
 
-    group_bytes = group_elems * reread_bytes_per_elem
+    block_g = widest_g
+    units = batch * cdiv(g, block_g)
+    row = block_g * block_c
+    block_s = max(1, min(next_power_of_2(spatial), next_power_of_2(tuning.tile_elems) // row))
+    unit_bytes = block_g * cg * spatial * reread_bytes_per_elem
     budget = int(device.l2_bytes * tuning.l2_fraction)
-    if num_groups_total * group_bytes <= budget:
-        groups_per_wave, roofline = num_groups_total, "l2-wave"
-    elif group_bytes > budget:
-        groups_per_wave, roofline = num_groups_total, "read-twice"
+    if units * unit_bytes <= budget:
+        units_per_wave, roofline = units, "l2-wave"
+    elif unit_bytes > budget:
+        units_per_wave, roofline = units, "read-twice"
     else:
-        groups_per_wave, roofline = budget // group_bytes, "l2-wave"
-    waves = cdiv(num_groups_total, groups_per_wave)
+        units_per_wave, roofline = budget // unit_bytes, "l2-wave"
+    waves = cdiv(units, units_per_wave)
 
     target_programs = tuning.programs_per_sm * device.sm_count
-    max_chunks = cdiv(spatial, split_block_s)
-    split = min(max(1, cdiv(target_programs, groups_per_wave)), max_chunks, tuning.max_split)
-    chunk_s = cdiv(cdiv(spatial, split), split_block_s) * split_block_s
+    split = min(max(1, cdiv(target_programs, units_per_wave)), cdiv(spatial, block_s), tuning.max_split)
+    chunk_s = cdiv(cdiv(spatial, split), block_s) * block_s
     split = cdiv(spatial, chunk_s)  # no empty chunks
     return Plan(
         one_pass=False,
+        block_g=block_g,
         block_c=block_c,
-        block_s=split_block_s,
+        block_s=block_s,
+        group_blocks=cdiv(g, block_g),
+        units=units,
         split=split,
         chunk_s=chunk_s,
-        groups_per_wave=groups_per_wave,
+        units_per_wave=units_per_wave,
         waves=waves,
-        num_warps=_num_warps(split_block_s * block_c),
+        num_warps=_num_warps(block_s * row),
         roofline=roofline,
     )

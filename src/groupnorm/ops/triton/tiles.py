@@ -1,0 +1,60 @@
+"""How the kernels address their data: group tiles of (N, C, S) tensors.
+
+Every tensor is seen as (N, C, S) with its own strides (sample, channel, spatial), which covers contiguous,
+channels_last and channels_last_3d in place: Triton specializes the stride that is 1, so loads are coalesced
+along whichever axis is contiguous.
+
+A program owns a *unit*: ``BLOCK_G`` consecutive groups of one sample (``BLOCK_G`` > 1 when channels are
+innermost, so that a tile row spans enough contiguous channels to use whole memory sectors). It walks the unit
+in 3-D tiles ``[BLOCK_S, BLOCK_G, BLOCK_CG]``: spatial positions x groups x channels within a group.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def unit_coords(unit, GROUP_BLOCKS, BLOCK_G: tl.constexpr, INT64: tl.constexpr):
+    """(sample, first group) of a unit; ``GROUP_BLOCKS`` = units per sample."""
+    if INT64:
+        unit = unit.to(tl.int64)
+    return unit // GROUP_BLOCKS, (unit % GROUP_BLOCKS) * BLOCK_G
+
+
+@triton.jit
+def unit_groups(g0, G, BLOCK_G: tl.constexpr):
+    """Group indices ``[BLOCK_G]`` of the unit starting at ``g0``, and which of them exist."""
+    g = g0 + tl.arange(0, BLOCK_G)
+    return g, g < G
+
+
+@triton.jit
+def unit_channels(g0, cb, G, CG, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr):
+    """Channel indices ``[BLOCK_G, BLOCK_CG]`` of channel block ``cb`` of each group of the unit, and their mask."""
+    g = g0 + tl.arange(0, BLOCK_G)
+    cl = cb + tl.arange(0, BLOCK_CG)
+    ch = g[:, None] * CG + cl[None, :]
+    return ch, (g < G)[:, None] & (cl < CG)[None, :]
+
+
+@triton.jit
+def index_range(BLOCK: tl.constexpr, INT64: tl.constexpr):
+    """``arange(BLOCK)``, 64-bit when ``INT64`` so that products with strides cannot overflow."""
+    s = tl.arange(0, BLOCK)
+    if INT64:
+        s = s.to(tl.int64)
+    return s
+
+
+@triton.jit
+def tile_ptrs(T, n, s, ch, t_sn, t_sc, t_ss):
+    """Pointers ``[BLOCK_S, BLOCK_G, BLOCK_CG]`` of tensor ``T`` at sample ``n``, positions ``s``, channels ``ch``."""
+    return T + n * t_sn + s[:, None, None] * t_ss + ch[None, :, :] * t_sc
+
+
+@triton.jit
+def group_sum(t):
+    """``[BLOCK_S, BLOCK_G, BLOCK_CG]`` -> ``[BLOCK_G]``."""
+    return tl.sum(tl.sum(t, axis=2), axis=0)
