@@ -31,6 +31,14 @@ def threads_for(numel: int) -> int:
     return 1 if numel < PARALLEL_MIN_NUMEL else torch.get_num_threads()
 
 
+# Outputs of at least this many bytes (plain epilogue) are written with streaming stores; see the C source.
+DEFAULT_STREAM_BYTES = 16 << 20
+
+
+def stream_bytes() -> int:
+    return int(os.environ.get("GROUPNORM_CPU_STREAM_BYTES", DEFAULT_STREAM_BYTES))
+
+
 def wave_bytes() -> int:
     return int(os.environ.get("GROUPNORM_CPU_WAVE_BYTES", DEFAULT_WAVE_BYTES))
 
@@ -122,7 +130,7 @@ def forward(
     rc = lib.gn_forward_f32(
         _ptr(xf), _ptr(y), _ptr(mean), _ptr(rstd), _ptr(w), _ptr(b), _ptr(sc), _ptr(sh), _ptr(res),
         n, c, s, num_groups, float(eps), ACTIVATION_CODES[activation], code,
-        threads_for(xf.numel()), wave_bytes(),
+        threads_for(xf.numel()), wave_bytes(), stream_bytes(),
     )  # fmt: skip
     _check(rc, "forward")
     return _into(y, x), mean, rstd

@@ -8,7 +8,8 @@
  *
  * Determinism: every reduction is split into blocks whose size depends only on the shape, never on the thread
  * count, and partial results are merged in a fixed order. Any thread may compute any block, so the bits are the
- * same for every thread count and every run.
+ * same for every thread count and every run. Loops are scheduled dynamically: on a busy machine a thread that
+ * loses its core does not hold the others at the next barrier (the results do not depend on who does what).
  *
  * Cache use: the work goes in "waves" of consecutive samples (channels_last) or groups (NCHW) of at most
  * wave_bytes of input. A wave's statistics pass reads it from DRAM; the apply pass, run right after it, finds the
@@ -28,42 +29,43 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 typedef int64_t i64;
 
 enum { ACT_NONE = 0, ACT_RELU = 1, ACT_SILU = 2, ACT_GELU = 3, ACT_GELU_TANH = 4 };
 
 #define NCS_BLOCK 2048      /* elements per statistics block, NCHW: 8 KiB stays in L1 for the second pass */
-#define NSC_BLOCK 16384     /* elements per statistics block, channels_last (whole pixels, at least NSC_MIN_PIX) */
-#define NSC_MIN_PIX 64      /* the per-block channel->group combine is scalar: amortize it over many pixels */
+#define NSC_BLOCK 8192      /* elements per statistics block, channels_last (whole pixels, at least NSC_MIN_PIX) */
+#define NSC_MIN_PIX 16      /* each block writes 2 C partial results: keep that a small share of the block */
 #define APPLY_PIECE 16384   /* elements per apply work item */
 
-int gn_abi_version(void) { return 1; }
+int gn_abi_version(void) { return 2; }
 
 /* ---------------------------------------------------------------- vectorizable math, NaN/inf preserving */
 
 static inline float gn_exp(float x) {
-    /* Cody-Waite reduction + Cephes polynomial; 2^n built in two halves so n = 128 does not overflow the
-     * exponent field. Comparisons with NaN are false, so NaN flows through the ternaries and the polynomial. */
+    /* Cody-Waite reduction + degree-5 polynomial (relative error ~2e-7); 2^n built in two halves so that n = 128
+     * does not overflow the exponent field. Comparisons with NaN are false, so NaN flows through the clamp and the
+     * polynomial. Below -86.6 the result stays at exp(-86.6) ~ 2e-38 instead of going to 0: every use adds it to
+     * 1 or multiplies it by a finite value, where the difference is below float resolution. */
     float xc = x > 88.72f ? 88.72f : x;
     xc = xc < -86.6f ? -86.6f : xc;
-    float n = floorf(xc * 1.44269504088896341f + 0.5f);
+    const float n = floorf(xc * 1.44269504088896341f + 0.5f);
     float r = xc - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
+    float p = 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t ni = (int32_t)n;
     union { int32_t i; float f; } half;
-    half.i = (ni - 1 + 127) << 23;
-    float out = (p * 2.0f) * half.f;
-    out = x > 88.7228f ? INFINITY : out;
-    out = x < -87.33f ? 0.0f : out;
-    return out;
+    half.i = ((int32_t)n + 126) << 23;
+    const float out = (p * 2.0f) * half.f;
+    return x > 88.7228f ? INFINITY : out;
 }
 
 static inline float gn_erf(float v) {
@@ -97,7 +99,7 @@ static inline float act_fwd(float v, const int act) {
     case ACT_RELU:
         return v > 0.0f ? v : (v != v ? v : 0.0f);
     case ACT_SILU:
-        return v * (1.0f / (1.0f + gn_exp(-v)));
+        return v / (1.0f + gn_exp(-v));
     case ACT_GELU:
         return 0.5f * v * (1.0f + gn_erf(v * GN_SQRT1_2));
     case ACT_GELU_TANH: {
@@ -256,11 +258,40 @@ static i64 imin(i64 a, i64 b) { return a < b ? a : b; }
 static i64 imax(i64 a, i64 b) { return a > b ? a : b; }
 static i64 cdiv(i64 a, i64 b) { return (a + b - 1) / b; }
 
+/* Streaming (non-temporal) stores for large outputs without an epilogue: y then bypasses the caches, which saves
+ * the read-for-ownership of every y line and leaves the cache to x, whose second read (the apply pass) then comes
+ * from L3 instead of DRAM. Same arithmetic as the plain loop (fma(x - m, a, b)), so the same bits. */
+#ifdef __AVX512F__
+static void apply_row_stream(const float *x, float *y, i64 len, float m, float a, float b) {
+    i64 i = 0;
+    for (; i < len && ((uintptr_t)(y + i) & 63); i++) y[i] = fmaf(x[i] - m, a, b);
+    const __m512 vm = _mm512_set1_ps(m), va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
+    for (; i + 16 <= len; i += 16)
+        _mm512_stream_ps(y + i, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm), va, vb));
+    for (; i < len; i++) y[i] = fmaf(x[i] - m, a, b);
+}
+
+/* requires C % 16 == 0 and a 64-byte aligned y */
+static void apply_pixels_stream(const float *x, float *y, i64 npix, i64 C, const float *m, const float *a,
+                                const float *b) {
+    for (i64 p = 0; p < npix; p++)
+        for (i64 c = 0; c < C; c += 16) {
+            const __m512 v = _mm512_sub_ps(_mm512_loadu_ps(x + p * C + c), _mm512_loadu_ps(m + c));
+            _mm512_stream_ps(y + p * C + c, _mm512_fmadd_ps(v, _mm512_loadu_ps(a + c), _mm512_loadu_ps(b + c)));
+        }
+}
+#define GN_HAVE_STREAM 1
+#define GN_SFENCE() _mm_sfence()
+#else
+#define GN_HAVE_STREAM 0
+#define GN_SFENCE() ((void)0)
+#endif
+
 /* ---------------------------------------------------------------- forward */
 
 static int fwd_ncs(const float *x, float *y, float *mean_out, float *rstd_out, const float *w, const float *bias,
                    const float *scale, const float *shift, const float *res, i64 N, i64 C, i64 S, i64 G, float eps,
-                   int act, int nthreads, i64 wave_bytes) {
+                   int act, int nthreads, i64 wave_bytes, int stream) {
     const i64 D = C / G, L = D * S, NG = N * G;
     const i64 nblk = cdiv(L, NCS_BLOCK);
     const i64 wave = imax(1, imin(NG, wave_bytes / (L * 4)));
@@ -272,13 +303,13 @@ static int fwd_ncs(const float *x, float *y, float *mean_out, float *rstd_out, c
 #pragma omp parallel num_threads(nthreads)
     for (i64 g0 = 0; g0 < NG; g0 += wave) {
         const i64 g1 = imin(NG, g0 + wave), items = (g1 - g0) * nblk;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
         for (i64 it = 0; it < items; it++) {
             const i64 gi = g0 + it / nblk, b = it % nblk;
             const i64 start = b * NCS_BLOCK, len = imin(NCS_BLOCK, L - start);
             block_stats(x + gi * L + start, len, &bstat[2 * it], &bstat[2 * it + 1]);
         }
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
         for (i64 gi = g0; gi < g1; gi++) {
             Stat st = {0.0, 0.0, 0.0};
             const float *bs = bstat + 2 * (gi - g0) * nblk;
@@ -291,15 +322,21 @@ static int fwd_ncs(const float *x, float *y, float *mean_out, float *rstd_out, c
         }
         /* apply over the wave's contiguous range in equal pieces */
         const i64 base = g0 * L, total = (g1 - g0) * L, npieces = cdiv(total, APPLY_PIECE);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
         for (i64 pc = 0; pc < npieces; pc++) {
             i64 i = base + pc * APPLY_PIECE;
             const i64 end = imin(base + total, i + APPLY_PIECE);
             while (i < end) {
                 const i64 row = i / S, row_end = imin(end, (row + 1) * S);
-                apply_row(x + i, res ? res + i : NULL, y + i, row_end - i, M[row], A[row], B[row], act);
+#if GN_HAVE_STREAM
+                if (stream)
+                    apply_row_stream(x + i, y + i, row_end - i, M[row], A[row], B[row]);
+                else
+#endif
+                    apply_row(x + i, res ? res + i : NULL, y + i, row_end - i, M[row], A[row], B[row], act);
                 i = row_end;
             }
+            if (stream) GN_SFENCE();
         }
     }
     free(bstat);
@@ -307,106 +344,128 @@ static int fwd_ncs(const float *x, float *y, float *mean_out, float *rstd_out, c
     return 0;
 }
 
+/* per-channel mean and M2 of np pixels of C channels, two passes (the block is L1/L2-resident for the second) */
+static void pixel_block_stats(const float *xb, i64 np, i64 C, float *cm, float *cq) {
+    for (i64 c = 0; c < C; c++) cm[c] = 0.0f, cq[c] = 0.0f;
+    for (i64 p = 0; p < np; p++) {
+#pragma omp simd
+        for (i64 c = 0; c < C; c++) cm[c] += xb[p * C + c];
+    }
+    const float inv = 1.0f / (float)np;
+#pragma omp simd
+    for (i64 c = 0; c < C; c++) cm[c] *= inv;
+    for (i64 p = 0; p < np; p++) {
+#pragma omp simd
+        for (i64 c = 0; c < C; c++) {
+            const float d = xb[p * C + c] - cm[c];
+            cq[c] += d * d;
+        }
+    }
+}
+
+#define FOLD_CHUNK 64 /* channels per fold work item */
+
+/* channels_last statistics in three steps: per-(pixel block, channel) mean/M2 (parallel over blocks), Chan merge
+ * of the blocks in order per channel (parallel over channel chunks, vectorized over channels), then channels to
+ * groups per (n, g) with the exact equal-count formula. */
 static int fwd_nsc(const float *x, float *y, float *mean_out, float *rstd_out, const float *w, const float *bias,
                    const float *scale, const float *shift, const float *res, i64 N, i64 C, i64 S, i64 G, float eps,
-                   int act, int nthreads, i64 wave_bytes) {
+                   int act, int nthreads, i64 wave_bytes, int stream) {
     const i64 D = C / G, per_sample = S * C;
     const i64 P = imax(NSC_MIN_PIX, NSC_BLOCK / C); /* pixels per statistics block */
-    const i64 nblk = cdiv(S, P);
+    const i64 nblk = cdiv(S, P), nchunk = cdiv(C, FOLD_CHUNK);
     const i64 wave = imax(1, imin(N, wave_bytes / (per_sample * 4)));
-    float *bstat = malloc(sizeof(float) * 2 * wave * nblk * G);
+    float *part = malloc(sizeof(float) * 2 * wave * nblk * C);
+    double *chan = malloc(sizeof(double) * 2 * wave * C); /* per-channel mean, M2 of the wave's samples */
     float *coef = malloc(sizeof(float) * 3 * N * C);
-    if (!bstat || !coef) { free(bstat); free(coef); return -1; }
+    if (!part || !chan || !coef) { free(part); free(chan); free(coef); return -1; }
     float *M = coef, *A = coef + N * C, *B = coef + 2 * N * C;
-    int fail = 0;
 
 #pragma omp parallel num_threads(nthreads)
-    {
-        float *cm = malloc(sizeof(float) * 2 * C); /* per-channel block mean and M2 */
-        if (!cm) {
-#pragma omp atomic write
-            fail = 1;
+    for (i64 n0 = 0; n0 < N; n0 += wave) {
+        const i64 n1 = imin(N, n0 + wave), items = (n1 - n0) * nblk;
+#pragma omp for schedule(dynamic)
+        for (i64 it = 0; it < items; it++) {
+            const i64 n = n0 + it / nblk, b = it % nblk, p0 = b * P;
+            float *cm = part + 2 * it * C;
+            pixel_block_stats(x + n * per_sample + p0 * C, imin(P, S - p0), C, cm, cm + C);
         }
-#pragma omp barrier
-        if (!fail) {
-            float *cq = cm + C;
-            for (i64 n0 = 0; n0 < N; n0 += wave) {
-                const i64 n1 = imin(N, n0 + wave), items = (n1 - n0) * nblk;
-#pragma omp for schedule(static)
-                for (i64 it = 0; it < items; it++) {
-                    const i64 n = n0 + it / nblk, b = it % nblk;
-                    const i64 p0 = b * P, np = imin(P, S - p0);
-                    const float *xb = x + n * per_sample + p0 * C;
-                    for (i64 c = 0; c < C; c++) cm[c] = 0.0f, cq[c] = 0.0f;
-                    for (i64 p = 0; p < np; p++) {
+#pragma omp for schedule(dynamic)
+        for (i64 it = 0; it < (n1 - n0) * nchunk; it++) {
+            const i64 nw = it / nchunk, c0 = (it % nchunk) * FOLD_CHUNK, c1 = imin(C, c0 + FOLD_CHUNK);
+            double *cmean = chan + 2 * nw * C, *cm2 = cmean + C;
+            for (i64 c = c0; c < c1; c++) cmean[c] = 0.0, cm2[c] = 0.0;
+            double na = 0.0;
+            for (i64 b = 0; b < nblk; b++) {
+                const float *bm = part + 2 * (nw * nblk + b) * C, *bq = bm + C;
+                const double nb = (double)imin(P, S - b * P), nn = na + nb;
+                const double fb = nb / nn, fab = na * nb / nn;
 #pragma omp simd
-                        for (i64 c = 0; c < C; c++) cm[c] += xb[p * C + c];
-                    }
-                    const float inv = 1.0f / (float)np;
-#pragma omp simd
-                    for (i64 c = 0; c < C; c++) cm[c] *= inv;
-                    for (i64 p = 0; p < np; p++) {
-#pragma omp simd
-                        for (i64 c = 0; c < C; c++) {
-                            float d = xb[p * C + c] - cm[c];
-                            cq[c] += d * d;
-                        }
-                    }
-                    /* channels -> group for this block: equal counts, so an exact two-level formula */
-                    float *out = bstat + 2 * it * G;
-                    for (i64 g = 0; g < G; g++) {
-                        float s = 0.0f;
-                        for (i64 c = g * D; c < (g + 1) * D; c++) s += cm[c];
-                        const float gm = s / (float)D;
-                        float q = 0.0f, between = 0.0f;
-                        for (i64 c = g * D; c < (g + 1) * D; c++) {
-                            const float d = cm[c] - gm;
-                            q += cq[c];
-                            between += d * d;
-                        }
-                        out[2 * g] = gm;
-                        out[2 * g + 1] = q + (float)np * between;
-                    }
+                for (i64 c = c0; c < c1; c++) {
+                    const double delta = (double)bm[c] - cmean[c];
+                    cmean[c] += delta * fb;
+                    cm2[c] += (double)bq[c] + delta * delta * fab;
                 }
-#pragma omp for schedule(static)
-                for (i64 ng = n0 * G; ng < n1 * G; ng++) {
-                    const i64 n = ng / G, g = ng % G;
-                    Stat st = {0.0, 0.0, 0.0};
-                    const float *bs = bstat + 2 * (n - n0) * nblk * G;
-                    for (i64 b = 0; b < nblk; b++)
-                        chan_merge(&st, (double)(imin(P, S - b * P) * D), bs[2 * (b * G + g)],
-                                   bs[2 * (b * G + g) + 1]);
-                    const float mean = (float)st.mean, rstd = rstd_of(&st, eps);
-                    mean_out[ng] = mean;
-                    rstd_out[ng] = rstd;
-                    channel_coefs(n, g, C, D, mean, rstd, w, bias, scale, shift, M, A, B);
-                }
-                const i64 pix_per_piece = imax(1, APPLY_PIECE / C);
-                const i64 pieces_per_sample = cdiv(S, pix_per_piece), npieces = (n1 - n0) * pieces_per_sample;
-#pragma omp for schedule(static)
-                for (i64 pc = 0; pc < npieces; pc++) {
-                    const i64 n = n0 + pc / pieces_per_sample;
-                    const i64 p0 = (pc % pieces_per_sample) * pix_per_piece;
-                    const i64 np = imin(pix_per_piece, S - p0), off = n * per_sample + p0 * C;
-                    apply_pixels(x + off, res ? res + off : NULL, y + off, np, C, M + n * C, A + n * C,
-                                 B + n * C, act);
-                }
+                na = nn;
             }
         }
-        free(cm);
+#pragma omp for schedule(dynamic)
+        for (i64 ng = n0 * G; ng < n1 * G; ng++) {
+            const i64 n = ng / G, g = ng % G;
+            const double *cmean = chan + 2 * (n - n0) * C, *cm2 = cmean + C;
+            double sm = 0.0;
+            for (i64 c = g * D; c < (g + 1) * D; c++) sm += cmean[c];
+            const double gm = sm / (double)D;
+            double q = 0.0, between = 0.0;
+            for (i64 c = g * D; c < (g + 1) * D; c++) {
+                const double d = cmean[c] - gm;
+                q += cm2[c];
+                between += d * d;
+            }
+            Stat st = {(double)(S * D), gm, q + (double)S * between};
+            const float mean = (float)gm, rstd = rstd_of(&st, eps);
+            mean_out[ng] = mean;
+            rstd_out[ng] = rstd;
+            channel_coefs(n, g, C, D, mean, rstd, w, bias, scale, shift, M, A, B);
+        }
+        const i64 pix_per_piece = imax(1, APPLY_PIECE / C);
+        const i64 pieces_per_sample = cdiv(S, pix_per_piece), npieces = (n1 - n0) * pieces_per_sample;
+#pragma omp for schedule(dynamic)
+        for (i64 pc = 0; pc < npieces; pc++) {
+            const i64 n = n0 + pc / pieces_per_sample;
+            const i64 p0 = (pc % pieces_per_sample) * pix_per_piece;
+            const i64 np = imin(pix_per_piece, S - p0), off = n * per_sample + p0 * C;
+#if GN_HAVE_STREAM
+            if (stream) {
+                apply_pixels_stream(x + off, y + off, np, C, M + n * C, A + n * C, B + n * C);
+                GN_SFENCE();
+                continue;
+            }
+#endif
+            apply_pixels(x + off, res ? res + off : NULL, y + off, np, C, M + n * C, A + n * C, B + n * C, act);
+        }
     }
-    free(bstat);
+    free(part);
+    free(chan);
     free(coef);
-    return fail ? -1 : 0;
+    return 0;
 }
 
 int gn_forward_f32(const float *x, float *y, float *mean, float *rstd, const float *w, const float *bias,
                    const float *scale, const float *shift, const float *res, i64 N, i64 C, i64 S, i64 G,
-                   float eps, int act, int channels_last, int nthreads, i64 wave_bytes) {
+                   float eps, int act, int channels_last, int nthreads, i64 wave_bytes, i64 stream_bytes) {
     if (N <= 0 || C <= 0 || S <= 0 || G <= 0 || C % G != 0 || nthreads <= 0) return -2;
-    if (channels_last)
-        return fwd_nsc(x, y, mean, rstd, w, bias, scale, shift, res, N, C, S, G, eps, act, nthreads, wave_bytes);
-    return fwd_ncs(x, y, mean, rstd, w, bias, scale, shift, res, N, C, S, G, eps, act, nthreads, wave_bytes);
+    /* streaming stores: plain epilogue, output at least stream_bytes (0 = never), and for channels_last whole
+     * 64-byte pixels */
+    int stream = GN_HAVE_STREAM && stream_bytes > 0 && act == ACT_NONE && res == NULL &&
+                 N * C * S * 4 >= stream_bytes;
+    if (channels_last) {
+        stream = stream && C % 16 == 0 && ((uintptr_t)y & 63) == 0;
+        return fwd_nsc(x, y, mean, rstd, w, bias, scale, shift, res, N, C, S, G, eps, act, nthreads, wave_bytes,
+                       stream);
+    }
+    return fwd_ncs(x, y, mean, rstd, w, bias, scale, shift, res, N, C, S, G, eps, act, nthreads, wave_bytes,
+                   stream);
 }
 
 /* ---------------------------------------------------------------- backward
@@ -618,17 +677,17 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
 #pragma omp parallel num_threads(nthreads)
         for (i64 g0 = 0; g0 < N * G; g0 += wave_groups) {
             const i64 g1 = imin(N * G, g0 + wave_groups);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
             for (i64 row = g0 * D; row < g1 * D; row++)
                 row_sums(dy + row * S, x + row * S, rres ? rres + row * S : NULL, S, M[row], A[row], B[row], act,
                          &S1[row], &S2[row]);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
             for (i64 ng = g0; ng < g1; ng++)
                 group_grads(ng / G, ng % G, C, D, S, rstd[ng], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
                             dw ? pw : NULL, db ? pb : NULL);
             if (want_dx) {
                 const i64 base = g0 * D * S, total = (g1 - g0) * D * S, npieces = cdiv(total, APPLY_PIECE);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
                 for (i64 pc = 0; pc < npieces; pc++) {
                     i64 i = base + pc * APPLY_PIECE;
                     const i64 end = imin(base + total, i + APPLY_PIECE);
@@ -651,7 +710,7 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
 #pragma omp parallel num_threads(nthreads)
         for (i64 n0 = 0; n0 < N; n0 += wave) {
             const i64 n1 = imin(N, n0 + wave), items = (n1 - n0) * nblk;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
             for (i64 it = 0; it < items; it++) {
                 const i64 n = n0 + it / nblk, b = it % nblk;
                 const i64 p0 = b * Pp, np = imin(Pp, S - p0), off = n * per_sample + p0 * C;
@@ -661,7 +720,7 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
                            act, s1, s2);
             }
             /* fold blocks in order, per sample, vectorized over channels */
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
             for (i64 n = n0; n < n1; n++) {
                 float *o1 = S1 + n * C, *o2 = S2 + n * C;
                 for (i64 c = 0; c < C; c++) o1[c] = 0.0f, o2[c] = 0.0f;
@@ -671,14 +730,14 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
                     for (i64 c = 0; c < C; c++) o1[c] += s1[c], o2[c] += s2[c];
                 }
             }
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
             for (i64 ng = n0 * G; ng < n1 * G; ng++)
                 group_grads(ng / G, ng % G, C, D, S, rstd[ng], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
                             dw ? pw : NULL, db ? pb : NULL);
             if (want_dx) {
                 const i64 pix_per_piece = imax(1, APPLY_PIECE / C);
                 const i64 pps = cdiv(S, pix_per_piece), npieces = (n1 - n0) * pps;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
                 for (i64 pc = 0; pc < npieces; pc++) {
                     const i64 n = n0 + pc / pps, p0 = (pc % pps) * pix_per_piece;
                     const i64 np = imin(pix_per_piece, S - p0), off = n * per_sample + p0 * C;
