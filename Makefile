@@ -22,5 +22,11 @@ lint: $(STAMP)
 	$(PY) -m ruff check src tests
 	$(PY) -m ruff format --check src tests
 
+# Kernel benchmark on this machine (quick preset, < 2 minutes on 2 cores); BENCH_ARGS adds or overrides options,
+# e.g. make bench BENCH_ARGS="--preset full --resume".
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(PY) -m groupnorm bench --preset quick --device cpu --json bench.json --csv bench.csv $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
