@@ -13,12 +13,14 @@ from groupnorm.ops.cpu import loader
 
 
 def test_threshold_both_sides(kernel_lib, monkeypatch):
-    monkeypatch.delenv("GROUPNORM_CPU_MIN_NUMEL")
-    limit = cpu.DEFAULT_MIN_NUMEL
-    small = torch.randn(1, 32, 1, limit // 32 - 1)
-    large = torch.randn(1, 32, 1, limit // 32)
+    monkeypatch.setenv("GROUPNORM_CPU_MIN_NUMEL", "4096")
+    small = torch.randn(1, 32, 1, 4096 // 32 - 1)
+    large = torch.randn(1, 32, 1, 4096 // 32)
     assert registry.select(small).name == "torch"
     assert registry.select(large).name == cpu.NAME
+    monkeypatch.delenv("GROUPNORM_CPU_MIN_NUMEL")
+    assert cpu.min_numel() == cpu.DEFAULT_MIN_NUMEL
+    assert registry.select(torch.randn(1, 4)).name == cpu.NAME  # the measured default serves every size
 
 
 @pytest.mark.parametrize(

@@ -153,6 +153,7 @@ def _setup_torch_compile(inp: Inputs, mode: str):
 
 
 def _setup_groupnorm(inp: Inputs, mode: str):
+    import groupnorm.ops.cpu  # noqa: F401  (registers the CPU kernels; compiles nothing)
     from groupnorm.functional import group_norm
 
     act = None if inp.activation == "none" else inp.activation

@@ -5,8 +5,8 @@ compiles nothing. The first call that the kernels accept loads the library (buil
 :mod:`groupnorm.ops.cpu.build`); if that fails, a warning says why and the plain-torch implementation serves
 every CPU call from then on.
 
-Served: float32, float16 and bfloat16 inputs of rank 2..5 with at least :data:`MIN_NUMEL` elements; float64,
-higher ranks and tiny tensors go to the plain-torch implementation.
+Served: non-empty float32, float16 and bfloat16 inputs of rank 2..5; float64, higher ranks and empty tensors go
+to the plain-torch implementation.
 
 Example::
 
@@ -27,9 +27,11 @@ from groupnorm.ops.cpu import kernels, loader
 
 NAME = "cpu-c"
 
-# Below this many elements a call's fixed cost (Python wrapper + library call) exceeds torch's own; measured in
-# docs/results/bench-cpu/kernel-choice.md. GROUPNORM_CPU_MIN_NUMEL overrides it (tests use 0).
-DEFAULT_MIN_NUMEL = 4096
+# Below this many elements the plain-torch implementation takes the call. Measured with
+# `python -m groupnorm.bench.dispatch_threshold` (docs/results/bench-cpu/kernel-choice.md): behind the same op the
+# kernels beat the plain-torch implementation from the smallest size up (its many small torch ops cost more than
+# one library call), so every non-empty tensor goes to the kernels. GROUPNORM_CPU_MIN_NUMEL overrides it.
+DEFAULT_MIN_NUMEL = 1
 
 
 def min_numel() -> int:
