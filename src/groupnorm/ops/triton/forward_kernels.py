@@ -130,7 +130,7 @@ def _merge_partial_stats(
         pm = tl.load(PART_MEAN + slot, mask=kmask[:, None] & gmask[None, :], other=0.0)
         acc_count += cnt
         acc_sum += cnt[:, None] * pm
-    total = tl.sum(acc_count)
+    total = tl.sum(acc_count, axis=0)
     mean = tl.sum(acc_sum, axis=0) / total
     acc_m2 = tl.zeros([BLOCK_K, BLOCK_G], tl.float32)
     for k0 in range(0, SPLIT, BLOCK_K):

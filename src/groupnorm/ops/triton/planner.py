@@ -14,7 +14,8 @@ The rule, for ``N`` samples of ``G`` groups of ``CG`` channels and ``S`` spatial
 3. One pass. If a whole unit fits in one program's registers (``<= max_onepass_elems``) and there are enough
    units to occupy the GPU (``units >= sm_count``) -- or a unit is a single tile anyway -- one program per unit
    computes the statistics and applies the epilogue from the same registers: x is read once. On channels_last,
-   ``block_g`` is lowered (not below ``channels_last_min_width`` channels per row) if that makes a unit fit.
+   ``block_g`` is lowered (not below ``channels_last_min_width`` channels per row) if that makes a unit fit;
+   on the split path likewise if that makes a unit fit in the L2 share of rule 5.
 4. Split. Otherwise each unit's positions are cut into ``split`` chunks of ``chunk_s`` positions (a multiple of
    ``block_s``), one program each, so that ``units * split ~= programs_per_sm * sm_count``. Pass 1 writes
    per-chunk partial statistics, pass 2 merges them in a fixed order (deterministic, no atomics) and applies.
@@ -175,12 +176,15 @@ def plan(
             roofline="read-once",
         )
 
+    budget = int(device.l2_bytes * tuning.l2_fraction)
     block_g = widest_g
+    # Narrower units (not below the minimum row) when that lets one unit fit in the L2 share for the re-read.
+    while block_g > narrowest_g and block_g * cg * spatial * reread_bytes_per_elem > budget:
+        block_g //= 2
     units = batch * cdiv(g, block_g)
     row = block_g * block_c
     block_s = max(1, min(next_power_of_2(spatial), next_power_of_2(tuning.tile_elems) // row))
     unit_bytes = block_g * cg * spatial * reread_bytes_per_elem
-    budget = int(device.l2_bytes * tuning.l2_fraction)
     if units * unit_bytes <= budget:
         units_per_wave, roofline = units, "l2-wave"
     elif unit_bytes > budget:
@@ -207,3 +211,38 @@ def plan(
         num_warps=_num_warps(block_s * row),
         roofline=roofline,
     )
+
+
+def forward_roofline(
+    shape: tuple[int, ...],
+    num_groups: int,
+    element_size: int,
+    channels_last: bool,
+    device: DeviceSpec,
+    tuning: Tuning | None = None,
+) -> tuple[str, float]:
+    """The forward's memory bound for an input: (roofline name, fraction of a copy's bandwidth it can reach).
+
+    ``read-once`` and ``l2-wave`` read x from memory once (1.0 of the copy bandwidth: x in, y out);
+    ``read-twice`` reads it twice (2/3). For benchmark reports.
+
+    Example::
+
+        >>> forward_roofline((1, 512, 256, 256), 32, 2, True, DeviceSpec(132, 50 * 2**20))
+        ('l2-wave', 1.0)
+    """
+    n, c = shape[0], shape[1]
+    spatial = 1
+    for size in shape[2:]:
+        spatial *= size
+    p = plan(
+        n,
+        num_groups,
+        c // num_groups,
+        spatial,
+        element_size,
+        device,
+        tuning,
+        channels_innermost=channels_last,
+    )
+    return p.roofline, (2.0 / 3.0 if p.roofline == "read-twice" else 1.0)
