@@ -719,15 +719,17 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
                 pixel_sums(dy + off, x + off, rres ? rres + off : NULL, np, C, M + n * C, A + n * C, B + n * C,
                            act, s1, s2);
             }
-            /* fold blocks in order, per sample, vectorized over channels */
+            /* fold blocks in order, per (sample, channel chunk), vectorized over channels */
+            const i64 nchunk = cdiv(C, FOLD_CHUNK);
 #pragma omp for schedule(dynamic)
-            for (i64 n = n0; n < n1; n++) {
+            for (i64 it = 0; it < (n1 - n0) * nchunk; it++) {
+                const i64 n = n0 + it / nchunk, c0 = (it % nchunk) * FOLD_CHUNK, c1 = imin(C, c0 + FOLD_CHUNK);
                 float *o1 = S1 + n * C, *o2 = S2 + n * C;
-                for (i64 c = 0; c < C; c++) o1[c] = 0.0f, o2[c] = 0.0f;
+                for (i64 c = c0; c < c1; c++) o1[c] = 0.0f, o2[c] = 0.0f;
                 for (i64 b = 0; b < nblk; b++) {
                     const float *s1 = part + 2 * ((n - n0) * nblk + b) * C, *s2 = s1 + C;
 #pragma omp simd
-                    for (i64 c = 0; c < C; c++) o1[c] += s1[c], o2[c] += s2[c];
+                    for (i64 c = c0; c < c1; c++) o1[c] += s1[c], o2[c] += s2[c];
                 }
             }
 #pragma omp for schedule(dynamic)
