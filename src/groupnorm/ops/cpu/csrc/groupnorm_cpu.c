@@ -203,7 +203,19 @@ static float rstd_of(const Stat *st, float eps) {
         }                                                                                                        \
     } while (0)
 
+#ifdef __AVX512F__
+static void apply_row_silu(const float *x, const float *res, float *y, i64 len, float m, float a, float b);
+static void apply_pixels_silu(const float *x, const float *res, float *y, i64 npix, i64 C, const float *m,
+                              const float *a, const float *b);
+#endif
+
 static void apply_row(const float *x, const float *res, float *y, i64 len, float m, float a, float b, int act) {
+#ifdef __AVX512F__
+    if (act == ACT_SILU) {
+        apply_row_silu(x, res, y, len, m, a, b);
+        return;
+    }
+#endif
     switch (act) {
     case ACT_RELU: APPLY_ROW(ACT_RELU); break;
     case ACT_SILU: APPLY_ROW(ACT_SILU); break;
@@ -232,6 +244,12 @@ static void apply_row(const float *x, const float *res, float *y, i64 len, float
 
 static void apply_pixels(const float *x, const float *res, float *y, i64 npix, i64 C, const float *m,
                          const float *a, const float *b, int act) {
+#ifdef __AVX512F__
+    if (act == ACT_SILU) {
+        apply_pixels_silu(x, res, y, npix, C, m, a, b);
+        return;
+    }
+#endif
     switch (act) {
     case ACT_RELU: APPLY_PIX(ACT_RELU); break;
     case ACT_SILU: APPLY_PIX(ACT_SILU); break;
@@ -278,6 +296,56 @@ static void apply_pixels_stream(const float *x, float *y, i64 npix, i64 C, const
         for (i64 c = 0; c < C; c += 16) {
             const __m512 v = _mm512_sub_ps(_mm512_loadu_ps(x + p * C + c), _mm512_loadu_ps(m + c));
             _mm512_stream_ps(y + p * C + c, _mm512_fmadd_ps(v, _mm512_loadu_ps(a + c), _mm512_loadu_ps(b + c)));
+        }
+}
+
+/* SiLU with AVX-512 intrinsics: exp through vscalefps (2^n * 2^f, f in [-1/2, 1/2], degree-6 polynomial) and the
+ * division through vrcp14ps plus one Newton step: fewer and cheaper instructions than the portable loop, which
+ * matters because the fused GN+SiLU is compute-bound there. The exponent is clamped to +-126 so exp stays finite
+ * (silu(+inf) = +inf); min/max take their second operand when one is NaN, so NaN passes. */
+static inline __m512 silu16(__m512 v) {
+    __m512 t = _mm512_mul_ps(v, _mm512_set1_ps(-1.44269504088896341f));
+    t = _mm512_min_ps(_mm512_set1_ps(126.0f), t);
+    t = _mm512_max_ps(_mm512_set1_ps(-126.0f), t);
+    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_set1_ps(1.5403530393381606e-4f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291076284772e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504108664821580e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022650695910071e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718055994531e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    const __m512 d = _mm512_add_ps(_mm512_scalef_ps(p, n), _mm512_set1_ps(1.0f));
+    __m512 r = _mm512_rcp14_ps(d);
+    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+    /* the clamp leaves 1/(1 + e) a tiny positive number at -inf: give torch's -inf * 0 = NaN explicitly */
+    const __mmask16 neg_inf = _mm512_cmp_ps_mask(v, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
+    return _mm512_mask_mov_ps(_mm512_mul_ps(v, r), neg_inf, _mm512_set1_ps(NAN));
+}
+
+static inline __mmask16 tail_mask(i64 rem) { return (__mmask16)((1u << rem) - 1u); }
+
+static void apply_row_silu(const float *x, const float *res, float *y, i64 len, float m, float a, float b) {
+    const __m512 vm = _mm512_set1_ps(m), va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
+    for (i64 i = 0; i < len; i += 16) {
+        const __mmask16 k = len - i >= 16 ? (__mmask16)0xFFFF : tail_mask(len - i);
+        __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vm), va, vb);
+        if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, res + i));
+        _mm512_mask_storeu_ps(y + i, k, silu16(v));
+    }
+}
+
+static void apply_pixels_silu(const float *x, const float *res, float *y, i64 npix, i64 C, const float *m,
+                              const float *a, const float *b) {
+    for (i64 p = 0; p < npix; p++)
+        for (i64 c = 0; c < C; c += 16) {
+            const __mmask16 k = C - c >= 16 ? (__mmask16)0xFFFF : tail_mask(C - c);
+            const i64 o = p * C + c;
+            __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + o), _mm512_maskz_loadu_ps(k, m + c));
+            v = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, a + c), _mm512_maskz_loadu_ps(k, b + c));
+            if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, res + o));
+            _mm512_mask_storeu_ps(y + o, k, silu16(v));
         }
 }
 #define GN_HAVE_STREAM 1
