@@ -42,7 +42,10 @@ def group_norm_ref(
     param_shape = (1, c) + (1,) * (x.dim() - 2)
     per_sample_shape = (n, c) + (1,) * (x.dim() - 2)
 
-    grouped = x.double().reshape(n, num_groups, -1)
+    group_numel = (
+        x[0].numel() // num_groups if n else 0
+    )  # explicit: reshape cannot infer -1 for an empty batch
+    grouped = x.double().reshape(n, num_groups, group_numel)
     mean = grouped.mean(dim=-1, keepdim=True)
     centered = grouped - mean
     var = (centered * centered).mean(dim=-1, keepdim=True)

@@ -1,9 +1,13 @@
 """The registered op and its implementations.
 
-Importing this package registers ``torch.ops.groupnorm.forward`` / ``torch.ops.groupnorm.backward`` and the
-plain-torch fallback; kernel modules add themselves to :mod:`groupnorm.ops.registry`.
+Importing this package registers ``torch.ops.groupnorm.forward`` / ``torch.ops.groupnorm.backward``, the
+plain-torch fallback, the compiled CPU kernels (loaded, and built if needed, on their first call) and, where CUDA
+and Triton are present, the Triton kernels. See :mod:`groupnorm.ops.registry` for how a call picks one.
 """
 
-from groupnorm.ops import op, registry, torch_impl
+from groupnorm.ops import cpu, op, registry, torch_impl
+from groupnorm.ops import triton as _triton
 
-__all__ = ["op", "registry", "torch_impl"]
+_triton.register()
+
+__all__ = ["cpu", "op", "registry", "torch_impl"]

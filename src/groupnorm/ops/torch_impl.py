@@ -63,6 +63,11 @@ def _pre_activation(
     return out
 
 
+def _sum_spatial(t: torch.Tensor) -> torch.Tensor:
+    """Sum over the spatial dimensions, (N, C, *spatial) -> (N, C). Careful: ``sum(dim=())`` sums everything."""
+    return t.sum(dim=tuple(range(2, t.dim()))) if t.dim() > 2 else t
+
+
 def statistics(x: torch.Tensor, num_groups: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-(sample, group) mean and 1/sqrt(var + eps), shape (N, G), in the accumulation dtype."""
     acc = accumulation_dtype(x.dtype)
@@ -115,8 +120,7 @@ def backward_differentiable(
     want_dx, want_dw, want_db, want_dres, want_dscale, want_dshift = output_mask
     acc = mean.dtype
     rank = x.dim()
-    spatial_dims = tuple(range(2, rank))
-    batch_and_spatial = (0,) + spatial_dims
+    batch_and_spatial = (0, *range(2, rank))
 
     xhat = normalized(x, mean, rstd, num_groups)
     affine_out = _affine(xhat, weight, bias)
@@ -130,9 +134,9 @@ def backward_differentiable(
     if want_dres and residual is not None:
         grads[3] = grad_pre.to(residual.dtype)
     if want_dscale and scale is not None:
-        grads[4] = (grad_pre * affine_out).sum(dim=spatial_dims).to(scale.dtype)
+        grads[4] = _sum_spatial(grad_pre * affine_out).to(scale.dtype)
     if want_dshift and shift is not None:
-        grads[5] = grad_pre.sum(dim=spatial_dims).to(shift.dtype)
+        grads[5] = _sum_spatial(grad_pre).to(shift.dtype)
 
     grad_affine = grad_pre if scale is None else grad_pre * (1.0 + _channel_view(scale, rank, acc))
     if want_db and bias is not None:
