@@ -7,9 +7,12 @@ import torch
 
 from groupnorm.ops.cpu import kernels
 
+# Small groups/samples go whole to one thread when there are at least two per thread, else they are split across
+# threads: with 1, 2 and 3 threads, the cases with 3 or 4 units cross that line, so both paths must agree.
 CASES = [
     pytest.param((3, 64, 33, 31), 8, "contiguous", id="nchw"),
-    pytest.param((3, 64, 33, 31), 8, "channels_last", id="channels_last"),
+    pytest.param((2, 32, 20, 20), 2, "contiguous", id="nchw-4-groups-fused-or-split"),
+    pytest.param((3, 64, 33, 31), 8, "channels_last", id="channels_last-3-samples-fused-or-split"),
     pytest.param((1, 32, 64, 80), 1, "contiguous", id="nchw-G1-many-blocks"),
     pytest.param((2, 40, 4, 16, 16), 4, "channels_last", id="channels_last_3d"),
 ]

@@ -41,6 +41,10 @@ enum { ACT_NONE = 0, ACT_RELU = 1, ACT_SILU = 2, ACT_GELU = 3, ACT_GELU_TANH = 4
 #define NSC_BLOCK 8192      /* elements per statistics block, channels_last (whole pixels, at least NSC_MIN_PIX) */
 #define NSC_MIN_PIX 16      /* each block writes 2 C partial results: keep that a small share of the block */
 #define APPLY_PIECE 16384   /* elements per apply work item */
+/* A group (NCHW) or a sample (channels_last) of at most FUSED_BYTES is done start to end by one thread while it
+ * sits in L2 (half of a 1 MiB L2): x comes from DRAM once, and there is no barrier a descheduled thread could hold
+ * up on a busy machine. Used when there are enough such units to share among the threads. */
+#define FUSED_BYTES (512 << 10)
 
 int gn_abi_version(void) { return 2; }
 
@@ -275,6 +279,9 @@ static void channel_coefs(i64 n, i64 g, i64 C, i64 D, float mean, float rstd, co
 static i64 imin(i64 a, i64 b) { return a < b ? a : b; }
 static i64 imax(i64 a, i64 b) { return a > b ? a : b; }
 static i64 cdiv(i64 a, i64 b) { return (a + b - 1) / b; }
+static int fused_ok(i64 units, i64 unit_bytes, int nthreads) {
+    return unit_bytes <= FUSED_BYTES && units >= 2 * (i64)nthreads;
+}
 
 /* Streaming (non-temporal) stores for large outputs without an epilogue: y then bypasses the caches, which saves
  * the read-for-ownership of every y line and leaves the cache to x, whose second read (the apply pass) then comes
@@ -368,6 +375,36 @@ static int fwd_ncs(const float *x, float *y, float *mean_out, float *rstd_out, c
     if (!bstat || !coef) { free(bstat); free(coef); return -1; }
     float *M = coef, *A = coef + N * C, *B = coef + 2 * N * C;
 
+    if (fused_ok(NG, L * 4, nthreads)) {
+        /* same blocks, same merge order as below: the same bits */
+#pragma omp parallel for schedule(dynamic) num_threads(nthreads)
+        for (i64 gi = 0; gi < NG; gi++) {
+            Stat st = {0.0, 0.0, 0.0};
+            for (i64 b = 0; b < nblk; b++) {
+                const i64 start = b * NCS_BLOCK, len = imin(NCS_BLOCK, L - start);
+                float bm, bq;
+                block_stats(x + gi * L + start, len, &bm, &bq);
+                chan_merge(&st, (double)len, bm, bq);
+            }
+            const float mean = (float)st.mean, rstd = rstd_of(&st, eps);
+            mean_out[gi] = mean;
+            rstd_out[gi] = rstd;
+            channel_coefs(gi / G, gi % G, C, D, mean, rstd, w, bias, scale, shift, M, A, B);
+            for (i64 row = gi * D; row < (gi + 1) * D; row++) {
+#if GN_HAVE_STREAM
+                if (stream)
+                    apply_row_stream(x + row * S, y + row * S, S, M[row], A[row], B[row]);
+                else
+#endif
+                    apply_row(x + row * S, res ? res + row * S : NULL, y + row * S, S, M[row], A[row], B[row], act);
+            }
+            if (stream) GN_SFENCE();
+        }
+        free(bstat);
+        free(coef);
+        return 0;
+    }
+
 #pragma omp parallel num_threads(nthreads)
     for (i64 g0 = 0; g0 < NG; g0 += wave) {
         const i64 g1 = imin(NG, g0 + wave), items = (g1 - g0) * nblk;
@@ -383,6 +420,7 @@ static int fwd_ncs(const float *x, float *y, float *mean_out, float *rstd_out, c
             const float *bs = bstat + 2 * (gi - g0) * nblk;
             for (i64 b = 0; b < nblk; b++)
                 chan_merge(&st, (double)imin(NCS_BLOCK, L - b * NCS_BLOCK), bs[2 * b], bs[2 * b + 1]);
+            /* (the fused path above merges the same values in the same order) */
             const float mean = (float)st.mean, rstd = rstd_of(&st, eps);
             mean_out[gi] = mean;
             rstd_out[gi] = rstd;
@@ -433,21 +471,108 @@ static void pixel_block_stats(const float *xb, i64 np, i64 C, float *cm, float *
 
 #define FOLD_CHUNK 64 /* channels per fold work item */
 
+/* Chan merge of a sample's pixel blocks, in block order, for channels [c0, c1) */
+static void fold_channels(const float *part, i64 nblk, i64 P, i64 S, i64 C, i64 c0, i64 c1, double *cmean,
+                          double *cm2) {
+    for (i64 c = c0; c < c1; c++) cmean[c] = 0.0, cm2[c] = 0.0;
+    double na = 0.0;
+    for (i64 b = 0; b < nblk; b++) {
+        const float *bm = part + 2 * b * C, *bq = bm + C;
+        const double nb = (double)imin(P, S - b * P), nn = na + nb;
+        const double fb = nb / nn, fab = na * nb / nn;
+#pragma omp simd
+        for (i64 c = c0; c < c1; c++) {
+            const double delta = (double)bm[c] - cmean[c];
+            cmean[c] += delta * fb;
+            cm2[c] += (double)bq[c] + delta * delta * fab;
+        }
+        na = nn;
+    }
+}
+
+/* channels -> group (n, g): equal counts S per channel, so an exact two-level formula; writes the statistics and
+ * the group's channel coefficients */
+static void group_from_channels(const double *cmean, const double *cm2, i64 n, i64 g, i64 C, i64 D, i64 S,
+                                float eps, float *mean_out, float *rstd_out, const float *w, const float *bias,
+                                const float *scale, const float *shift, float *M, float *A, float *B) {
+    double sm = 0.0;
+    for (i64 c = g * D; c < (g + 1) * D; c++) sm += cmean[c];
+    const double gm = sm / (double)D;
+    double q = 0.0, between = 0.0;
+    for (i64 c = g * D; c < (g + 1) * D; c++) {
+        const double d = cmean[c] - gm;
+        q += cm2[c];
+        between += d * d;
+    }
+    Stat st = {(double)(S * D), gm, q + (double)S * between};
+    const float mean = (float)gm, rstd = rstd_of(&st, eps);
+    mean_out[n * (C / D) + g] = mean;
+    rstd_out[n * (C / D) + g] = rstd;
+    channel_coefs(n, g, C, D, mean, rstd, w, bias, scale, shift, M, A, B);
+}
+
+static void apply_sample_pixels(const float *x, const float *res, float *y, i64 p0, i64 np, i64 C,
+                                const float *m, const float *a, const float *b, int act, int stream) {
+    const i64 off = p0 * C;
+#if GN_HAVE_STREAM
+    if (stream) {
+        apply_pixels_stream(x + off, y + off, np, C, m, a, b);
+        GN_SFENCE();
+        return;
+    }
+#endif
+    (void)stream;
+    apply_pixels(x + off, res ? res + off : NULL, y + off, np, C, m, a, b, act);
+}
+
 /* channels_last statistics in three steps: per-(pixel block, channel) mean/M2 (parallel over blocks), Chan merge
  * of the blocks in order per channel (parallel over channel chunks, vectorized over channels), then channels to
- * groups per (n, g) with the exact equal-count formula. */
+ * groups per (n, g). Small samples go whole to one thread each (fused), with the same arithmetic. */
 static int fwd_nsc(const float *x, float *y, float *mean_out, float *rstd_out, const float *w, const float *bias,
                    const float *scale, const float *shift, const float *res, i64 N, i64 C, i64 S, i64 G, float eps,
                    int act, int nthreads, i64 wave_bytes, int stream) {
     const i64 D = C / G, per_sample = S * C;
     const i64 P = imax(NSC_MIN_PIX, NSC_BLOCK / C); /* pixels per statistics block */
     const i64 nblk = cdiv(S, P), nchunk = cdiv(C, FOLD_CHUNK);
-    const i64 wave = imax(1, imin(N, wave_bytes / (per_sample * 4)));
-    float *part = malloc(sizeof(float) * 2 * wave * nblk * C);
-    double *chan = malloc(sizeof(double) * 2 * wave * C); /* per-channel mean, M2 of the wave's samples */
+    const int fused = fused_ok(N, per_sample * 4, nthreads);
+    const i64 wave = fused ? 1 : imax(1, imin(N, wave_bytes / (per_sample * 4)));
+    const i64 part_sets = fused ? nthreads : wave, chan_sets = fused ? nthreads : wave;
+    float *part = malloc(sizeof(float) * 2 * part_sets * nblk * C);
+    double *chan = malloc(sizeof(double) * 2 * chan_sets * C); /* per-channel mean, M2 */
     float *coef = malloc(sizeof(float) * 3 * N * C);
     if (!part || !chan || !coef) { free(part); free(chan); free(coef); return -1; }
     float *M = coef, *A = coef + N * C, *B = coef + 2 * N * C;
+
+    if (fused) {
+#pragma omp parallel num_threads(nthreads)
+        {
+#ifdef _OPENMP
+            const int t = omp_get_thread_num();
+#else
+            const int t = 0;
+#endif
+            float *mypart = part + 2 * (i64)t * nblk * C;
+            double *cmean = chan + 2 * (i64)t * C, *cm2 = cmean + C;
+#pragma omp for schedule(dynamic)
+            for (i64 n = 0; n < N; n++) {
+                const float *xs = x + n * per_sample;
+                for (i64 b = 0; b < nblk; b++)
+                    pixel_block_stats(xs + b * P * C, imin(P, S - b * P), C, mypart + 2 * b * C,
+                                      mypart + 2 * b * C + C);
+                for (i64 c0 = 0; c0 < C; c0 += FOLD_CHUNK)
+                    fold_channels(mypart, nblk, P, S, C, c0, imin(C, c0 + FOLD_CHUNK), cmean, cm2);
+                for (i64 g = 0; g < G; g++)
+                    group_from_channels(cmean, cm2, n, g, C, D, S, eps, mean_out, rstd_out, w, bias, scale, shift,
+                                        M, A, B);
+                apply_sample_pixels(xs, res ? res + n * per_sample : NULL, y + n * per_sample, 0, S, C, M + n * C,
+                                    A + n * C, B + n * C, act, stream);
+            }
+        }
+        free(part);
+        free(chan);
+        free(coef);
+        return 0;
+    }
 
 #pragma omp parallel num_threads(nthreads)
     for (i64 n0 = 0; n0 < N; n0 += wave) {
@@ -460,41 +585,15 @@ static int fwd_nsc(const float *x, float *y, float *mean_out, float *rstd_out, c
         }
 #pragma omp for schedule(dynamic)
         for (i64 it = 0; it < (n1 - n0) * nchunk; it++) {
-            const i64 nw = it / nchunk, c0 = (it % nchunk) * FOLD_CHUNK, c1 = imin(C, c0 + FOLD_CHUNK);
-            double *cmean = chan + 2 * nw * C, *cm2 = cmean + C;
-            for (i64 c = c0; c < c1; c++) cmean[c] = 0.0, cm2[c] = 0.0;
-            double na = 0.0;
-            for (i64 b = 0; b < nblk; b++) {
-                const float *bm = part + 2 * (nw * nblk + b) * C, *bq = bm + C;
-                const double nb = (double)imin(P, S - b * P), nn = na + nb;
-                const double fb = nb / nn, fab = na * nb / nn;
-#pragma omp simd
-                for (i64 c = c0; c < c1; c++) {
-                    const double delta = (double)bm[c] - cmean[c];
-                    cmean[c] += delta * fb;
-                    cm2[c] += (double)bq[c] + delta * delta * fab;
-                }
-                na = nn;
-            }
+            const i64 nw = it / nchunk, c0 = (it % nchunk) * FOLD_CHUNK;
+            fold_channels(part + 2 * nw * nblk * C, nblk, P, S, C, c0, imin(C, c0 + FOLD_CHUNK),
+                          chan + 2 * nw * C, chan + 2 * nw * C + C);
         }
 #pragma omp for schedule(dynamic)
         for (i64 ng = n0 * G; ng < n1 * G; ng++) {
-            const i64 n = ng / G, g = ng % G;
-            const double *cmean = chan + 2 * (n - n0) * C, *cm2 = cmean + C;
-            double sm = 0.0;
-            for (i64 c = g * D; c < (g + 1) * D; c++) sm += cmean[c];
-            const double gm = sm / (double)D;
-            double q = 0.0, between = 0.0;
-            for (i64 c = g * D; c < (g + 1) * D; c++) {
-                const double d = cmean[c] - gm;
-                q += cm2[c];
-                between += d * d;
-            }
-            Stat st = {(double)(S * D), gm, q + (double)S * between};
-            const float mean = (float)gm, rstd = rstd_of(&st, eps);
-            mean_out[ng] = mean;
-            rstd_out[ng] = rstd;
-            channel_coefs(n, g, C, D, mean, rstd, w, bias, scale, shift, M, A, B);
+            const double *cmean = chan + 2 * (ng / G - n0) * C;
+            group_from_channels(cmean, cmean + C, ng / G, ng % G, C, D, S, eps, mean_out, rstd_out, w, bias, scale,
+                                shift, M, A, B);
         }
         const i64 pix_per_piece = imax(1, APPLY_PIECE / C);
         const i64 pieces_per_sample = cdiv(S, pix_per_piece), npieces = (n1 - n0) * pieces_per_sample;
@@ -502,15 +601,8 @@ static int fwd_nsc(const float *x, float *y, float *mean_out, float *rstd_out, c
         for (i64 pc = 0; pc < npieces; pc++) {
             const i64 n = n0 + pc / pieces_per_sample;
             const i64 p0 = (pc % pieces_per_sample) * pix_per_piece;
-            const i64 np = imin(pix_per_piece, S - p0), off = n * per_sample + p0 * C;
-#if GN_HAVE_STREAM
-            if (stream) {
-                apply_pixels_stream(x + off, y + off, np, C, M + n * C, A + n * C, B + n * C);
-                GN_SFENCE();
-                continue;
-            }
-#endif
-            apply_pixels(x + off, res ? res + off : NULL, y + off, np, C, M + n * C, A + n * C, B + n * C, act);
+            apply_sample_pixels(x + n * per_sample, res ? res + n * per_sample : NULL, y + n * per_sample, p0,
+                                imin(pix_per_piece, S - p0), C, M + n * C, A + n * C, B + n * C, act, stream);
         }
     }
     free(part);
@@ -736,7 +828,23 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
     const int want_dx = dx != NULL || dres != NULL;
     int fail = 0;
 
-    if (!channels_last) {
+    if (!channels_last && fused_ok(N * G, D * S * 8, nthreads)) {
+        /* each group by one thread while dy and x sit in L2; the same calls as the split path below */
+#pragma omp parallel for schedule(dynamic) num_threads(nthreads)
+        for (i64 ng = 0; ng < N * G; ng++) {
+            for (i64 row = ng * D; row < (ng + 1) * D; row++)
+                row_sums(dy + row * S, x + row * S, rres ? rres + row * S : NULL, S, M[row], A[row], B[row], act,
+                         &S1[row], &S2[row]);
+            group_grads(ng / G, ng % G, C, D, S, rstd[ng], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
+                        dw ? pw : NULL, db ? pb : NULL);
+            if (want_dx)
+                for (i64 row = ng * D; row < (ng + 1) * D; row++) {
+                    const i64 i = row * S;
+                    dx_row(dy + i, x + i, rres ? rres + i : NULL, dx ? dx + i : NULL, dres ? dres + i : NULL, S,
+                           M[row], A[row], B[row], P[row], Q[row], R[row], act);
+                }
+        }
+    } else if (!channels_last) {
         const i64 L = D * S; /* a group is D contiguous rows of S */
         const i64 rows_per_wave = imax(1, imin(NC, wave_bytes / (S * 8))) ; /* dy and x */
         /* waves on group boundaries so a wave's coefficients are complete */
