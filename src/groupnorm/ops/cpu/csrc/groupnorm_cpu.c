@@ -811,6 +811,16 @@ static void group_grads(i64 n, i64 g, i64 C, i64 D, i64 S, float rstd, const flo
     }
 }
 
+/* block sums of a sample, added in block order, for channels [c0, c1) */
+static void fold_sums(const float *part, i64 nblk, i64 C, i64 c0, i64 c1, float *o1, float *o2) {
+    for (i64 c = c0; c < c1; c++) o1[c] = 0.0f, o2[c] = 0.0f;
+    for (i64 b = 0; b < nblk; b++) {
+        const float *s1 = part + 2 * b * C, *s2 = s1 + C;
+#pragma omp simd
+        for (i64 c = c0; c < c1; c++) o1[c] += s1[c], o2[c] += s2[c];
+    }
+}
+
 int gn_backward_f32(const float *dy, const float *x, const float *mean, const float *rstd, const float *w,
                     const float *bias, const float *scale, const float *shift, const float *res, float *dx,
                     float *dw, float *db, float *dres, float *dscale, float *dshift, i64 N, i64 C, i64 S, i64 G,
@@ -880,9 +890,43 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
         const i64 per_sample = S * C;
         const i64 Pp = imax(NSC_MIN_PIX, NSC_BLOCK / C);
         const i64 nblk = cdiv(S, Pp);
+        const int fused = fused_ok(N, per_sample * 8, nthreads);
         const i64 wave = imax(1, imin(N, wave_bytes / (per_sample * 8)));
-        float *part = malloc(sizeof(float) * 2 * wave * nblk * C);
+        float *part = malloc(sizeof(float) * 2 * (fused ? nthreads : wave) * nblk * C);
         if (!part) { free(buf); return -1; }
+        if (fused) {
+            /* each sample by one thread while dy and x sit in L2; the same calls as the split path below */
+#pragma omp parallel num_threads(nthreads)
+            {
+#ifdef _OPENMP
+                float *mypart = part + 2 * (i64)omp_get_thread_num() * nblk * C;
+#else
+                float *mypart = part;
+#endif
+#pragma omp for schedule(dynamic)
+                for (i64 n = 0; n < N; n++) {
+                    const i64 base = n * per_sample;
+                    for (i64 b = 0; b < nblk; b++) {
+                        const i64 p0 = b * Pp, off = base + p0 * C;
+                        float *s1 = mypart + 2 * b * C, *s2 = s1 + C;
+                        for (i64 c = 0; c < C; c++) s1[c] = 0.0f, s2[c] = 0.0f;
+                        pixel_sums(dy + off, x + off, rres ? rres + off : NULL, imin(Pp, S - p0), C, M + n * C,
+                                   A + n * C, B + n * C, act, s1, s2);
+                    }
+                    for (i64 c0 = 0; c0 < C; c0 += FOLD_CHUNK)
+                        fold_sums(mypart, nblk, C, c0, imin(C, c0 + FOLD_CHUNK), S1 + n * C, S2 + n * C);
+                    for (i64 g = 0; g < G; g++)
+                        group_grads(n, g, C, D, S, rstd[n * G + g], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
+                                    dw ? pw : NULL, db ? pb : NULL);
+                    if (want_dx)
+                        dx_pixels(dy + base, x + base, rres ? rres + base : NULL, dx ? dx + base : NULL,
+                                  dres ? dres + base : NULL, S, C, M + n * C, A + n * C, B + n * C, P + n * C,
+                                  Q + n * C, R + n * C, act);
+                }
+            }
+            free(part);
+            goto param_grads;
+        }
 #pragma omp parallel num_threads(nthreads)
         for (i64 n0 = 0; n0 < N; n0 += wave) {
             const i64 n1 = imin(N, n0 + wave), items = (n1 - n0) * nblk;
@@ -900,13 +944,7 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
 #pragma omp for schedule(dynamic)
             for (i64 it = 0; it < (n1 - n0) * nchunk; it++) {
                 const i64 n = n0 + it / nchunk, c0 = (it % nchunk) * FOLD_CHUNK, c1 = imin(C, c0 + FOLD_CHUNK);
-                float *o1 = S1 + n * C, *o2 = S2 + n * C;
-                for (i64 c = c0; c < c1; c++) o1[c] = 0.0f, o2[c] = 0.0f;
-                for (i64 b = 0; b < nblk; b++) {
-                    const float *s1 = part + 2 * ((n - n0) * nblk + b) * C, *s2 = s1 + C;
-#pragma omp simd
-                    for (i64 c = c0; c < c1; c++) o1[c] += s1[c], o2[c] += s2[c];
-                }
+                fold_sums(part + 2 * (n - n0) * nblk * C, nblk, C, c0, c1, S1 + n * C, S2 + n * C);
             }
 #pragma omp for schedule(dynamic)
             for (i64 ng = n0 * G; ng < n1 * G; ng++)
@@ -927,6 +965,7 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
         }
         free(part);
     }
+param_grads:
     /* parameter gradients: sum over the batch in order */
     if (dw || db) {
         for (i64 c = 0; c < C; c++) {
