@@ -24,6 +24,34 @@ if not ON_CUDA and os.environ.get("TRITON_INTERPRET") != "1":
 
 pytest.importorskip("triton")
 
+
+def _fix_old_interpreter_index() -> None:
+    """Triton < 3.7's interpreter turns a scalar into a Python int with ``int(array_of_shape_1)``, which
+    NumPy >= 2.4 refuses (loops with run-time bounds then fail). Later Triton squeezes the array first; do the
+    same on the older interpreter."""
+    import numpy as np
+    from triton.runtime import interpreter
+
+    try:
+        int(np.zeros(1))
+        return
+    except TypeError:
+        pass
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "_squeezes_index", False):
+        return
+
+    def patch_lang_tensor(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patch_lang_tensor._squeezes_index = True
+    interpreter._patch_lang_tensor = patch_lang_tensor
+
+
+if not ON_CUDA:
+    _fix_old_interpreter_index()
+
 if not ON_CUDA:
     # Kernel modules imported before this point hold compiled-mode kernels: redefine them, in dependency order.
     for name in (

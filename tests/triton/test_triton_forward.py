@@ -59,16 +59,16 @@ def test_named_shapes_fp32(kernels, named, layout, path):
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("path", ["one_pass", "split"])
 def test_low_precision_no_worse_than_torch(kernels, dtype, weight_dtype, layout, path):
-    x = make_input((2, 32, 6, 5), dtype, layout, scale=3.0, offset=1.0)
-    weight, bias = _params(32, dtype if weight_dtype == "input" else torch.float32)
-    y, mean, rstd = kernels.forward(x, weight, bias, 8, path=path)
+    x = make_input((2, 16, 6, 5), dtype, layout, scale=3.0, offset=1.0)
+    weight, bias = _params(16, dtype if weight_dtype == "input" else torch.float32)
+    y, mean, rstd = kernels.forward(x, weight, bias, 4, path=path)
     assert y.dtype == dtype and y.stride() == x.stride()
-    expected = group_norm_ref(x, 8, weight, bias)
+    expected = group_norm_ref(x, 4, weight, bias)
     atol, rtol = TOLERANCES[dtype]
     assert_close_verbose(y, expected, atol=atol, rtol=rtol, name="y")
-    theirs = F.group_norm(x.float(), 8, weight.float(), bias.float()).to(dtype)
+    theirs = F.group_norm(x.float(), 4, weight.float(), bias.float()).to(dtype)
     assert_no_worse_than_torch(y, theirs, expected, atol=atol, name="y vs torch")
-    _check_stats(x, 8, mean, rstd)
+    _check_stats(x, 4, mean, rstd)
 
 
 @pytest.mark.parametrize("activation", ["none", "relu", "silu", "gelu", "gelu_tanh"])
@@ -185,7 +185,7 @@ def test_channels_last_units_of_several_groups(kernels, path):
 
     x = make_input((2, 12, 5, 7), torch.float32, "channels_last", seed=11)
     spec, tuning = kernels.paths[path]
-    p = launch._plan(x, 3, x.element_size(), spec, tuning)
+    p = launch.plan_for(x, 3, x.element_size(), spec, tuning)
     assert p.block_g > 1 and 3 % p.block_g != 0 and not p.one_pass
     weight, bias = _params(12, torch.float32)
     y, mean, rstd = kernels.forward(x, weight, bias, 3, path=path)

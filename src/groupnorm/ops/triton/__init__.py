@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import importlib.util
+import warnings
 
 import torch
 
@@ -47,7 +48,15 @@ def register() -> bool:
     """Register the kernels for CUDA tensors when :func:`available`; returns whether it did."""
     if not available():
         return False
-    from groupnorm.ops.triton import launch
+    try:
+        from groupnorm.ops.triton import launch
+    except Exception as exc:  # a broken or incompatible Triton must not break `import groupnorm`
+        warnings.warn(
+            f"groupnorm: Triton kernels not registered, CUDA tensors use the plain-torch path ({exc!r})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
 
     register_implementation(
         Implementation(

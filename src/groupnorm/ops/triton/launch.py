@@ -137,12 +137,20 @@ def _waves(p: Plan):
         yield start, min(p.units_per_wave, p.units - start)
 
 
-def _plan(x, num_groups, reread, device, tuning) -> Plan:
+def plan_for(
+    x: torch.Tensor,
+    num_groups: int,
+    reread_bytes_per_elem: int,
+    device: DeviceSpec | None = None,
+    tuning: Tuning | None = None,
+) -> Plan:
+    """The planner's decision for input ``x`` (see ``planner``); ``device`` defaults to x's own."""
     n, c, s, cg = _check(x, num_groups)
     channels_innermost = flat_strides(x)[1] == 1
     return plan(
-        n, num_groups, cg, s, reread, device or device_spec(x), tuning, channels_innermost=channels_innermost
-    )
+        n, num_groups, cg, s, reread_bytes_per_elem, device or device_spec(x), tuning,
+        channels_innermost=channels_innermost,
+    )  # fmt: skip
 
 
 def forward(
@@ -167,7 +175,7 @@ def forward(
     y = torch.empty_like(x)
     mean = torch.empty((n, num_groups), device=x.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
-    p = _plan(x, num_groups, x.element_size(), device, tuning)
+    p = plan_for(x, num_groups, x.element_size(), device, tuning)
     int64 = _needs_int64(tuning, x, y, residual)
     dummy = mean  # stands in for absent optional tensors; never dereferenced
     optional = [t if t is not None else dummy for t in (weight, bias, scale, shift, residual)]
@@ -256,7 +264,7 @@ def backward(
     reread = x.element_size() + grad_y.element_size()
     if res_k is not None and act:
         reread += res_k.element_size()
-    p = _plan(x, num_groups, reread, device, bwd_tuning)
+    p = plan_for(x, num_groups, reread, device, bwd_tuning)
     int64 = _needs_int64(tuning, x, grad_y, res_k)
     part_p = torch.empty((n, p.split, c), device=x.device, dtype=torch.float32)
     part_q = torch.empty_like(part_p)
