@@ -28,5 +28,11 @@ BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) -m groupnorm bench --preset quick --device cpu --json bench.json --csv bench.csv $(BENCH_ARGS)
 
+# The reproduction demo: digits, BN vs GN vs LN vs IN over images per device (about 5 minutes on 2 cores).
+DEMO_OUT ?= runs/demo
+demo: $(STAMP)
+	$(PY) -m groupnorm repro --preset demo --out $(DEMO_OUT)
+	@echo "demo report: $(DEMO_OUT)/report.md"
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -151,3 +151,21 @@ def test_uniform_is_spread_over_unit_interval():
     assert 0 <= float(u.min()) and float(u.max()) < 1
     hist = torch.histc(u, bins=10, min=0, max=1)
     assert float(hist.min()) > 1800  # each tenth within 10 % of its share
+
+
+def test_large_imagefolder_is_streamed_with_imagenet_augmentation(tmp_path, monkeypatch):
+    pytest.importorskip("PIL")
+    import groupnorm.repro.data as data_mod
+
+    _write_tree(tmp_path, "train", ["a", "b"], 4, size=(40, 30), fmt="jpg")
+    _write_tree(tmp_path, "val", ["a", "b"], 2, size=(30, 44), fmt="jpg")
+    monkeypatch.setattr(data_mod, "IN_MEMORY_LIMIT", 0)  # pretend it is ImageNet
+    data = load_dataset(f"imagefolder:{tmp_path}", image_size=16)
+    assert type(data).__name__ == "LazyImageFolder"
+    assert data.num_train == 8 and data.num_classes == 2 and data.image_shape == (3, 16, 16)
+    x, y = data.train_batch(torch.tensor([0, 5, 7]), seed=1, epoch=2)
+    assert x.shape == (3, 3, 16, 16) and y.tolist() == [0, 1, 1]
+    assert torch.equal(x, data.train_batch(torch.tensor([0, 5, 7]), seed=1, epoch=2)[0])
+    assert not torch.equal(x, data.train_batch(torch.tensor([0, 5, 7]), seed=1, epoch=3)[0])
+    ((tx, ty),) = list(data.test_batches(10))
+    assert tx.shape == (4, 3, 16, 16) and ty.tolist() == [0, 0, 1, 1]

@@ -19,13 +19,11 @@ import sys
 from .hparams import NORMS, SCHEDULES, HParams
 from .presets import PRESETS, preset
 
-# flag -> HParams field for the scalar flags (the list-valued ones are handled by the sweep)
-SCALAR_FIELDS = {
-    "dataset": "dataset", "model": "model", "width": "width", "devices": "devices", "epochs": "epochs",
-    "base_lr": "base_lr", "weight_decay": "weight_decay", "schedule": "schedule", "warmup_epochs": "warmup_epochs",
-    "train_subset": "train_subset", "image_size": "image_size", "seed": "seed", "momentum": "momentum",
-    "eval_batch": "eval_batch",
-}  # fmt: skip
+# flags that set one HParams field of the same name (the list-valued ones are handled by the sweep)
+SCALAR_FIELDS = (
+    "dataset", "model", "width", "devices", "epochs", "base_lr", "weight_decay", "schedule", "warmup_epochs",
+    "train_subset", "test_subset", "image_size", "seed", "momentum", "eval_batch",
+)  # fmt: skip
 
 
 def _int_list(text: str) -> list[int]:
@@ -94,6 +92,9 @@ def register(subparsers) -> None:
     g.add_argument(
         "--train-subset", type=_positive_int, help="use this many training images (class-balanced)"
     )
+    g.add_argument(
+        "--test-subset", type=_positive_int, help="evaluate on this many test images (class-balanced)"
+    )
     g.add_argument("--image-size", type=_positive_int, help="resize images to this square side")
     g = p.add_argument_group("sweep")
     g.add_argument("--norms", type=_norm_list, help=f"comma-separated, from {','.join(NORMS)}")
@@ -114,6 +115,11 @@ def register(subparsers) -> None:
     g.add_argument("--schedule", choices=SCHEDULES)
     g.add_argument("--warmup-epochs", type=float)
     g.add_argument("--eval-batch", type=_positive_int)
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="CPU threads for torch (default: torch's choice; small models run faster on 1)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.set_defaults(func=main)
@@ -122,10 +128,15 @@ def register(subparsers) -> None:
 def settings(args: argparse.Namespace) -> dict:
     """Preset values overridden by the flags given."""
     merged = preset(args.preset) if args.preset else {}
-    for key in (*SCALAR_FIELDS, "norms", "batch_per_device", "seeds"):
+    for key in (*SCALAR_FIELDS, "norms", "batch_per_device", "seeds", "threads"):
         value = getattr(args, key, None)
         if value is not None:
             merged[key] = value
+    if (
+        args.groups is not None or args.group_size is not None
+    ):  # a grouping flag replaces the preset's grouping
+        merged.pop("groups", None)
+        merged.pop("group_sizes", None)
     if args.groups is not None:
         merged["groups"] = args.groups
     if args.group_size is not None:
@@ -137,7 +148,7 @@ def build_spec(args: argparse.Namespace):
     from .sweep import SweepSpec
 
     s = settings(args)
-    base_kw = {SCALAR_FIELDS[k]: s[k] for k in SCALAR_FIELDS if k in s}
+    base_kw = {k: s[k] for k in SCALAR_FIELDS if k in s}
     if args.no_decay_norm:
         base_kw["decay_norm_params"] = False
     base = HParams(**base_kw)
@@ -148,6 +159,8 @@ def build_spec(args: argparse.Namespace):
         groups=s.get("groups", []),
         group_sizes=s.get("group_sizes", []),
         seeds=s.get("seeds", 1),
+        # a preset's per-norm batch lists hold only while --batch-per-device is not given
+        batch_for_norm={} if args.batch_per_device is not None else s.get("batch_for_norm", {}),
         data_root=args.data_root,
         download=not args.no_download,
     )
@@ -185,6 +198,11 @@ def main(args: argparse.Namespace) -> int:
     )
     from .sweep import run_sweep
 
+    threads = settings(args).get("threads")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         import torch

@@ -8,7 +8,8 @@ Specs accepted by :func:`load_dataset`:
   ``~/.cache/groupnorm/data/<name>``): either an ImageFolder tree ``root/{train,test}/<class>/*.png|jpg`` or
   torchvision's own files, which torchvision downloads there when the machine is online.
 - ``imagefolder:PATH`` — ``PATH/train/<class>/*`` and ``PATH/test`` (or ``PATH/val``); without either, a held-out
-  split of ``train``. Images of different sizes need ``image_size``.
+  split of ``train``. Images of different sizes need ``image_size``. A tree too large for memory (ImageNet) is
+  streamed from disk with the ImageNet augmentation instead (:mod:`groupnorm.repro.lazy_data`).
 - ``npz:TRAIN[,TEST]`` — arrays ``images`` (N,H,W or N,H,W,C uint8) and ``labels``; the test set from
   ``test_images``/``test_labels`` in the same file, from the second file, or else a held-out split.
 
@@ -25,11 +26,15 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .augment import Augment
+
+if TYPE_CHECKING:
+    from .lazy_data import LazyImageFolder
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
 TORCHVISION_SETS = {
@@ -46,6 +51,9 @@ TORCHVISION_SETS = {
 # A fixed seed for held-out splits and subsets: the same images are held out in every run and every seed,
 # so runs differ only in what the run seed controls (initialization, order, augmentation).
 SPLIT_SEED = 20180322
+# ImageFolder trees whose decoded training images would pass this many bytes are streamed from disk instead
+# (groupnorm.repro.lazy_data): ImageNet at 224x224 would need about 190 GB.
+IN_MEMORY_LIMIT = int(os.environ.get("GROUPNORM_IN_MEMORY_LIMIT", 8 * 2**30))
 
 
 class DataUnavailable(RuntimeError):
@@ -89,6 +97,10 @@ class ImageData:
         return len(self.classes)
 
     @property
+    def num_train(self) -> int:
+        return len(self.train_images)
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
 
@@ -106,19 +118,29 @@ class ImageData:
             sl = slice(start, start + batch_size)
             yield self.normalize(self.test_images[sl]), self.test_labels[sl]
 
-    def subset(self, n: int | None) -> ImageData:
-        """The first ``n`` training images of a fixed class-balanced order (the whole set when ``n`` is None)."""
-        if n is None or n >= len(self.train_images):
+    def subset(self, n: int | None, test: int | None = None) -> ImageData:
+        """The first ``n`` training (and ``test`` test) images of a fixed class-balanced order; None keeps all."""
+        for name, v in (("train_subset", n), ("test_subset", test)):
+            if v is not None and v <= 0:
+                raise ValueError(f"{name} must be positive, got {v}")
+        tr = (
+            slice(None)
+            if n is None or n >= len(self.train_images)
+            else (_balanced_order(self.train_labels)[:n].sort().values)
+        )
+        te = (
+            slice(None)
+            if test is None or test >= len(self.test_images)
+            else (_balanced_order(self.test_labels)[:test].sort().values)
+        )
+        if isinstance(tr, slice) and isinstance(te, slice):
             return self
-        if n <= 0:
-            raise ValueError(f"train_subset must be positive, got {n}")
-        keep = _balanced_order(self.train_labels)[:n].sort().values
         return ImageData(
             self.name,
-            self.train_images[keep],
-            self.train_labels[keep],
-            self.test_images,
-            self.test_labels,
+            self.train_images[tr],
+            self.train_labels[tr],
+            self.test_images[te],
+            self.test_labels[te],
             self.classes,
             self.augment,
         )
@@ -170,11 +192,12 @@ def load_dataset(
     download: bool = True,
     train_subset: int | None = None,
     image_size: int | None = None,
-) -> ImageData:
+    test_subset: int | None = None,
+) -> ImageData | LazyImageFolder:
     """Load the dataset named by ``spec`` (see the module docstring) into memory.
 
-    ``train_subset`` keeps a fixed class-balanced subset of the training images; ``image_size`` resizes every
-    image to a square of that side (ImageFolder trees of mixed sizes need it).
+    ``train_subset`` / ``test_subset`` keep a fixed class-balanced subset of the training / test images;
+    ``image_size`` resizes every image to a square of that side (ImageFolder trees of mixed sizes need it).
     """
     if spec == "digits":
         data = _load_digits()
@@ -182,6 +205,10 @@ def load_dataset(
         data = _load_named(spec, Path(root) if root else default_root(spec), download, image_size)
     elif spec.startswith("imagefolder:"):
         path = Path(spec.split(":", 1)[1])
+        if _too_big_for_memory(path, image_size):
+            from .lazy_data import LazyImageFolder
+
+            return LazyImageFolder(path, spec, image_size or 224).subset(train_subset, test_subset)
         data = _load_imagefolder_tree(
             path, spec, image_size, Augment(pad=max(1, _side(image_size) // 8), flip=True)
         )
@@ -190,7 +217,27 @@ def load_dataset(
     else:
         names = ", ".join(["digits", *TORCHVISION_SETS, "imagefolder:PATH", "npz:TRAIN[,TEST]"])
         raise ValueError(f"dataset: unknown dataset {spec!r}; choose one of {names}")
-    return data.subset(train_subset)
+    return data.subset(train_subset, test_subset)
+
+
+def _too_big_for_memory(root: Path, image_size: int | None) -> bool:
+    """Whether the training images, decoded as uint8, would pass IN_MEMORY_LIMIT bytes (ImageNet would)."""
+    train = root / "train"
+    if not train.is_dir():
+        return False
+    files = [
+        f for c in train.iterdir() if c.is_dir() for f in c.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not files:
+        return False
+    if image_size is None:
+        from PIL import Image
+
+        with Image.open(files[0]) as im:
+            w, h = im.size
+    else:
+        w = h = image_size
+    return len(files) * 3 * w * h > IN_MEMORY_LIMIT
 
 
 def _side(image_size: int | None) -> int:

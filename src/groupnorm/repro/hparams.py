@@ -43,6 +43,7 @@ class HParams:
     warmup_epochs: float = 0.0  # linear warm-up from 0 (the paper uses none at 100 epochs)
     zero_init_last: bool = True  # gamma = 0 in the last norm of each residual block
     train_subset: int | None = None  # keep only this many training images (a fixed class-balanced subset)
+    test_subset: int | None = None  # evaluate on this many test images (a fixed class-balanced subset)
     image_size: int | None = None  # resize images to this square side (ImageFolder data of mixed sizes)
     eval_batch: int = 500  # evaluation batch size (BN uses running statistics, so it does not matter)
     seed: int = 0  # initialization, data order and augmentation
@@ -63,7 +64,7 @@ class HParams:
             raise ValueError(
                 f"give groups or group_size, not both (groups={self.groups}, group_size={self.group_size})"
             )
-        for name in ("groups", "group_size", "train_subset", "image_size"):
+        for name in ("groups", "group_size", "train_subset", "test_subset", "image_size"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")

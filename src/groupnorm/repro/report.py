@@ -24,6 +24,7 @@ from .checkpoint import atomic_write_text
 from .train import MEDIAN_OF_LAST
 
 NORM_ORDER = ["bn", "syncbn", "gn", "gn+ws", "ln", "in", "none"]
+COLORS = {"bn": "C0", "gn": "C1", "ln": "C2", "in": "C3", "syncbn": "C4", "gn+ws": "C5", "none": "C7"}
 NORM_NAMES = {
     "bn": "BN",
     "syncbn": "SyncBN",
@@ -107,6 +108,22 @@ def _table(rows: list[str], cols: list[int], cell) -> str:
     return "\n".join(lines)
 
 
+def _base(label: str) -> str:
+    return label.split(" ")[0]
+
+
+def _main_labels(labels: list[str]) -> list[str]:
+    """One row per norm for the main tables: its default grouping, or its only grouping when it has one."""
+    main = []
+    for base in dict.fromkeys(_base(lb) for lb in labels):
+        variants = [lb for lb in labels if _base(lb) == base]
+        if base in variants:
+            main.append(base)
+        elif len(variants) == 1:
+            main.append(variants[0])
+    return main
+
+
 def _display(label: str) -> str:
     base, *rest = label.split(" ")
     return " ".join([NORM_NAMES.get(base, base), *rest])
@@ -131,8 +148,10 @@ def write_report(out: str | os.PathLike, results: str | os.PathLike | None = Non
     secs = cells(shown, "seconds")
     labels = sorted({k[0] for k in val}, key=_label_sort_key)
     bs = sorted({k[1] for k in val}, reverse=True)
-    main_labels = [lb for lb in labels if " " not in lb]
-    ablation_labels = [lb for lb in labels if " " in lb]
+    main_labels = _main_labels(labels)
+    ablation_labels = [lb for lb in labels if lb not in main_labels]
+    # the main rows keyed by their norm alone ("gn" for "gn G=8" when that is the sweep's only GN grouping)
+    main_val = {(_base(lb), b): v for (lb, b), v in val.items() if lb in main_labels}
     cfg = shown[0].config
 
     def val_cell(label: str, b: int) -> str:
@@ -140,9 +159,9 @@ def write_report(out: str | os.PathLike, results: str | os.PathLike | None = Non
             return "—"
         m, s, _ = val[(label, b)]
         text = _fmt(m, s)
-        if label != "bn" and ("bn", b) in val:
-            text += f" ({m - val[('bn', b)][0]:+.2f})"
-        p = paper.paper_error(label, b)
+        if _base(label) != "bn" and ("bn", b) in main_val:
+            text += f" ({m - main_val[('bn', b)][0]:+.2f})"
+        p = paper.paper_error(_base(label), b) if label in main_labels else None
         if p is not None:
             text += f" · paper {p:.1f}"
         return text
@@ -185,7 +204,7 @@ def write_report(out: str | os.PathLike, results: str | os.PathLike | None = Non
     md += ["## Seconds per epoch", "", _table(labels, bs, plain_cell(secs)), ""]
     if ablation_labels:
         md += _ablation_section(val, ablation_labels, bs)
-    md += ["## Against the paper", ""] + [f"- {line}" for line in findings(val, bs)] + [""]
+    md += ["## Against the paper", ""] + [f"- {line}" for line in findings(main_val, bs)] + [""]
     machine = meta.get("machine") or shown[0].records[-1].get("machine")
     if machine:
         md += ["## Machine", "", "```", json.dumps(machine, indent=1, sort_keys=True), "```", ""]
@@ -281,8 +300,10 @@ def _plots(out: Path, runs: list, val: dict, labels: list[str], ablation: list[s
         if not pts:
             continue
         x, m, s = zip(*pts)
-        ax.errorbar(x, m, yerr=[v or 0 for v in s], marker="o", capsize=3, label=_display(label))
-    for norm, style in (("bn", "C0"), ("gn", "C1")):
+        color = COLORS.get(_base(label))
+        ax.errorbar(x, m, yerr=[v or 0 for v in s], marker="o", capsize=3, label=_display(label), color=color)
+    for norm in ("bn", "gn"):
+        style = COLORS[norm]
         pts = sorted(paper.BY_BATCH[norm].items())
         ax.plot(
             *zip(*pts), linestyle=":", color=style, alpha=0.5, label=f"paper {NORM_NAMES[norm]} (ImageNet)"

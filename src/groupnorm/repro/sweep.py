@@ -48,6 +48,9 @@ class SweepSpec:
     groups: list[int] = field(default_factory=list)  # GN group counts to try (Table 3, left)
     group_sizes: list[int] = field(default_factory=list)  # GN channels per group to try (Table 3, right)
     seeds: int = 1
+    # per-norm images-per-device lists replacing ``batch_per_device`` for that norm (e.g. LN and IN only at 32,
+    # as the paper's Table 1), so a CPU budget is spent on the cells the paper compares
+    batch_for_norm: dict[str, list[int]] = field(default_factory=dict)
     data_root: str | None = None
     download: bool = True
 
@@ -60,7 +63,7 @@ class SweepSpec:
             else:
                 groupings = [(None, None)]
             for groups, size in groupings:
-                for b in self.batch_per_device:
+                for b in self.batch_for_norm.get(norm, self.batch_per_device):
                     for seed in range(self.base.seed, self.base.seed + self.seeds):
                         out.append(
                             replace(
@@ -82,6 +85,7 @@ class SweepSpec:
             "groups": self.groups,
             "group_sizes": self.group_sizes,
             "seeds": self.seeds,
+            "batch_for_norm": self.batch_for_norm,
         }
 
 
@@ -146,6 +150,7 @@ def run_sweep(
         spec.data_root,
         download=spec.download,
         train_subset=base.train_subset,
+        test_subset=base.test_subset,
         image_size=base.image_size,
     )
     if me.main:

@@ -139,11 +139,11 @@ class RunTrainer:
         self.progress = progress
         if hp.devices % self.dist.world:
             raise ValueError(f"devices={hp.devices} cannot be spread evenly over {self.dist.world} processes")
-        self.steps_per_epoch = len(data.train_images) // hp.global_batch
+        self.steps_per_epoch = data.num_train // hp.global_batch
         if self.steps_per_epoch == 0:
             raise ValueError(
                 f"a step of devices × batch_per_device = {hp.global_batch} images exceeds the "
-                f"{len(data.train_images)} training images"
+                f"{data.num_train} training images"
             )
         if hp.norm == "syncbn" and self.dist.world > 1 and not torch.cuda.is_available():
             raise ValueError(
@@ -247,7 +247,7 @@ class RunTrainer:
     def train_epoch(self, epoch: int) -> dict:
         hp, data = self.hp, self.data
         self.ddp.train()
-        order = epoch_order(len(data.train_images), hp.seed, epoch)
+        order = epoch_order(data.num_train, hp.seed, epoch)
         local = hp.global_batch // self.dist.world
         sums = torch.zeros(3, dtype=torch.float64)  # loss sum, errors, images
         for step in range(self.steps_per_epoch):
