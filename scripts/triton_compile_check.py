@@ -36,7 +36,13 @@ from groupnorm.ops.triton.planner import DeviceSpec, Tuning  # noqa: E402
 
 KERNEL_NAMES = {
     forward_kernels: ("fwd_onepass_kernel", "fwd_partial_stats_kernel", "fwd_apply_kernel"),
-    backward_kernels: ("bwd_onepass_kernel", "bwd_partial_kernel", "bwd_dx_kernel", "bwd_param_kernel"),
+    backward_kernels: (
+        "bwd_onepass_kernel",
+        "bwd_partial_kernel",
+        "bwd_total_kernel",
+        "bwd_dx_kernel",
+        "bwd_param_kernel",
+    ),
 }
 
 

@@ -9,8 +9,9 @@ spatial positions, ``P = sum_s dp`` and ``Q = sum_s dp * x_hat``:
   ``dx = rstd * (gain dp - mean(dx_hat) - x_hat * mean(dx_hat * x_hat))``;
 - ``dresidual = dp``.
 
-Programs write P and Q for their chunk into an (N, SPLIT, C) float32 buffer; later passes sum it in a fixed order
-(no atomics, bitwise deterministic). x_hat and pre are recomputed from x, mean, rstd and the epilogue inputs.
+Programs write P and Q for their chunk into an (N, SPLIT, C) float32 buffer, summed over chunks in a fixed
+order into (N, C) totals (no atomics, bitwise deterministic). x_hat and pre are recomputed from x, mean, rstd
+and the epilogue inputs.
 Addressing is described in ``tiles``.
 """
 
@@ -154,16 +155,35 @@ def _sum_partials(PART, n, ch, cmask, C, SPLIT, INT64: tl.constexpr, BLOCK_K: tl
 
 
 @triton.jit
+def bwd_total_kernel(
+    PART_P, PART_Q, TOTAL_P, TOTAL_Q,
+    C, G, CG, GROUP_BLOCKS, SPLIT, unit_start,
+    INT64: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """Split path, pass 2: per-channel totals (N, C) of a unit's partials, summed over chunks in a fixed order
+    once, so that the many dx programs of the unit each read C/G values instead of SPLIT times as many."""
+    n, g0 = unit_coords(unit_start + tl.program_id(0), GROUP_BLOCKS, BLOCK_G, INT64)
+    for cb in range(0, CG, BLOCK_CG):
+        ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG)
+        tl.store(
+            TOTAL_P + n * C + ch, _sum_partials(PART_P, n, ch, cmask, C, SPLIT, INT64, BLOCK_K), mask=cmask
+        )
+        tl.store(
+            TOTAL_Q + n * C + ch, _sum_partials(PART_Q, n, ch, cmask, C, SPLIT, INT64, BLOCK_K), mask=cmask
+        )
+
+
+@triton.jit
 def bwd_dx_kernel(
-    DY, X, W, B, SCALE, SHIFT, RES, MEAN, RSTD, DX, DRES, PART_P, PART_Q,
+    DY, X, W, B, SCALE, SHIFT, RES, MEAN, RSTD, DX, DRES, TOTAL_P, TOTAL_Q,
     C, S, G, CG, GROUP_BLOCKS, CHUNK_S, SPLIT, count, unit_start,
     x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
     HAS_RES: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr,
     WANT_DX: tl.constexpr, WANT_DRES: tl.constexpr,
-    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
 ):  # fmt: skip
-    """Split path, pass 2: the groups' two sums from all partials (same order in every program), then dx."""
+    """Split path, pass 3: the groups' two sums from the per-channel totals (N, C), then dx of one chunk."""
     pid = tl.program_id(0)
     n, g0 = unit_coords(unit_start + pid // SPLIT, GROUP_BLOCKS, BLOCK_G, INT64)
     chunk = pid % SPLIT
@@ -178,10 +198,10 @@ def bwd_dx_kernel(
             _w, gain, _offset = channel_coefficients(
                 W, B, SCALE, SHIFT, n, ch, cmask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
             )
-            sum_dxhat += tl.sum(gain * _sum_partials(PART_P, n, ch, cmask, C, SPLIT, INT64, BLOCK_K), axis=1)
-            sum_dxhat_xhat += tl.sum(
-                gain * _sum_partials(PART_Q, n, ch, cmask, C, SPLIT, INT64, BLOCK_K), axis=1
-            )
+            p = tl.load(TOTAL_P + n * C + ch, mask=cmask, other=0.0)
+            q = tl.load(TOTAL_Q + n * C + ch, mask=cmask, other=0.0)
+            sum_dxhat += tl.sum(gain * p, axis=1)
+            sum_dxhat_xhat += tl.sum(gain * q, axis=1)
     mean_dxhat = sum_dxhat / count
     mean_dxhat_xhat = sum_dxhat_xhat / count
 

@@ -286,21 +286,27 @@ def backward(
             )  # fmt: skip
         else:
             block_k = _block_k(p.split, p.block_g * p.block_c)
+            totals = tuple(torch.empty((n, 1, c), device=x.device, dtype=torch.float32) for _ in range(2))
             for start, units in _waves(p):
                 grid = (units * p.split,)
                 bk.bwd_partial_kernel[grid](
                     grad_y, x, *inputs, part_p, part_q, c, s, num_groups, cg, p.group_blocks, p.chunk_s,
                     p.split, start, *strides, **flags, **blocks,
                 )  # fmt: skip
+                bk.bwd_total_kernel[(units,)](
+                    part_p, part_q, *totals, c, num_groups, cg, p.group_blocks, p.split, start,
+                    INT64=int64, BLOCK_G=p.block_g, BLOCK_CG=p.block_c, BLOCK_K=block_k, num_warps=4,
+                )  # fmt: skip
                 if want_dx or want_dres:
                     bk.bwd_dx_kernel[grid](
-                        grad_y, x, *inputs, *outs, part_p, part_q, c, s, num_groups, cg, p.group_blocks,
+                        grad_y, x, *inputs, *outs, *totals, c, s, num_groups, cg, p.group_blocks,
                         p.chunk_s, p.split, count, start, *strides, **flags, WANT_DX=want_dx,
-                        WANT_DRES=want_dres, **blocks, BLOCK_K=block_k,
+                        WANT_DRES=want_dres, **blocks,
                     )  # fmt: skip
+            part_p, part_q = totals  # what the parameter gradients need: (N, 1, C)
         grads_params = (
-            _param_grads(weight, bias, scale, shift, part_p, part_q, p.split, int64, want_dw, want_db,
-                         want_dscale, want_dshift)
+            _param_grads(weight, bias, scale, shift, part_p, part_q, int64, want_dw, want_db, want_dscale,
+                         want_dshift)
             if want_params
             else (None,) * 4
         )  # fmt: skip
@@ -322,14 +328,14 @@ def backward(
 
 
 def _param_grads(
-    weight, bias, scale, shift, part_p, part_q, split, int64, want_dw, want_db, want_dscale, want_dshift
+    weight, bias, scale, shift, part_p, part_q, int64, want_dw, want_db, want_dscale, want_dshift
 ):
-    """(dweight, dbias, dscale, dshift), contiguous, None where not wanted."""
+    """(dweight, dbias, dscale, dshift) from the (N, SPLIT, C) partials, contiguous, None where not wanted."""
 
     def out(want, owner):
         return torch.empty(owner.shape, device=owner.device, dtype=owner.dtype) if want else None
 
-    n, _, c = part_p.shape
+    n, split, c = part_p.shape
     dw, db = out(want_dw, weight), out(want_db, bias)
     dscale, dshift = out(want_dscale, scale), out(want_dshift, shift)
     dummy = part_p
