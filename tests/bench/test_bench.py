@@ -73,8 +73,15 @@ def test_command_writes_json_csv_and_resumes(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| groupnorm |" in table and "vs torch" in table
     first = out.read_text()
-    assert main([*argv, "--resume"]) == 0  # nothing left to do: the file is unchanged
+    page = tmp_path / "r.md"
+    assert (
+        main([*argv, "--resume", "--markdown", str(page)]) == 0
+    )  # nothing left to do: the file is unchanged
     assert out.read_text() == first
+    text = page.read_text()
+    assert (
+        "groupnorm bench --preset quick" in text and "--shapes 2x32x6x6:8" in text and "| groupnorm |" in text
+    )
 
 
 def test_command_rejects_bad_values(capsys):

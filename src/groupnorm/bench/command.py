@@ -63,6 +63,9 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--json", type=Path, help="write the records here (a JSON list), updated after every case")
     p.add_argument("--csv", type=Path, help="write the records as CSV here")
+    p.add_argument(
+        "--markdown", type=Path, help="write a results page (command, machine, summary, table) here"
+    )
     p.add_argument("--resume", action="store_true", help="keep the cases already in --json and skip them")
     p.add_argument("--list", action="store_true", help="list shapes and providers and exit")
     p.set_defaults(func=run)
@@ -92,6 +95,25 @@ def _grid(args) -> list[harness.Case]:
         args.modes or preset["modes"],
     )
     return [harness.Case(*g) for g in grid]
+
+
+def command_line(args) -> str:
+    """The options of this run as a command line (for the results page)."""
+    parts = ["groupnorm", "bench", "--preset", args.preset, "--device", args.device]
+    for name in ("providers", "shapes", "layouts", "dtypes", "activations", "modes"):
+        value = getattr(args, name)
+        if value:
+            parts += [f"--{name}", ",".join(value)]
+    if args.residual:
+        parts += ["--residual", args.residual]
+    parts += ["--rounds", str(args.rounds), "--min-round-ms", f"{args.min_round_ms:g}"]
+    if args.threads:
+        parts += ["--threads", str(args.threads)]
+    for name in ("json", "csv", "markdown"):
+        value = getattr(args, name)
+        if value:
+            parts += [f"--{name}", str(value)]
+    return " ".join(parts)
 
 
 def _record_key(r: dict) -> tuple:
@@ -192,6 +214,8 @@ def run(args) -> int:
     bar.close()
     if args.csv:
         report.atomic_write(args.csv, report.to_csv(records))
+    if args.markdown:
+        report.atomic_write(args.markdown, report.markdown_report(records, command_line(args)))
     print(report.markdown_table(records))
     print()
     print(report.summary(records))

@@ -157,3 +157,40 @@ def summary(records: list[dict], provider: str = "groupnorm") -> str:
             f"| {' | '.join(key)} | {len(med)} | {_median(med):.2f}x | {min(med):.2f}x | {max(med):.2f}x | {best_txt} |"
         )
     return "\n".join(lines)
+
+
+def markdown_report(records: list[dict], command: str) -> str:
+    """A results page: the command, the machine and versions, the speed-up summary and the full table."""
+    env_keys = ["cpu", "cpu_count", "torch_threads", "device", "gpu", "torch_version", "triton_version",
+                "groupnorm_version", "python_version", "platform", "cpu_kernel"]  # fmt: skip
+    first = records[0] if records else {}
+    loads = sorted({r.get("load_avg_1m") for r in records if r.get("load_avg_1m") is not None})
+    stamps = sorted({r.get("timestamp") for r in records if r.get("timestamp")})
+    lines = [
+        "# Kernel benchmark",
+        "",
+        "Command:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        "| field | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {first[k]} |" for k in env_keys if first.get(k) is not None]
+    if stamps:
+        lines.append(f"| run | {stamps[0]} .. {stamps[-1]} |")
+    if loads:
+        lines.append(f"| 1-minute load average at start of run(s) | {', '.join(str(v) for v in loads)} |")
+    lines += [
+        "",
+        "## Speed-up over torch eager",
+        "",
+        summary(records),
+        "",
+        "## All rows",
+        "",
+        markdown_table(records),
+    ]
+    return "\n".join(lines) + "\n"
