@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench docs clean
 
 install: $(STAMP)
 
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -e '.[dev,vision,onnx,repro]'
+	$(PY) -m pip install -e '.[dev,vision,onnx,repro,docs]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -34,5 +34,13 @@ demo: $(STAMP)
 	$(PY) -m groupnorm repro --preset demo --out $(DEMO_OUT)
 	@echo "demo report: $(DEMO_OUT)/report.md"
 
+DOC_MODULES := groupnorm groupnorm.functional groupnorm.reference groupnorm.layers groupnorm.convert \
+	groupnorm.export groupnorm.testing groupnorm.activations groupnorm.ops groupnorm.repro groupnorm.bench
+
+# API reference from the docstrings, as a static site in site/ (open site/index.html).
+docs: $(STAMP)
+	$(PY) -m pdoc --docformat restructuredtext -o site $(DOC_MODULES)
+	@echo "API reference: site/index.html"
+
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build dist site src/*.egg-info .pytest_cache

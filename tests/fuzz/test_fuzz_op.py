@@ -131,4 +131,9 @@ def test_backward_matches_reference_autograd(impl, call, data):
         want = expected_by_name[name]
         # Sums over many terms: widen the tolerance with the number of terms summed.
         terms = max(1, x.numel() // max(1, want.numel()))
-        assert_close_verbose(got, want, atol=tol * terms**0.5, rtol=tol, name=f"{impl.name} d{name}")
+        atol = tol * terms**0.5
+        if name == "x":
+            # dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat)): the terms are of size rstd * |g|, and for a
+            # group with std ~ sqrt(eps) they cancel almost exactly, so float32 rounding is relative to rstd.
+            atol *= max(1.0, float(rstd.max()))
+        assert_close_verbose(got, want, atol=atol, rtol=tol, name=f"{impl.name} d{name}")

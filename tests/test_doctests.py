@@ -1,0 +1,36 @@
+"""The usage examples in the public API's docstrings run and print what they show."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "groupnorm",
+    "groupnorm.functional",
+    "groupnorm.reference",
+    "groupnorm.testing",
+    "groupnorm.activations",
+    "groupnorm.ops.op",
+    "groupnorm.ops.registry",
+    "groupnorm.layers.group_norm",
+    "groupnorm.layers.grouping",
+    "groupnorm.layers.norm_registry",
+    "groupnorm.layers.weight_standardization",
+    "groupnorm.layers.describe",
+    "groupnorm.convert",
+    "groupnorm.patch",
+    "groupnorm.models",
+    "groupnorm.export",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    if name == "groupnorm.convert":
+        pytest.importorskip("torchvision")
+    module = importlib.import_module(name)
+    result = doctest.testmod(
+        module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
+    )
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
