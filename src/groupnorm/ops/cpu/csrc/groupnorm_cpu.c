@@ -276,6 +276,22 @@ static void channel_coefs(i64 n, i64 g, i64 C, i64 D, float mean, float rstd, co
     }
 }
 
+/* Work buffers are kept per calling thread and only grow: a fresh malloc of a few hundred KiB per call is an mmap
+ * whose pages the kernel zeroes on first touch, which cost more than the kernels' own work on mid-sized tensors.
+ * Three slots, because a call needs up to three buffers at once. */
+#define SCRATCH_SLOTS 3
+static __thread void *scratch_buf[SCRATCH_SLOTS];
+static __thread size_t scratch_size[SCRATCH_SLOTS];
+
+static void *scratch(int slot, size_t bytes) {
+    if (bytes > scratch_size[slot]) {
+        free(scratch_buf[slot]);
+        scratch_buf[slot] = malloc(bytes);
+        scratch_size[slot] = scratch_buf[slot] ? bytes : 0;
+    }
+    return scratch_buf[slot];
+}
+
 static i64 imin(i64 a, i64 b) { return a < b ? a : b; }
 static i64 imax(i64 a, i64 b) { return a > b ? a : b; }
 static i64 cdiv(i64 a, i64 b) { return (a + b - 1) / b; }
@@ -370,9 +386,9 @@ static int fwd_ncs(const float *x, float *y, float *mean_out, float *rstd_out, c
     const i64 D = C / G, L = D * S, NG = N * G;
     const i64 nblk = cdiv(L, NCS_BLOCK);
     const i64 wave = imax(1, imin(NG, wave_bytes / (L * 4)));
-    float *bstat = malloc(sizeof(float) * 2 * wave * nblk);
-    float *coef = malloc(sizeof(float) * 3 * N * C);
-    if (!bstat || !coef) { free(bstat); free(coef); return -1; }
+    float *bstat = scratch(0, sizeof(float) * 2 * wave * nblk);
+    float *coef = scratch(1, sizeof(float) * 3 * N * C);
+    if (!bstat || !coef) return -1;
     float *M = coef, *A = coef + N * C, *B = coef + 2 * N * C;
 
     if (fused_ok(NG, L * 4, nthreads)) {
@@ -400,8 +416,6 @@ static int fwd_ncs(const float *x, float *y, float *mean_out, float *rstd_out, c
             }
             if (stream) GN_SFENCE();
         }
-        free(bstat);
-        free(coef);
         return 0;
     }
 
@@ -445,8 +459,6 @@ static int fwd_ncs(const float *x, float *y, float *mean_out, float *rstd_out, c
             if (stream) GN_SFENCE();
         }
     }
-    free(bstat);
-    free(coef);
     return 0;
 }
 
@@ -537,10 +549,10 @@ static int fwd_nsc(const float *x, float *y, float *mean_out, float *rstd_out, c
     const int fused = fused_ok(N, per_sample * 4, nthreads);
     const i64 wave = fused ? 1 : imax(1, imin(N, wave_bytes / (per_sample * 4)));
     const i64 part_sets = fused ? nthreads : wave, chan_sets = fused ? nthreads : wave;
-    float *part = malloc(sizeof(float) * 2 * part_sets * nblk * C);
-    double *chan = malloc(sizeof(double) * 2 * chan_sets * C); /* per-channel mean, M2 */
-    float *coef = malloc(sizeof(float) * 3 * N * C);
-    if (!part || !chan || !coef) { free(part); free(chan); free(coef); return -1; }
+    float *part = scratch(0, sizeof(float) * 2 * part_sets * nblk * C);
+    double *chan = scratch(1, sizeof(double) * 2 * chan_sets * C); /* per-channel mean, M2 */
+    float *coef = scratch(2, sizeof(float) * 3 * N * C);
+    if (!part || !chan || !coef) return -1;
     float *M = coef, *A = coef + N * C, *B = coef + 2 * N * C;
 
     if (fused) {
@@ -568,9 +580,6 @@ static int fwd_nsc(const float *x, float *y, float *mean_out, float *rstd_out, c
                                     A + n * C, B + n * C, act, stream);
             }
         }
-        free(part);
-        free(chan);
-        free(coef);
         return 0;
     }
 
@@ -605,9 +614,6 @@ static int fwd_nsc(const float *x, float *y, float *mean_out, float *rstd_out, c
                                 imin(pix_per_piece, S - p0), C, M + n * C, A + n * C, B + n * C, act, stream);
         }
     }
-    free(part);
-    free(chan);
-    free(coef);
     return 0;
 }
 
@@ -828,7 +834,7 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
     if (N <= 0 || C <= 0 || S <= 0 || G <= 0 || C % G != 0 || nthreads <= 0) return -2;
     const i64 D = C / G, NC = N * C;
     /* M A B: forward coefficients; S1 S2: sums; P Q R: dx coefficients; pw pb: per-(n, c) dweight/dbias */
-    float *buf = malloc(sizeof(float) * 10 * NC);
+    float *buf = scratch(0, sizeof(float) * 10 * NC);
     if (!buf) return -1;
     float *M = buf, *A = buf + NC, *B = buf + 2 * NC, *S1 = buf + 3 * NC, *S2 = buf + 4 * NC;
     float *P = buf + 5 * NC, *Q = buf + 6 * NC, *R = buf + 7 * NC, *pw = buf + 8 * NC, *pb = buf + 9 * NC;
@@ -892,8 +898,8 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
         const i64 nblk = cdiv(S, Pp);
         const int fused = fused_ok(N, per_sample * 8, nthreads);
         const i64 wave = imax(1, imin(N, wave_bytes / (per_sample * 8)));
-        float *part = malloc(sizeof(float) * 2 * (fused ? nthreads : wave) * nblk * C);
-        if (!part) { free(buf); return -1; }
+        float *part = scratch(1, sizeof(float) * 2 * (fused ? nthreads : wave) * nblk * C);
+        if (!part) return -1;
         if (fused) {
             /* each sample by one thread while dy and x sit in L2; the same calls as the split path below */
 #pragma omp parallel num_threads(nthreads)
@@ -924,7 +930,6 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
                                   Q + n * C, R + n * C, act);
                 }
             }
-            free(part);
             goto param_grads;
         }
 #pragma omp parallel num_threads(nthreads)
@@ -963,7 +968,6 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
                 }
             }
         }
-        free(part);
     }
 param_grads:
     /* parameter gradients: sum over the batch in order */
@@ -975,6 +979,5 @@ param_grads:
             if (db) db[c] = (float)sb;
         }
     }
-    free(buf);
     return fail;
 }
