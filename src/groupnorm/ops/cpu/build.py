@@ -51,18 +51,34 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-def library_name() -> str:
-    """File name of the library for this source, compiler, flags and CPU."""
+def _digest(*parts: bytes) -> str:
     h = hashlib.sha256()
-    for part in (
-        SOURCE.read_bytes(),
-        compiler().encode(),
-        " ".join(CFLAGS + LDFLAGS).encode(),
-        _cpu_flags().encode(),
-    ):
+    for part in parts:
         h.update(part)
         h.update(b"\0")
-    return f"groupnorm_cpu-{platform.machine()}-{h.hexdigest()[:16]}.so"
+    return h.hexdigest()[:12]
+
+
+def _env_tag() -> str:
+    """Machine kind: architecture plus a hash of the compiler, the flags and the CPU's feature flags."""
+    env = _digest(compiler().encode(), " ".join(CFLAGS + LDFLAGS).encode(), _cpu_flags().encode())
+    return f"{platform.machine()}-{env}"
+
+
+def library_name() -> str:
+    """File name of the library for this machine kind and this source."""
+    return f"groupnorm_cpu-{_env_tag()}-{_digest(SOURCE.read_bytes())}.so"
+
+
+def _remove_stale(directory: Path, keep: str) -> None:
+    """Delete libraries of older sources built for this machine kind (other machines' builds stay)."""
+    prefix = f"groupnorm_cpu-{_env_tag()}-"
+    for old in directory.glob(prefix + "*.so"):
+        if old.name != keep:
+            try:
+                old.unlink()  # a process that loaded it keeps its mapping
+            except OSError:
+                pass
 
 
 def cache_dirs() -> list[Path]:
@@ -117,6 +133,7 @@ def build(force: bool = False) -> Path:
             raise BuildError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr.strip()}")
         os.chmod(tmp, 0o755)
         os.replace(tmp, target)
+        _remove_stale(out_dir, target.name)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -12,8 +12,6 @@ import os
 import threading
 import warnings
 
-from groupnorm.ops.cpu import build
-
 ABI_VERSION = 2
 
 _lock = threading.Lock()
@@ -37,11 +35,13 @@ def disabled() -> bool:
 
 
 def _load() -> ctypes.CDLL:
+    from groupnorm.ops.cpu import build  # here, so `python -m groupnorm.ops.cpu.build` runs a fresh module
+
     path = build.build()
     lib = ctypes.CDLL(str(path))
     _declare(lib)
     if lib.gn_abi_version() != ABI_VERSION:
-        raise build.BuildError(f"{path} has ABI {lib.gn_abi_version()}, expected {ABI_VERSION}")
+        raise OSError(f"{path} has ABI {lib.gn_abi_version()}, expected {ABI_VERSION}")
     return lib
 
 
@@ -55,7 +55,7 @@ def library() -> ctypes.CDLL | None:
             if not disabled():
                 try:
                     lib = _load()
-                except (build.BuildError, OSError) as e:
+                except (RuntimeError, OSError) as e:  # BuildError is a RuntimeError
                     _state["error"] = str(e)
                     warnings.warn(
                         f"groupnorm: CPU kernel unavailable, using plain torch ops on CPU ({e})",
