@@ -24,6 +24,7 @@ SHAPES = [
 EPILOGUES = {
     "plain": dict(activation="none", residual=False, modulation=False, affine=True),
     "no-affine": dict(activation="none", residual=False, modulation=False, affine=False),
+    "res-mod-no-act": dict(activation="none", residual=True, modulation=True, affine=True),
     "silu-res-mod": dict(activation="silu", residual=True, modulation=True, affine=True),
     "gelu-mod": dict(activation="gelu", residual=False, modulation=True, affine=True),
     "gelu_tanh-res": dict(activation="gelu_tanh", residual=True, modulation=False, affine=True),
