@@ -13,11 +13,13 @@ What a replacement keeps, so that a converted model trains and runs where the or
   ``affine=`` is passed.
 
 Sources: ``source="bn"`` (default) replaces ``BatchNorm1d/2d/3d`` and ``SyncBatchNorm`` and their subclasses that
-keep the inherited ``forward``; timm's norm+activation modules (``BatchNormAct2d``: a BN subclass holding ``drop``
-and ``act``) become a ``GroupNorm`` with the activation fused when it is ReLU/SiLU/GELU and ``drop`` is the
-identity, else ``Sequential(norm, drop, act)``. Other subclasses, whose ``forward`` we cannot know, are left in
-place and listed in ``summary.skipped``. ``source="gn"`` moves ``torch.nn.GroupNorm`` layers (same groups) onto
-:class:`groupnorm.GroupNorm` and its fused op.
+keep the inherited ``forward``, and torchvision's ``FrozenBatchNorm2d`` (detection backbones: its frozen scale and
+shift become trainable parameters of the new layer, as in the paper's detection models). timm's norm+activation
+modules (``BatchNormAct2d``: a BN subclass holding ``drop`` and ``act``) become a ``GroupNorm`` with the activation
+fused when it is ReLU/SiLU/GELU and ``drop`` is the identity, else ``Sequential(norm, drop, act)``. Other
+subclasses, whose ``forward`` we cannot know, are left in place and listed in ``summary.skipped``.
+``source="gn"`` moves ``torch.nn.GroupNorm`` layers (same groups) onto :class:`groupnorm.GroupNorm` and its fused
+op.
 
 Example::
 
@@ -33,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -55,6 +58,21 @@ _BN_DIMS: dict[type[nn.Module], int | None] = {
     nn.SyncBatchNorm: None,
 }
 SOURCES: tuple[str, ...] = ("bn", "gn")
+
+
+def _frozen_batch_norms() -> tuple[type[nn.Module], ...]:
+    """torchvision's ``FrozenBatchNorm2d`` (detection backbones), when torchvision is already loaded: a model
+    holding one has imported it, so nothing is imported here."""
+    misc = sys.modules.get("torchvision.ops.misc")
+    frozen = getattr(misc, "FrozenBatchNorm2d", None)
+    return (frozen,) if isinstance(frozen, type) else ()
+
+
+def _num_channels(m: nn.Module) -> int:
+    for name in ("num_features", "num_channels"):
+        if hasattr(m, name):
+            return int(getattr(m, name))
+    return int(m.weight.shape[0])  # FrozenBatchNorm2d keeps only its buffers
 
 
 @dataclass(frozen=True)
@@ -122,7 +140,10 @@ def _copy_state(old: nn.Module, new: nn.Module, keep_eps: bool) -> None:
             src, dst = getattr(old, name, None), getattr(new, name, None)
             if isinstance(src, torch.Tensor) and isinstance(dst, torch.Tensor) and src.shape == dst.shape:
                 dst.copy_(src)
-                dst.requires_grad_(src.requires_grad)
+                # A frozen batch norm keeps its scale and shift as buffers; as GN parameters they train, which is
+                # what replacing frozen BN by GN is for (the paper's detection backbones).
+                if isinstance(src, nn.Parameter):
+                    dst.requires_grad_(src.requires_grad)
         for name in ("running_mean", "running_var", "num_batches_tracked"):
             src, dst = getattr(old, name, None), getattr(new, name, None)
             if isinstance(src, torch.Tensor) and isinstance(dst, torch.Tensor) and src.shape == dst.shape:
@@ -157,7 +178,7 @@ class _Converter:
     def _classify(self, m: nn.Module) -> tuple[str, str] | None:
         """``("plain" | "act", base name)`` for a replaceable source, ``("skip", reason)`` for a source subclass
         we cannot convert faithfully, None for anything else."""
-        bases = _BATCH_NORMS if self.source == "bn" else (nn.GroupNorm,)
+        bases = (*_BATCH_NORMS, *_frozen_batch_norms()) if self.source == "bn" else (nn.GroupNorm,)
         base = _base_of(m, bases)
         if base is None:
             return None
@@ -184,13 +205,13 @@ class _Converter:
 
     # -- building replacements ------------------------------------------------------------------------------
     def _new_norm(self, m: nn.Module, path: str) -> nn.Module:
-        channels = m.num_features if hasattr(m, "num_features") else m.num_channels
+        channels = _num_channels(m)
         if self.source == "gn":
             return GroupNorm.from_module(m)
         if self.layer is not None:
             layer = self.layer
         else:  # kind == "bn": keep the source's dimensionality
-            dim = _BN_DIMS[_base_of(m, _BATCH_NORMS)]  # type: ignore[index]
+            dim = _BN_DIMS.get(_base_of(m, _BATCH_NORMS), 2)  # type: ignore[arg-type]  # FrozenBatchNorm2d: 2
             if dim not in self.bn_layers:
                 self.bn_layers[dim] = norm_layer("bn", **{"dim": dim, **self.bn_kwargs})
             layer = self.bn_layers[dim]
