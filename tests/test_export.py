@@ -139,3 +139,16 @@ def test_onnx_node_test_cases_pass_through_our_op(onnx_node_cases):
             x, scale, bias = (torch.from_numpy(np.asarray(a)) for a in inputs)
             y = groupnorm.group_norm(x, attrs["num_groups"], scale, bias, attrs.get("epsilon", 1e-5))
             np.testing.assert_allclose(y.numpy(), outputs[0], atol=1e-5, rtol=1e-5, err_msg=case.name)
+
+
+def test_converted_zoo_model_exports_one_node_per_group_norm():
+    torchvision = pytest.importorskip("torchvision")
+    model, summary = groupnorm.convert_norms(torchvision.models.resnet18(num_classes=10), "gn")
+    model = groupnorm.patch(model)[0].eval()  # fused GN+ReLU must export as GroupNormalization + Relu
+    x = torch.randn(2, 3, 32, 32)
+    program = to_onnx(model, (x,), None)
+    onnx.checker.check_model(program.model_proto)
+    assert _op_types(program.model_proto).count("GroupNormalization") == len(summary.replaced)
+    np.testing.assert_allclose(
+        _run_ort(program, [x.numpy()]), model(x).detach().numpy(), atol=1e-4, rtol=1e-4
+    )
