@@ -59,7 +59,7 @@ def _npz(tmp_path):
 def test_tiny_sweep_end_to_end_with_group_ablation(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "out"
-    code = main(["repro", "--dataset", f"npz:{_npz(tmp_path)}", "--model", "resnet8", "--width", "2",
+    code = main(["repro", "--dataset", f"npz:{_npz(tmp_path)}", "--model", "resnet8", "--width", "1",
                  "--norms", "bn,gn,gn+ws", "--groups", "4", "--batch-per-device", "2", "--devices", "2",
                  "--epochs", "1", "--out", str(out), "--quiet"])  # fmt: skip
     assert code == 0
@@ -90,3 +90,5 @@ def test_tiny_sweep_end_to_end_with_group_ablation(tmp_path, capsys):
     gn = next(r for r in results if r["config"]["norm"] == "gn")
     assert "32ch:G=4" in gn["config"]["grouping"]
     assert json.loads((out / "meta.json").read_text())["command"]
+    report = (out / "report.md").read_text()
+    assert "| GN G=4 |" in report and "| GN+WS G=4 |" in report  # a norm's only grouping is its main row

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from groupnorm.cli import main
 from groupnorm.repro.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
 from groupnorm.repro.hparams import HParams
 from groupnorm.repro.sweep import SweepSpec, read_jsonl, run_sweep
@@ -89,8 +90,9 @@ def test_sigkill_mid_sweep_resumes_without_missing_or_duplicated_epochs(tmp_path
         assert r["val_error"] == pytest.approx(ref["val_error"]), (r["run"], r["epoch"])
         assert r["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-4), (r["run"], r["epoch"])
 
-    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and len(read_jsonl(out / "results.jsonl")) == len(records)
+    # a third time: everything is done, nothing is rerun or appended
+    assert main(_argv(dataset, out)) == 0
+    assert read_jsonl(out / "results.jsonl") == records
 
 
 def test_corrupt_checkpoint_restarts_the_run_and_says_so(tmp_path, capsys):
