@@ -48,6 +48,8 @@ class DeviceBatchNorm2d(nn.BatchNorm2d):
         if n % b:
             raise ValueError(f"batch of {n} images is not a whole number of devices of batch_per_device={b}")
         k = n // b
+        if k == 1:  # one device: exactly torch's BatchNorm, with its fused kernel
+            return super().forward(x)
         xv = x.reshape(k, b, c, -1)
         # Two-pass statistics per (device, channel) over that device's images and positions.
         var, mean = torch.var_mean(xv, dim=(1, 3), correction=0)  # (K, C)

@@ -6,8 +6,9 @@
 - ``cifar10-cpu``: the paper's Figure 1 and Table 1 on CIFAR-10, sized to finish on two CPU cores (see
   docs/results/cifar10-cpu for the measured budget).
 - ``cifar10``: CIFAR-10 at full scale (ResNet-20 on all 50k images), for a GPU.
-- ``imagenet``: the paper's own setting: ResNet-50, 8 devices, 100 epochs, an ImageFolder root. It needs the
-  whole of ImageNet decoded into memory at ``image_size``; use it on a machine that has that memory.
+- ``imagenet``: the paper's own setting: ResNet-50, 8 devices, 100 epochs, an ImageFolder root
+  (``--dataset imagefolder:PATH`` with ``PATH/train`` and ``PATH/val``), streamed from disk with the ImageNet
+  augmentation; meant for GPUs, e.g. ``torchrun --nproc_per_node 8 -m groupnorm repro --preset imagenet``.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ PRESETS: dict[str, dict] = {
         "seeds": 3,
     },
     "imagenet": {
-        "dataset": "imagefolder:data/imagenet",
+        "dataset": "imagefolder:data/imagenet",  # override with --dataset imagefolder:PATH
         "model": "resnet50",
         "norms": ["bn", "gn"],
         "batch_per_device": [32, 16, 8, 4, 2],
