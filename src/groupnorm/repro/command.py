@@ -211,6 +211,11 @@ def main(args: argparse.Namespace) -> int:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
         run_sweep(spec, out, quiet=args.quiet, command=command, report=not args.no_report)
+        if world > 1:
+            import torch.distributed as dist
+
+            # rank 0 still writes the aggregate and the report; tearing gloo down under it can abort the others
+            dist.barrier()
     except DataUnavailable as e:
         return _error(str(e))
     except ValueError as e:
