@@ -84,3 +84,16 @@ def test_factory_and_state_dict_match_batchnorm():
     assert isinstance(m, nn.BatchNorm2d) and m.batch_per_device == 8
     assert m.state_dict().keys() == nn.BatchNorm2d(16).state_dict().keys()
     assert "batch_per_device=8" in repr(m)
+
+
+def test_syncbn_across_cpu_processes_is_refused_clearly(tmp_path, monkeypatch):
+    from groupnorm.repro import train
+    from groupnorm.repro.hparams import HParams
+
+    from .conftest import synthetic_data
+
+    monkeypatch.setattr(train.Dist, "current", staticmethod(lambda: train.Dist(rank=0, world=2)))
+    monkeypatch.setattr(train.torch.cuda, "is_available", lambda: False)
+    hp = HParams(norm="syncbn", devices=2, batch_per_device=4, model="resnet8")
+    with pytest.raises(ValueError, match="syncbn.*needs CUDA.*--devices K"):
+        train.RunTrainer(hp, synthetic_data(), tmp_path)
