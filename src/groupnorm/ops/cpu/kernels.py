@@ -32,7 +32,8 @@ def threads_for(numel: int) -> int:
 
 
 # Outputs of at least this many bytes (plain epilogue) are written with streaming stores; see the C source.
-DEFAULT_STREAM_BYTES = 16 << 20
+# Measured on the 2-core EPYC (docs/results/bench-cpu/kernel-choice.md): faster from 6.4 MB up, one thread or two.
+DEFAULT_STREAM_BYTES = 4 << 20
 
 
 def stream_bytes() -> int:

@@ -304,12 +304,20 @@ static int fused_ok(i64 units, i64 unit_bytes, int nthreads) {
  * from L3 instead of DRAM. Same arithmetic as the plain loop (fma(x - m, a, b)), so the same bits. */
 #ifdef __AVX512F__
 static void apply_row_stream(const float *x, float *y, i64 len, float m, float a, float b) {
-    i64 i = 0;
-    for (; i < len && ((uintptr_t)(y + i) & 63); i++) y[i] = fmaf(x[i] - m, a, b);
     const __m512 vm = _mm512_set1_ps(m), va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
+    /* masked plain stores up to the first 64-byte boundary and for the tail, streaming stores in between */
+    i64 i = imin(len, (i64)(((64 - ((uintptr_t)y & 63)) & 63) / sizeof(float)));
+    if (i > 0) {
+        const __mmask16 k = (__mmask16)((1u << i) - 1u);
+        _mm512_mask_storeu_ps(y, k, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x), vm), va, vb));
+    }
     for (; i + 16 <= len; i += 16)
         _mm512_stream_ps(y + i, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm), va, vb));
-    for (; i < len; i++) y[i] = fmaf(x[i] - m, a, b);
+    if (i < len) {
+        const __mmask16 k = (__mmask16)((1u << (len - i)) - 1u);
+        _mm512_mask_storeu_ps(y + i, k,
+                              _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vm), va, vb));
+    }
 }
 
 /* requires C % 16 == 0 and a 64-byte aligned y */
