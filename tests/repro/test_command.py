@@ -61,7 +61,7 @@ def test_tiny_sweep_end_to_end_with_group_ablation(tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["repro", "--dataset", f"npz:{_npz(tmp_path)}", "--model", "resnet8", "--width", "1",
                  "--norms", "bn,gn,gn+ws", "--groups", "4", "--batch-per-device", "2", "--devices", "2",
-                 "--epochs", "1", "--out", str(out), "--quiet"])  # fmt: skip
+                 "--epochs", "1", "--out", str(out), "--quiet", "--run-on", "cpu"])  # fmt: skip
     assert code == 0
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

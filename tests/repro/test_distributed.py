@@ -24,7 +24,9 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        result = RunTrainer(HP, synthetic_data(), os.path.join(out, "run"), log=lambda *a: None).run()
+        result = RunTrainer(
+            HP, synthetic_data(), os.path.join(out, "run"), log=lambda *a: None, device="cpu"
+        ).run()
         with open(os.path.join(out, f"result{rank}.json"), "w") as f:
             json.dump(result, f)
     finally:
@@ -35,7 +37,7 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_two_processes_match_single_process_emulation(tmp_path):
     torch.set_num_threads(1)
-    single = RunTrainer(HP, synthetic_data(), tmp_path / "single" / "run", log=lambda *a: None)
+    single = RunTrainer(HP, synthetic_data(), tmp_path / "single" / "run", log=lambda *a: None, device="cpu")
     single_result = single.run()
 
     out = tmp_path / "ddp"

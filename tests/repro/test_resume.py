@@ -41,7 +41,7 @@ def _argv(dataset: str, out: Path) -> list[str]:
     return [
         "repro", "--dataset", dataset, "--model", "resnet8", "--width", "0.5", "--norms", "bn,gn",
         "--batch-per-device", "4", "--devices", "2", "--epochs", str(EPOCHS), "--out", str(out), "--quiet",
-        "--no-report",
+        "--no-report", "--run-on", "cpu",
     ]  # fmt: skip
 
 
@@ -58,7 +58,7 @@ def _env() -> dict:
 @pytest.mark.slow  # a subprocess started, killed and resumed: ~15 s
 def test_sigkill_mid_sweep_resumes_without_missing_or_duplicated_epochs(tmp_path):
     dataset = _npz(tmp_path)
-    reference = run_sweep(_spec(dataset), tmp_path / "ref", quiet=True, report=False)
+    reference = run_sweep(_spec(dataset), tmp_path / "ref", quiet=True, report=False, device="cpu")
 
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "groupnorm", *_argv(dataset, out)]
@@ -99,13 +99,13 @@ def test_corrupt_checkpoint_restarts_the_run_and_says_so(tmp_path, capsys):
     dataset = _npz(tmp_path)
     spec = _spec(dataset)
     spec.norms = ["gn"]
-    first = run_sweep(spec, tmp_path / "out", quiet=True, report=False)
+    first = run_sweep(spec, tmp_path / "out", quiet=True, report=False, device="cpu")
     run_dir = tmp_path / "out" / "runs" / first[0]["run"]
     (run_dir / "result.json").unlink()  # pretend it stopped before finishing
     ckpt = run_dir / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:-100])  # truncated
     capsys.readouterr()
-    again = run_sweep(spec, tmp_path / "out", quiet=True, report=False)
+    again = run_sweep(spec, tmp_path / "out", quiet=True, report=False, device="cpu")
     err = capsys.readouterr().err
     assert "restarting run" in err and "checksum" in err
     assert again[0]["val_error"] == pytest.approx(first[0]["val_error"])

@@ -116,6 +116,12 @@ def register(subparsers) -> None:
     g.add_argument("--warmup-epochs", type=float)
     g.add_argument("--eval-batch", type=_positive_int)
     p.add_argument(
+        "--run-on",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="hardware to train on (auto: CUDA when available)",
+    )
+    p.add_argument(
         "--threads",
         type=_positive_int,
         help="CPU threads for torch (default: torch's choice; small models run faster on 1)",
@@ -208,9 +214,10 @@ def main(args: argparse.Namespace) -> int:
         import torch
         import torch.distributed as dist
 
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        use_cuda = args.run_on != "cpu" and torch.cuda.is_available()
+        dist.init_process_group("nccl" if use_cuda else "gloo")
     try:
-        run_sweep(spec, out, quiet=args.quiet, command=command, report=not args.no_report)
+        run_sweep(spec, out, quiet=args.quiet, command=command, report=not args.no_report, device=args.run_on)
         if world > 1:
             import torch.distributed as dist
 

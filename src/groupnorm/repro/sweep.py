@@ -128,6 +128,7 @@ def run_sweep(
     quiet: bool = False,
     command: str | None = None,
     report: bool = True,
+    device: str = "auto",
 ) -> list[dict]:
     """Run (or resume) every run of ``spec`` under ``out``; write the aggregate files and the report."""
     out = Path(out)
@@ -174,7 +175,13 @@ def run_sweep(
         if me.main:
             run_dir.mkdir(parents=True, exist_ok=True)
         trainer = RunTrainer(
-            hp, data, run_dir, progress=progress, log=progress.warn, on_epoch=lambda: aggregate(out, run_ids)
+            hp,
+            data,
+            run_dir,
+            progress=progress,
+            log=progress.warn,
+            on_epoch=lambda: aggregate(out, run_ids),
+            device=device,
         )
         result = trainer.run()
         results.append(result)

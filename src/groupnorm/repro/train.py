@@ -131,6 +131,7 @@ class RunTrainer:
         progress=None,
         log=print,
         on_epoch=None,
+        device: str = "auto",
     ):
         self.hp, self.data, self.run_dir = hp, data, Path(run_dir)
         self.on_epoch = on_epoch
@@ -145,17 +146,21 @@ class RunTrainer:
                 f"a step of devices × batch_per_device = {hp.global_batch} images exceeds the "
                 f"{data.num_train} training images"
             )
-        if hp.norm == "syncbn" and self.dist.world > 1 and not torch.cuda.is_available():
+        if hp.norm == "syncbn" and self.dist.world > 1 and (device == "cpu" or not torch.cuda.is_available()):
             raise ValueError(
                 "norm 'syncbn' under torchrun needs CUDA (torch's SyncBatchNorm does not run on CPU/gloo); "
                 "run it in one process, where it is exact: --devices K emulates K devices"
             )
         torch.manual_seed(hp.seed)
-        self.device = (
-            torch.device("cuda", self.dist.rank % torch.cuda.device_count())
-            if (torch.cuda.is_available())
-            else torch.device("cpu")
-        )
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
+        self.device = torch.device("cpu")
+        if device != "cpu" and torch.cuda.is_available():
+            local_rank = int(os.environ.get("LOCAL_RANK", self.dist.rank))  # torchrun sets it per node
+            self.device = torch.device("cuda", local_rank % torch.cuda.device_count())
+            torch.cuda.set_device(self.device)
         model = build_model(hp, data.num_classes, data.image_shape[0]).to(self.device)
         if hp.norm == "syncbn" and self.dist.world > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -187,6 +192,9 @@ class RunTrainer:
         return {"run": self.run_dir.name, "epoch": epoch, "config": self.config(), **stats}
 
     def _resume(self) -> list[dict]:
+        if self.dist.main:  # temporary files of writes cut short by a kill
+            for tmp in self.run_dir.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
         if not self.checkpoint_path.exists():
             return []
         try:
