@@ -48,6 +48,9 @@ PRESETS: dict[str, dict] = {
         "train_subset": 10000,
         "test_subset": 5000,
         "base_lr": 0.1,
+        # With the step schedule, 12 epochs leave only 4 at the base LR: BN at b=32 stalled at 52 % validation
+        # error (54 % training error) after the first drop. Cosine keeps the LR up for longer.
+        "schedule": "cosine",
         "seeds": 1,
         "threads": 1,
     },
