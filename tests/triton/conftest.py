@@ -2,7 +2,8 @@
 
 ``TRITON_INTERPRET`` is read when a kernel is defined (``@triton.jit``) and again by Triton's lazily imported
 modules at the first launch, so it is set here, before the kernel modules are imported, and left set for the
-session. Where CUDA is present nothing is forced: the same tests run compiled on the GPU.
+session; if triton was imported earlier in the session, its @jit library functions and our kernels are
+redefined. Where CUDA is present nothing is forced: the same tests run compiled on the GPU.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import pytest
 import torch
 
 ON_CUDA = torch.cuda.is_available()
-# Triton's own library functions (tl.sum, ...) are also defined at import: the interpreter must be on before
-# `import triton` happens anywhere in the process, not only before our kernels are defined.
-IMPORTED_TOO_EARLY = False
+# Triton's own library functions (tl.sum, tl.zeros, ...) are @jit functions too, defined when triton.language is
+# imported: the interpreter must be on before that, not only before our kernels are defined.
+TRITON_IMPORTED_BEFORE = False
 if not ON_CUDA and os.environ.get("TRITON_INTERPRET") != "1":
-    IMPORTED_TOO_EARLY = "triton" in sys.modules
+    TRITON_IMPORTED_BEFORE = "triton" in sys.modules
     os.environ["TRITON_INTERPRET"] = "1"
 
 pytest.importorskip("triton")
@@ -51,15 +52,13 @@ def _fix_old_interpreter_index() -> None:
 
 if not ON_CUDA:
     _fix_old_interpreter_index()
-
-if not ON_CUDA:
-    # Kernel modules imported before this point hold compiled-mode kernels: redefine them, in dependency order.
-    for name in (
-        "groupnorm.ops.triton.epilogue",
-        "groupnorm.ops.triton.forward_kernels",
-        "groupnorm.ops.triton.backward_kernels",
-        "groupnorm.ops.triton.launch",
-    ):
+    # Something imported triton earlier in this process (torch._dynamo does, for one): redefine the @jit
+    # functions of triton.language and of our kernel modules, in dependency order, now that the interpreter is on.
+    modules = ["groupnorm.ops.triton.epilogue", "groupnorm.ops.triton.tiles", "groupnorm.ops.triton.forward_kernels",
+               "groupnorm.ops.triton.backward_kernels", "groupnorm.ops.triton.launch"]  # fmt: skip
+    if TRITON_IMPORTED_BEFORE:
+        modules = ["triton.language.standard", "triton.language", *modules]
+    for name in modules:
         if name in sys.modules:
             importlib.reload(sys.modules[name])
 
@@ -165,11 +164,6 @@ class Kernels:
 
 @pytest.fixture
 def kernels() -> Kernels:
-    if IMPORTED_TOO_EARLY:
-        raise RuntimeError(
-            "triton was imported before tests/triton/conftest.py could turn on its interpreter; "
-            "run with TRITON_INTERPRET=1 in the environment on machines without CUDA"
-        )
     return Kernels()
 
 
