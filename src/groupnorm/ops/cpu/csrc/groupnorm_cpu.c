@@ -470,19 +470,35 @@ static int fwd_ncs(const float *x, float *y, float *mean_out, float *rstd_out, c
     return 0;
 }
 
-/* per-channel mean and M2 of np pixels of C channels, two passes (the block is L1/L2-resident for the second) */
+/* per-channel mean and M2 of np pixels of C channels, two passes (the block is L1/L2-resident for the second).
+ * Channels go in chunks of 64 whose sums stay in registers across the pixels; the rest the generic way. */
 static void pixel_block_stats(const float *xb, i64 np, i64 C, float *cm, float *cq) {
-    for (i64 c = 0; c < C; c++) cm[c] = 0.0f, cq[c] = 0.0f;
-    for (i64 p = 0; p < np; p++) {
-#pragma omp simd
-        for (i64 c = 0; c < C; c++) cm[c] += xb[p * C + c];
-    }
     const float inv = 1.0f / (float)np;
-#pragma omp simd
-    for (i64 c = 0; c < C; c++) cm[c] *= inv;
+    i64 c0 = 0;
+    for (; c0 + 64 <= C; c0 += 64) {
+        float acc[64] = {0.0f};
+        for (i64 p = 0; p < np; p++)
+            for (int j = 0; j < 64; j++) acc[j] += xb[p * C + c0 + j];
+        for (int j = 0; j < 64; j++) cm[c0 + j] = acc[j] * inv;
+        float aq[64] = {0.0f};
+        for (i64 p = 0; p < np; p++)
+            for (int j = 0; j < 64; j++) {
+                const float d = xb[p * C + c0 + j] - cm[c0 + j];
+                aq[j] += d * d;
+            }
+        for (int j = 0; j < 64; j++) cq[c0 + j] = aq[j];
+    }
+    if (c0 == C) return;
+    for (i64 c = c0; c < C; c++) cm[c] = 0.0f, cq[c] = 0.0f;
     for (i64 p = 0; p < np; p++) {
 #pragma omp simd
-        for (i64 c = 0; c < C; c++) {
+        for (i64 c = c0; c < C; c++) cm[c] += xb[p * C + c];
+    }
+#pragma omp simd
+    for (i64 c = c0; c < C; c++) cm[c] *= inv;
+    for (i64 p = 0; p < np; p++) {
+#pragma omp simd
+        for (i64 c = c0; c < C; c++) {
             const float d = xb[p * C + c] - cm[c];
             cq[c] += d * d;
         }
