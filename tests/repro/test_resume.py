@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,20 @@ def test_checkpoint_checksum_detects_damage(tmp_path):
     with pytest.raises(CorruptCheckpoint, match="header"):
         load_checkpoint(path)
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_a_run_locked_by_another_process_is_skipped(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    dataset = _npz(tmp_path)
+    spec = _spec(dataset)
+    spec.base = replace(spec.base, epochs=1)
+    locked = spec.runs()[0].run_id()
+    run_dir = tmp_path / "out" / "runs" / locked
+    run_dir.mkdir(parents=True)
+    with open(run_dir / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a second worker on the sweep would
+        results = run_sweep(spec, tmp_path / "out", quiet=True, report=False, device="cpu")
+    assert [r["run"] for r in results] == [spec.runs()[1].run_id()]
+    assert not (run_dir / "checkpoint.pt").exists()
+    results = run_sweep(spec, tmp_path / "out", quiet=True, report=False, device="cpu")  # lock released
+    assert len(results) == 2

@@ -8,7 +8,9 @@ Layout of ``out``::
     out/summary.csv          one row per finished run (val error = median of its last 5 epochs)
     out/report.md, *.png     written at the end (groupnorm.repro.report)
 
-Rerunning the same command skips finished runs and resumes unfinished ones from their last epoch.
+Rerunning the same command skips finished runs and resumes unfinished ones from their last epoch. Several
+processes may work on one sweep at once (e.g. two single-thread processes on two cores): each run is locked by
+the process training it and skipped by the others; the last one to finish writes the complete report.
 
 Example::
 
@@ -121,6 +123,21 @@ def aggregate(out: str | os.PathLike, run_ids: list[str]) -> list[dict]:
     return results
 
 
+def _try_lock(run_dir: Path):
+    """An exclusive lock on a run, or None if another process holds it (the kernel drops it if we die)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): one process per sweep
+        return open(run_dir / ".lock", "a")  # noqa: SIM115
+    f = open(run_dir / ".lock", "a")  # noqa: SIM115 - held open for the whole run
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
+
+
 def run_sweep(
     spec: SweepSpec,
     out: str | os.PathLike,
@@ -174,6 +191,10 @@ def run_sweep(
                 continue
         if me.main:
             run_dir.mkdir(parents=True, exist_ok=True)
+        lock = _try_lock(run_dir) if me.world == 1 else None
+        if me.world == 1 and lock is None:
+            progress.end_run(f"{rid}: being trained by another process, skipped")
+            continue
         trainer = RunTrainer(
             hp,
             data,
@@ -183,7 +204,11 @@ def run_sweep(
             on_epoch=lambda: aggregate(out, run_ids),
             device=device,
         )
-        result = trainer.run()
+        try:
+            result = trainer.run()
+        finally:
+            if lock is not None:
+                lock.close()
         results.append(result)
         progress.end_run(
             f"{rid}: val error {result['val_error']:.2f}% (median of last 5), train error "
