@@ -59,7 +59,7 @@ def register(subparsers) -> None:
     p.add_argument("--modes", type=_csv_list, help="fwd,bwd,fwd+bwd")
     p.add_argument("--residual", choices=["no", "yes", "both"], help="residual input (default: preset's)")
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds per case (default: 7)")
-    p.add_argument("--min-round-ms", type=float, default=20.0, help="minimum length of a round (default: 20)")
+    p.add_argument("--min-round-ms", type=float, default=15.0, help="minimum length of a round (default: 15)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--json", type=Path, help="write the records here (a JSON list), updated after every case")
     p.add_argument("--csv", type=Path, help="write the records as CSV here")
