@@ -10,14 +10,11 @@ import os
 import pytest
 import torch
 
-from groupnorm.activations import ACTIVATIONS
 from groupnorm.ops import registry
-from groupnorm.reference import group_norm_ref
-from groupnorm.testing import TOLERANCES, assert_close_verbose
+from groupnorm.testing import TOLERANCES, assert_close_verbose, call_reference, op_calls
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 EXAMPLES = int(os.environ.get("GROUPNORM_FUZZ_EXAMPLES", "40"))
 FUZZ_SETTINGS = settings(
@@ -25,73 +22,19 @@ FUZZ_SETTINGS = settings(
 )
 
 
-def cpu_implementations():
-    """The plain-torch fallback and every kernel registered for the CPU."""
-    return [registry.fallback(), *registry.implementations("cpu")]
-
-
-@st.composite
-def calls(draw, dtypes=(torch.float32, torch.float64, torch.bfloat16, torch.float16)):
-    rank = draw(st.integers(2, 5))
-    groups = draw(st.integers(1, 6))
-    channels = groups * draw(st.integers(1, 5))
-    n = draw(st.sampled_from([0, 1, 1, 2, 3]))
-    spatial = tuple(draw(st.lists(st.integers(1, 6), min_size=rank - 2, max_size=rank - 2)))
-    shape = (n, channels, *spatial)
-    dtype = draw(st.sampled_from(dtypes))
-    layout = draw(st.sampled_from(["contiguous", "channels_last", "strided"]))
-    seed = draw(st.integers(0, 2**31 - 1))
-    gen = torch.Generator().manual_seed(seed)
-    offset = draw(st.sampled_from([0.0, 3.0, -50.0]))
-    if layout == "strided":  # every other element of the last dimension: a view with no dense layout
-        big = torch.randn((*shape[:-1], 2 * shape[-1]), generator=gen, dtype=torch.float64)
-        x = (big + offset).to(dtype)[..., ::2]
-    else:
-        x = (torch.randn(shape, generator=gen, dtype=torch.float64) + offset).to(dtype)
-        if layout == "channels_last" and rank == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        elif layout == "channels_last" and rank == 5:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
-    param_dtype = draw(st.sampled_from([dtype, torch.float64 if dtype == torch.float64 else torch.float32]))
-
-    def maybe(make):
-        return make() if draw(st.booleans()) else None
-
-    return {
-        "x": x,
-        "weight": maybe(lambda: torch.randn(channels, generator=gen).to(param_dtype)),
-        "bias": maybe(lambda: torch.randn(channels, generator=gen).to(param_dtype)),
-        "num_groups": groups,
-        "eps": draw(st.sampled_from([1e-5, 1e-3, 0.1, 1e-6])),
-        "activation": draw(st.sampled_from(ACTIVATIONS)),
-        "residual": maybe(lambda: torch.randn(shape, generator=gen).to(dtype)),
-        "scale": maybe(lambda: (0.5 * torch.randn(n, channels, generator=gen)).to(param_dtype)),
-        "shift": maybe(lambda: torch.randn(n, channels, generator=gen).to(param_dtype)),
-    }
-
-
 def _positional(call):
     keys = ("x", "weight", "bias", "num_groups", "eps", "activation", "residual", "scale", "shift")
     return [call[k] for k in keys]
 
 
-def _reference(call):
-    return group_norm_ref(
-        call["x"],
-        call["num_groups"],
-        call["weight"],
-        call["bias"],
-        call["eps"],
-        activation=call["activation"],
-        residual=call["residual"],
-        scale=call["scale"],
-        shift=call["shift"],
-    )
+def cpu_implementations():
+    """The plain-torch fallback and every kernel registered for the CPU."""
+    return [registry.fallback(), *registry.implementations("cpu")]
 
 
 @pytest.mark.parametrize("impl", cpu_implementations(), ids=lambda impl: impl.name)
 @FUZZ_SETTINGS
-@given(call=calls())
+@given(call=op_calls())
 def test_forward_matches_reference(impl, call):
     x = call["x"]
     if not impl.supports(x):
@@ -101,13 +44,13 @@ def test_forward_matches_reference(impl, call):
     assert y.shape == x.shape and y.dtype == x.dtype
     assert mean.shape == rstd.shape == (x.shape[0], call["num_groups"])
     # The epilogue can grow values a few times over unit scale; tolerances are for order-one values.
-    assert_close_verbose(y, _reference(call), atol=4 * atol, rtol=2 * rtol, name=f"{impl.name} y")
+    assert_close_verbose(y, call_reference(call), atol=4 * atol, rtol=2 * rtol, name=f"{impl.name} y")
 
 
 @pytest.mark.parametrize("impl", cpu_implementations(), ids=lambda impl: impl.name)
 @FUZZ_SETTINGS
-@given(call=calls(dtypes=(torch.float32, torch.float64)), data=st.data())
-def test_backward_matches_reference_autograd(impl, call, data):
+@given(call=op_calls(dtypes=(torch.float32, torch.float64)))
+def test_backward_matches_reference_autograd(impl, call):
     x = call["x"]
     if not impl.supports(x) or x.numel() == 0:
         return
@@ -121,7 +64,7 @@ def test_backward_matches_reference_autograd(impl, call, data):
     names = ("x", "weight", "bias", "residual", "scale", "shift")
     leaves = {k: call[k].detach().double().requires_grad_() for k in names if call[k] is not None}
     ref_call = dict(call, **leaves)
-    expected = torch.autograd.grad(_reference(ref_call), list(leaves.values()), grad_y.double())
+    expected = torch.autograd.grad(call_reference(ref_call), list(leaves.values()), grad_y.double())
     expected_by_name = dict(zip(leaves, expected))
     tol = 1e-9 if x.dtype == torch.float64 else 3e-4
     for name, got in zip(names, grads):
