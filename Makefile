@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint demo bench docs clean
+.PHONY: install test lint demo bench docs gpu-check compile-check clean
 
 install: $(STAMP)
 
@@ -41,6 +41,15 @@ DOC_MODULES := groupnorm groupnorm.functional groupnorm.reference groupnorm.laye
 docs: $(STAMP)
 	$(PY) -m pdoc --docformat restructuredtext -o site $(DOC_MODULES)
 	@echo "API reference: site/index.html"
+
+# On a GPU host (from source, no install needed): CUDA tests and the CUDA benchmark, results under $(GPU_OUT).
+GPU_OUT ?= gpu-results
+gpu-check:
+	OUT=$(GPU_OUT) bash scripts/gpu_check.sh
+
+# Compile every Triton kernel variant for sm_90 without a GPU (a quick subset).
+compile-check: $(STAMP)
+	PYTHONPATH=src $(PY) scripts/triton_compile_check.py --quick
 
 clean:
 	rm -rf $(VENV) build dist site src/*.egg-info .pytest_cache
