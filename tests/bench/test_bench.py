@@ -25,7 +25,7 @@ def test_run_case_records(mode, layout):
     assert [r["provider"] for r in records] == ["groupnorm", "torch"]
     for r in records:
         assert r["error"] is None, r["error"]
-        assert r["median_ms"] > 0 and r["gbps"] > 0 and r["copy_gbps"] > 0
+        assert r["median_ms"] > 0 and r["gbps"] > 0 and r["copy_gbps"] > 0 and r["median_cpu_ms"] > 0
         assert r["bytes"] == harness.bytes_moved(case, 4)
     assert records[1]["ratio_vs_torch"] == 1.0
 

@@ -97,10 +97,13 @@ class Clock:
             end.record()
             torch.cuda.synchronize()
             return start.elapsed_time(end) / 1000.0 / iters
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(iters):
             fn()
+        self.last_cpu = (time.process_time() - c0) / iters
         return (time.perf_counter() - t0) / iters
+
+    last_cpu: float | None = None  # CPU seconds per call (all threads) of the last CPU batch
 
 
 def _calibrate(clock: Clock, fn: Callable[[], object], min_round_s: float) -> int:
@@ -140,11 +143,14 @@ def run_case(
             errors[name] = f"{type(e).__name__}: {e}"
             del runners[name]
     times: dict[str, list[float]] = {name: [] for name in runners}
+    cpu_times: dict[str, list[float]] = {name: [] for name in runners}
     order = list(runners)
     for r in range(rounds):
         # rotate the order so that no provider always follows the same one
         for name in order[r % len(order) :] + order[: r % len(order)]:
             times[name].append(clock.per_call(runners[name], iters[name]))
+            if clock.last_cpu is not None:
+                cpu_times[name].append(clock.last_cpu)
 
     elem = src.element_size()
     copy_s = statistics.median(times["__copy__"])
@@ -152,6 +158,9 @@ def run_case(
     moved = bytes_moved(case, elem)
     medians = {name: statistics.median(ts) for name, ts in times.items() if name != "__copy__"}
     bests = {name: min(ts) for name, ts in times.items() if name != "__copy__"}
+    # CPU time (all threads) per call: on a machine shared with other work, wall time also counts the time a
+    # thread waited for its core; CPU time does not (spin-waiting at a barrier still counts).
+    cpu = {name: statistics.median(ts) for name, ts in cpu_times.items() if ts and name != "__copy__"}
     torch_s = medians.get("torch")
     records = []
     for name in provider_names:
@@ -177,6 +186,12 @@ def run_case(
                 # the fastest round: on a shared machine the least disturbed one
                 min_ms=round(bests[name] * 1e3, 4),
                 ratio_vs_torch_best=None if torch_s is None else round(bests["torch"] / bests[name], 3),
+                median_cpu_ms=round(cpu[name] * 1e3, 4) if name in cpu else None,
+                ratio_vs_torch_cpu=(
+                    round(cpu["torch"] / cpu[name], 3)
+                    if name in cpu and "torch" in cpu and cpu[name] > 0
+                    else None
+                ),
                 gbps=round(gbps, 4),
                 pct_copy=round(100 * gbps / copy_gbps, 1),
                 ratio_vs_torch=None if torch_s is None else round(torch_s / s, 3),
@@ -191,6 +206,8 @@ def run_case(
                 pct_copy=None,
                 ratio_vs_torch=None,
                 ratio_vs_torch_best=None,
+                median_cpu_ms=None,
+                ratio_vs_torch_cpu=None,
                 error=errors.get(name),
             )
         records.append(rec)

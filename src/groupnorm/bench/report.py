@@ -86,7 +86,7 @@ def read_json(path: str | Path) -> list[dict]:
 CSV_FIELDS = [
     "provider", "mode", "layout", "dtype", "shape_name", "shape", "groups", "activation", "residual",
     "median_ms", "min_ms", "gbps", "copy_gbps", "pct_copy", "ratio_vs_torch", "ratio_vs_torch_best", "roofline",
-    "pct_roofline", "bytes",
+    "pct_roofline", "median_cpu_ms", "ratio_vs_torch_cpu", "bytes",
     "rounds", "error",
 ]  # fmt: skip
 
@@ -136,25 +136,34 @@ def summary(records: list[dict], provider: str = "groupnorm") -> str:
     """Median ratio vs torch per (mode, layout, activation, dtype), the form the targets are stated in.
 
     ``median`` uses each case's median time, ``best-round`` each case's fastest round (the least disturbed on a
-    shared machine).
+    shared machine), ``CPU time`` the CPU seconds (all threads) per call instead of wall time.
     """
-    groups: dict[tuple, list[tuple[float, float | None]]] = {}
+    groups: dict[tuple, list[tuple]] = {}
     for r in records:
         if r["provider"] == provider and r.get("ratio_vs_torch") is not None:
             key = (r["mode"], r["layout"], r["activation"], r["dtype"])
-            groups.setdefault(key, []).append((r["ratio_vs_torch"], r.get("ratio_vs_torch_best")))
+            groups.setdefault(key, []).append(
+                (r["ratio_vs_torch"], r.get("ratio_vs_torch_best"), r.get("ratio_vs_torch_cpu"))
+            )
     if not groups:
         return ""
     lines = [
-        f"| mode | layout | act | dtype | cases | {provider}/torch speed-up (median) | min | max | (best-round) |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|",
+        f"| mode | layout | act | dtype | cases | {provider}/torch speed-up (median) | min | max | best-round "
+        "| CPU time |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def med_or_dash(values: list) -> str:
+        values = [v for v in values if v is not None]
+        return f"{_median(values):.2f}x" if values else "-"
+
     for key in sorted(groups):
-        med = [m for m, _ in groups[key]]
-        best = [b for _, b in groups[key] if b is not None]
-        best_txt = f"{_median(best):.2f}x" if best else "-"
+        med = [m for m, _, _ in groups[key]]
+        best = med_or_dash([b for _, b, _ in groups[key]])
+        cpu = med_or_dash([c for _, _, c in groups[key]])
         lines.append(
-            f"| {' | '.join(key)} | {len(med)} | {_median(med):.2f}x | {min(med):.2f}x | {max(med):.2f}x | {best_txt} |"
+            f"| {' | '.join(key)} | {len(med)} | {_median(med):.2f}x | {min(med):.2f}x | {max(med):.2f}x "
+            f"| {best} | {cpu} |"
         )
     return "\n".join(lines)
 
