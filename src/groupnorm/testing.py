@@ -103,6 +103,15 @@ def torch_group_norm_accepts(shape: tuple[int, ...]) -> bool:
     return shape[0] * spatial != 1
 
 
+def rounding_floor(mean: torch.Tensor, rstd: torch.Tensor) -> float:
+    """The error of x_hat that float32 statistics cannot avoid: mean held in float32 is off by up to half an ulp
+    of |mean|, which x_hat = (x - mean) * rstd scales by rstd. Negligible until |mean| / std is in the thousands.
+    """
+    if mean.numel() == 0 or mean.dtype == torch.float64:
+        return 0.0
+    return float((mean.abs().float() * rstd.float()).max()) * 2.0**-24
+
+
 def _describe_mismatch(actual: torch.Tensor, expected: torch.Tensor, bad: torch.Tensor, name: str) -> str:
     diff = (actual.double() - expected.double()).abs()
     count = int(bad.sum())

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from groupnorm.testing import TOLERANCES, assert_close_verbose, call_reference, op_calls
+from groupnorm.testing import TOLERANCES, assert_close_verbose, call_reference, op_calls, rounding_floor
 
 pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -35,7 +35,8 @@ def test_forward_matches_reference(kernels, path, call):
     y, mean, rstd = kernels.forward(x, path=path, **args)
     atol, rtol = TOLERANCES[x.dtype]
     assert y.shape == x.shape and y.dtype == x.dtype and y.stride() == x.stride()
-    assert_close_verbose(y, call_reference(call), atol=4 * atol, rtol=2 * rtol, name=f"triton {path} y")
+    atol = 4 * atol + 4 * rounding_floor(mean, rstd)
+    assert_close_verbose(y, call_reference(call), atol=atol, rtol=2 * rtol, name=f"triton {path} y")
 
 
 @pytest.mark.triton
