@@ -35,6 +35,7 @@ def test_wheel_has_package_metadata_and_entry_point(dist):
         metadata = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
         entry_points = zf.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
     assert "groupnorm/ops/op.py" in names and "groupnorm/__main__.py" in names
+    assert any(n.startswith("groupnorm/ops/cpu/csrc/") and n.endswith(".c") for n in names), "kernel source"
     assert "Requires-Python: >=3.10" in metadata
     for extra in ("dev", "vision", "onnx", "repro"):
         assert f"Provides-Extra: {extra}" in metadata
