@@ -201,7 +201,15 @@ def write_report(out: str | os.PathLike, results: str | os.PathLike | None = Non
     md += [_table(main_labels, bs, val_cell), "", "![error vs batch](fig1_error_vs_batch.png)", ""]
     md += ["## Training error (%)", "", _table(main_labels, bs, plain_cell(train)), ""]
     md += ["![curves](fig4_curves.png)", ""]
-    md += ["## Seconds per epoch", "", _table(labels, bs, plain_cell(secs)), ""]
+    md += [
+        "## Seconds per epoch",
+        "",
+        "Wall time per epoch, evaluation included; on a shared machine it follows the "
+        "other load as much as the norm.",
+        "",
+        _table(labels, bs, plain_cell(secs)),
+        "",
+    ]
     if ablation_labels:
         md += _ablation_section(val, ablation_labels, bs)
     md += ["## Against the paper", ""] + [f"- {line}" for line in findings(main_val, bs)] + [""]
