@@ -22,6 +22,8 @@ MODULES = [
     "groupnorm.patch",
     "groupnorm.models",
     "groupnorm.export",
+    "groupnorm.repro.augment",
+    "groupnorm.repro.devices",
 ]
 
 
