@@ -68,10 +68,6 @@ class GroupNorm(nn.GroupNorm):
     ) -> None:
         num_channels = _check_num_channels(num_channels)
         num_groups = resolve_num_groups(num_channels, num_groups, group_size)
-        if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups <= 0:
-            raise ValueError(f"num_groups must be a positive int, got num_groups={num_groups!r}")
-        if num_channels % num_groups != 0:
-            raise ValueError(f"num_channels C={num_channels} must be divisible by num_groups G={num_groups}")
         if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not eps >= 0:
             raise ValueError(f"eps must be a non-negative number, got eps={eps!r}")
         if TORCH_GROUPNORM_HAS_BIAS:

@@ -15,6 +15,12 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def check_divisible(num_channels: int, num_groups: int) -> None:
+    """Raise the error every layer of the project gives when G does not divide C."""
+    if num_channels % num_groups != 0:
+        raise ValueError(f"num_channels C={num_channels} must be divisible by num_groups G={num_groups}")
+
+
 def resolve_num_groups(num_channels: int, num_groups: int | None, group_size: int | None) -> int:
     """The group count from exactly one of ``num_groups`` / ``group_size`` (channels per group)."""
     if (num_groups is None) == (group_size is None):
@@ -32,6 +38,7 @@ def resolve_num_groups(num_channels: int, num_groups: int | None, group_size: in
         return num_channels // group_size
     if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups <= 0:
         raise ValueError(f"num_groups must be a positive int, got num_groups={num_groups!r}")
+    check_divisible(num_channels, num_groups)
     return num_groups
 
 
@@ -77,8 +84,7 @@ def check_forward_args(
     if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups <= 0:
         raise ValueError(f"num_groups must be a positive int, got num_groups={num_groups!r}")
     c = x.shape[1]
-    if c % num_groups != 0:
-        raise ValueError(f"num_channels C={c} must be divisible by num_groups G={num_groups}")
+    check_divisible(c, num_groups)
     if not eps >= 0:  # also rejects NaN
         raise ValueError(f"eps must be >= 0, got eps={eps!r}")
     canonical_activation(activation)
