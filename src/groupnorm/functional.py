@@ -6,6 +6,7 @@ import torch
 
 import groupnorm.ops  # noqa: F401  (registers torch.ops.groupnorm.*)
 from groupnorm.activations import canonical_activation
+from groupnorm.ops import eager
 from groupnorm.ops.checks import resolve_num_groups
 
 
@@ -49,7 +50,8 @@ def group_norm(
             f"with shape {tuple(input.shape)}"
         )
     groups = resolve_num_groups(input.shape[1], num_groups, group_size)
-    y, _mean, _rstd = torch.ops.groupnorm.forward(
-        input, weight, bias, groups, float(eps), canonical_activation(activation), residual, scale, shift
-    )
+    args = (input, weight, bias, groups, float(eps), canonical_activation(activation), residual, scale, shift)
+    if eager.eligible(input, weight, bias, residual, scale, shift):
+        return eager.group_norm(*args)  # same implementation as the op, without the dispatcher's overhead
+    y, _mean, _rstd = torch.ops.groupnorm.forward(*args)
     return y

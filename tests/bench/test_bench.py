@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import platform
+import resource
 
 import pytest
 import torch
 
-from groupnorm.bench import harness, providers, report, shapes
+from groupnorm.bench import allocator, harness, providers, report, shapes
 from groupnorm.cli import main
 
 REQUIRED = {
@@ -69,6 +71,7 @@ def test_command_writes_json_csv_and_resumes(tmp_path, capsys):
     assert main(argv) == 0
     records = json.loads(out.read_text())
     assert len(records) == 2 and all(REQUIRED <= set(r) for r in records)
+    assert {r["malloc"] for r in records} <= {allocator.KEPT, "default (not glibc)"}
     assert csv_path.read_text().splitlines()[0].startswith("provider,mode,layout")
     table = capsys.readouterr().out
     assert "| groupnorm |" in table and "vs torch" in table
@@ -116,3 +119,24 @@ def test_markdown_summary():
     rec = dict(provider="groupnorm", mode="fwd", layout="nchw", dtype="float32", activation="none",
                ratio_vs_torch=1.5)  # fmt: skip
     assert "1.50x" in report.summary([rec, dict(rec, ratio_vs_torch=1.5)])
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_kept_memory_means_no_page_faults_on_reallocation():
+    assert allocator.keep_freed_memory() == allocator.KEPT
+    size = 24 << 20  # with glibc's defaults each allocation of this size faults on all of its 6144 pages
+    for _ in range(2):
+        torch.empty(size, dtype=torch.uint8).fill_(1)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(3):
+        torch.empty(size, dtype=torch.uint8).fill_(1)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert faults < size // 4096 // 4, f"{faults} page faults for 3 reallocations of {size} bytes"
+
+
+def test_command_can_leave_the_allocator_alone(tmp_path):
+    out = tmp_path / "r.json"
+    argv = ["bench", "--shapes", "2x32x6x6:8", "--layouts", "nchw", "--activations", "none", "--modes", "fwd",
+            "--rounds", "1", "--min-round-ms", "0.5", "--json", str(out), "--malloc", "default"]  # fmt: skip
+    assert main(argv) == 0
+    assert {r["malloc"] for r in json.loads(out.read_text())} == {"default"}

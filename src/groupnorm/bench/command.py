@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from groupnorm.bench import harness, providers, report, shapes
+from groupnorm.bench import allocator, harness, providers, report, shapes
 
 PRESETS = {
     # fp32, both layouts, GN and GN+SiLU, forward and forward+backward, no residual
@@ -66,6 +66,13 @@ def register(subparsers) -> None:
     p.add_argument(
         "--markdown", type=Path, help="write a results page (command, machine, summary, table) here"
     )
+    p.add_argument(
+        "--malloc",
+        choices=["keep", "default"],
+        default="keep",
+        help="keep: glibc keeps freed memory mapped, so page faults of fresh allocations do not decide the "
+        "ratios (both providers alike; see groupnorm.bench.allocator); default: leave the allocator alone",
+    )
     p.add_argument("--resume", action="store_true", help="keep the cases already in --json and skip them")
     p.add_argument("--list", action="store_true", help="list shapes and providers and exit")
     p.set_defaults(func=run)
@@ -106,6 +113,8 @@ def command_line(args) -> str:
             parts += [f"--{name}", ",".join(value)]
     if args.residual:
         parts += ["--residual", args.residual]
+    if args.malloc != "keep":
+        parts += ["--malloc", args.malloc]
     parts += ["--rounds", str(args.rounds), "--min-round-ms", f"{args.min_round_ms:g}"]
     if args.threads:
         parts += ["--threads", str(args.threads)]
@@ -192,6 +201,7 @@ def run(args) -> int:
     done = {_record_key(r) for r in records}
     todo = [c for c in cases if any(c.key() + (n,) not in done for n in names)]
     env = report.environment(device)
+    env["malloc"] = allocator.keep_freed_memory() if args.malloc == "keep" else "default"
     bar = _progress(len(todo))
     for case in todo:
         bar.set_description(f"{case.shape.name} {case.layout} {case.activation} {case.mode}")

@@ -171,7 +171,7 @@ def summary(records: list[dict], provider: str = "groupnorm") -> str:
 def markdown_report(records: list[dict], command: str) -> str:
     """A results page: the command, the machine and versions, the speed-up summary and the full table."""
     env_keys = ["cpu", "cpu_count", "torch_threads", "device", "gpu", "torch_version", "triton_version",
-                "groupnorm_version", "python_version", "platform", "cpu_kernel"]  # fmt: skip
+                "groupnorm_version", "python_version", "platform", "cpu_kernel", "malloc"]  # fmt: skip
     first = records[0] if records else {}
     loads = sorted({r.get("load_avg_1m") for r in records if r.get("load_avg_1m") is not None})
     stamps = sorted({r.get("timestamp") for r in records if r.get("timestamp")})

@@ -114,20 +114,28 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.mark_non_differentiable(mean, rstd)
 
 
-def _backward_formula(ctx, grad_y, _grad_mean, _grad_rstd):
+def input_gradients(ctx, grad_y: Tensor, mask: list[bool], backward_fn) -> list[Tensor | None]:
+    """``(dx, dweight, dbias, dresidual, dscale, dshift)`` for an autograd node that saved the forward's inputs.
+
+    ``backward_fn`` has the signature of the backward op; ``None`` where ``mask`` says a gradient is not wanted.
+    """
     x, weight, bias, mean, rstd, residual, scale, shift = ctx.saved_tensors
-    needs = ctx.needs_input_grad
-    mask = [needs[0], needs[1], needs[2], needs[6], needs[7], needs[8]]
     args = (grad_y, x, weight, bias, mean, rstd, ctx.num_groups, ctx.activation, residual, scale, shift, mask)
     if torch.is_grad_enabled():
         # create_graph=True: a second derivative is wanted, so build the gradient from differentiable torch ops
         # (the kernels' backward has no derivative of its own). The saved statistics are constants to autograd;
         # recompute them from x so that their dependence on x is part of the graph.
         mean, rstd = torch_impl.statistics(x, ctx.num_groups, ctx.eps)
-        grads = torch_impl.backward_differentiable(*args[:4], mean, rstd, *args[6:])
-    else:
-        grads = [g if wanted else None for g, wanted in zip(torch.ops.groupnorm.backward(*args), mask)]
-    dx, dweight, dbias, dresidual, dscale, dshift = grads
+        return list(torch_impl.backward_differentiable(*args[:4], mean, rstd, *args[6:]))
+    return [g if wanted else None for g, wanted in zip(backward_fn(*args), mask)]
+
+
+def _backward_formula(ctx, grad_y, _grad_mean, _grad_rstd):
+    needs = ctx.needs_input_grad
+    mask = [needs[0], needs[1], needs[2], needs[6], needs[7], needs[8]]
+    dx, dweight, dbias, dresidual, dscale, dshift = input_gradients(
+        ctx, grad_y, mask, torch.ops.groupnorm.backward
+    )
     return dx, dweight, dbias, None, None, None, dresidual, dscale, dshift
 
 

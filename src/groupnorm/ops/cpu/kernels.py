@@ -9,6 +9,7 @@ strides are made contiguous first.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -31,9 +32,28 @@ def threads_for(numel: int) -> int:
     return 1 if numel < PARALLEL_MIN_NUMEL else torch.get_num_threads()
 
 
+def _last_level_cache_bytes(default: int = 32 << 20) -> int:
+    """Size of the largest CPU cache (Linux sysfs), or ``default`` where it cannot be read."""
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip().upper()
+        except OSError:
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        try:
+            sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
+        except (ValueError, IndexError):
+            continue
+    return max(sizes, default=default)
+
+
 # Outputs of at least this many bytes (plain epilogue) are written with streaming stores; see the C source.
-# Measured on the 2-core EPYC (docs/results/bench-cpu/kernel-choice.md): faster from 6.4 MB up, one thread or two.
-DEFAULT_STREAM_BYTES = 4 << 20
+# Streaming stores send y to DRAM: a win only when y could not stay in the last-level cache anyway. Below that
+# size they cost up to 2x on the 2-core EPYC (8x1024x14x14 NCHW: 224 us without, 400-530 us with, same call),
+# because the next reader of y (and the next call's x) then misses in L3. See
+# docs/results/bench-cpu/kernel-choice.md.
+DEFAULT_STREAM_BYTES = _last_level_cache_bytes()
 
 
 def stream_bytes() -> int:

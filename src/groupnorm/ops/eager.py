@@ -1,0 +1,108 @@
+"""Plain eager calls served without the dispatcher round trip of the registered op.
+
+A ``torch.library.custom_op`` call in eager mode passes through several Python layers (autograd wrapper,
+redispatch, alias checks) that cost about 20 microseconds, more than the whole of ``torch.nn.functional.group_norm``
+on a small tensor and a tenth of the kernel time on a ResNet-50 stage-4 activation. When nothing can be watching
+the call (no compile or trace in progress, no tensor subclass, no torch-function or dispatch mode, no functorch
+transform, no profiler, no autocast on the input's device), :func:`group_norm` calls the implementation that
+:func:`groupnorm.ops.registry.select` picks, exactly as the op would, and records the backward with a
+``torch.autograd.Function`` that calls the same backward implementation. The op and this path therefore give the
+same bits (``tests/ops/test_eager_path.py`` checks it); everything that needs to see an op in a graph (compile,
+export, ONNX, ``make_fx``, vmap, FakeTensor) still goes through ``torch.ops.groupnorm.forward``.
+
+Example::
+
+    >>> import torch
+    >>> from groupnorm.ops import eager
+    >>> x = torch.randn(2, 8, 4, 4)
+    >>> eager.eligible(x, None)
+    True
+    >>> y = eager.group_norm(x, None, None, 4, 1e-5, "none", None, None, None)
+    >>> torch.equal(y, torch.ops.groupnorm.forward(x, None, None, 4, 1e-5, "none", None, None, None)[0])
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from groupnorm.ops import registry
+from groupnorm.ops.checks import check_forward_args
+from groupnorm.ops.op import input_gradients
+
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def _observed() -> bool:
+    """True when a compiler, tracer, mode, transform or profiler may need to see the op itself."""
+    return (
+        torch.compiler.is_compiling()
+        or torch._C._get_tracing_state() is not None  # torch.jit.trace (and the TorchScript ONNX exporter)
+        or torch._C._is_torch_function_mode_enabled()
+        or torch._C._len_torch_dispatch_stack() > 0
+        or torch._C._are_functorch_transforms_active()
+        or torch._C._autograd._profiler_enabled()
+    )
+
+
+def eligible(x: Tensor, *others: Tensor | None) -> bool:
+    """Whether a call on these tensors may skip the dispatcher (see the module docstring)."""
+    if type(x) not in _PLAIN_TYPES:
+        return False
+    for t in others:
+        if t is not None and type(t) not in _PLAIN_TYPES:
+            return False
+    if _observed():
+        return False
+    # the op registers CUDA autocast (inputs cast to float32): under autocast, CUDA calls go through the op;
+    # other devices (meta, MPS, ...) always do
+    device = x.device.type
+    return device == "cpu" or (device == "cuda" and not torch.is_autocast_enabled("cuda"))
+
+
+def _backward_impl(*args):
+    return registry.select(args[1]).backward(*args)
+
+
+class _GroupNormFunction(torch.autograd.Function):
+    """Autograd node of an eager call: saves what the op's autograd saves and calls the same backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, num_groups, eps, activation, residual, scale, shift):
+        y, mean, rstd = registry.select(x).forward(
+            x, weight, bias, num_groups, eps, activation, residual, scale, shift
+        )
+        ctx.save_for_backward(x, weight, bias, mean, rstd, residual, scale, shift)
+        ctx.num_groups = num_groups
+        ctx.eps = eps
+        ctx.activation = activation
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        needs = ctx.needs_input_grad
+        mask = [needs[0], needs[1], needs[2], needs[6], needs[7], needs[8]]
+        dx, dweight, dbias, dresidual, dscale, dshift = input_gradients(ctx, grad_y, mask, _backward_impl)
+        return dx, dweight, dbias, None, None, None, dresidual, dscale, dshift
+
+
+def group_norm(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    num_groups: int,
+    eps: float,
+    activation: str,
+    residual: Tensor | None,
+    scale: Tensor | None,
+    shift: Tensor | None,
+) -> Tensor:
+    """``y`` of the op's forward for an :func:`eligible` call, with autograd when a tensor requires grad."""
+    check_forward_args(x, weight, bias, num_groups, eps, activation, residual, scale, shift)
+    args = (x, weight, bias, num_groups, eps, activation, residual, scale, shift)
+    if torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, bias, residual, scale, shift)
+    ):
+        return _GroupNormFunction.apply(*args)
+    return registry.select(x).forward(*args)[0]

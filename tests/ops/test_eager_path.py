@@ -1,0 +1,111 @@
+"""The eager path (groupnorm.ops.eager) gives the op's bits and steps aside whenever something watches the call."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from groupnorm.functional import group_norm
+from groupnorm.ops import eager
+
+EPILOGUES = [
+    dict(activation="none"),
+    dict(activation="silu", residual=True),
+    dict(activation="gelu", scale=True, shift=True),
+]
+
+
+def _inputs(layout: str, epilogue: dict, requires_grad: bool):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 8, 5, 6, generator=gen)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(8, generator=gen), torch.randn(8, generator=gen)
+    res = (
+        torch.randn(x.shape, generator=gen).contiguous(memory_format=torch.channels_last)
+        if epilogue.get("residual")
+        else None
+    )
+    sc = torch.randn(3, 8, generator=gen) if epilogue.get("scale") else None
+    sh = torch.randn(3, 8, generator=gen) if epilogue.get("shift") else None
+    tensors = [t.requires_grad_(requires_grad) if t is not None else None for t in (x, w, b, res, sc, sh)]
+    return tensors, epilogue["activation"]
+
+
+def _op_forward(x, w, b, res, sc, sh, act):
+    return torch.ops.groupnorm.forward(x, w, b, 4, 1e-5, act, res, sc, sh)[0]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("epilogue", EPILOGUES, ids=lambda e: e["activation"])
+def test_same_bits_as_the_op_forward_and_backward(layout, epilogue):
+    tensors, act = _inputs(layout, epilogue, requires_grad=True)
+    y_eager = group_norm(
+        tensors[0],
+        4,
+        tensors[1],
+        tensors[2],
+        activation=act,
+        residual=tensors[3],
+        scale=tensors[4],
+        shift=tensors[5],
+    )
+    assert "GroupNormFunction" in type(y_eager.grad_fn).__name__  # the eager path served it
+    grad = torch.randn_like(y_eager)
+    g_eager = torch.autograd.grad(y_eager, [t for t in tensors if t is not None], grad)
+
+    y_op = _op_forward(*tensors, act)
+    assert "GroupNormFunction" not in type(y_op.grad_fn).__name__
+    g_op = torch.autograd.grad(y_op, [t for t in tensors if t is not None], grad)
+    assert torch.equal(y_eager, y_op)
+    assert y_eager.stride() == y_op.stride()
+    for a, b in zip(g_eager, g_op):
+        assert torch.equal(a, b)
+
+
+def test_no_autograd_node_without_requires_grad():
+    (x, w, b, *_), _ = _inputs("nchw", EPILOGUES[0], requires_grad=False)
+    y = group_norm(x, 4, w, b)
+    assert y.grad_fn is None
+    assert torch.equal(y, _op_forward(x, w, b, None, None, None, "none"))
+
+
+def test_double_backward_through_the_eager_path():
+    x = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x, w: group_norm(x, 2, w, None, activation="silu"), (x, w))
+
+
+def test_eligible_only_for_plain_unobserved_calls():
+    x = torch.randn(2, 4, 3)
+    assert eager.eligible(x, torch.nn.Parameter(torch.ones(4)), None)
+    assert not eager.eligible(x.to("meta"))
+    with torch.device("cpu"):  # a torch-function mode
+        assert not eager.eligible(x)
+    with torch.profiler.profile():
+        assert not eager.eligible(x)
+    seen = []
+    torch.vmap(lambda t: seen.append(eager.eligible(t)) or t)(x)
+    assert seen == [False]
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
+def test_observers_still_see_the_op():
+    x = torch.randn(2, 4, 3)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        fake = mode.from_tensor(x)
+        assert not eager.eligible(fake)
+        assert group_norm(fake, 2).shape == x.shape
+
+    traced = torch.jit.trace(lambda t: group_norm(t, 2), (x,), check_trace=False)
+    assert "groupnorm::forward" in str(traced.graph)
+
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    graph = make_fx(lambda t: group_norm(t, 2))(x)
+    assert "groupnorm.forward" in graph.code
+
+    compiled = torch.compile(lambda t: group_norm(t, 2), backend="eager", fullgraph=True)
+    assert torch.equal(compiled(x), group_norm(x, 2))
