@@ -342,7 +342,7 @@ static void apply_pixels_stream(const float *x, float *y, i64 npix, i64 C, const
  * division through vrcp14ps plus one Newton step: fewer and cheaper instructions than the portable loop, which
  * matters because the fused GN+SiLU is compute-bound there. The exponent is clamped to +-126 so exp stays finite
  * (silu(+inf) = +inf); min/max take their second operand when one is NaN, so NaN passes. */
-static inline __m512 silu16(__m512 v) {
+static inline __m512 sigmoid16(__m512 v) {
     __m512 t = _mm512_mul_ps(v, _mm512_set1_ps(-1.44269504088896341f));
     t = _mm512_min_ps(_mm512_set1_ps(126.0f), t);
     t = _mm512_max_ps(_mm512_set1_ps(-126.0f), t);
@@ -357,10 +357,22 @@ static inline __m512 silu16(__m512 v) {
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
     const __m512 d = _mm512_add_ps(_mm512_scalef_ps(p, n), _mm512_set1_ps(1.0f));
     __m512 r = _mm512_rcp14_ps(d);
-    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+    return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+}
+
+static inline __m512 silu16(__m512 v) {
     /* the clamp leaves 1/(1 + e) a tiny positive number at -inf: give torch's -inf * 0 = NaN explicitly */
     const __mmask16 neg_inf = _mm512_cmp_ps_mask(v, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
-    return _mm512_mask_mov_ps(_mm512_mul_ps(v, r), neg_inf, _mm512_set1_ps(NAN));
+    return _mm512_mask_mov_ps(_mm512_mul_ps(v, sigmoid16(v)), neg_inf, _mm512_set1_ps(NAN));
+}
+
+/* d silu / d v = s (1 + v (1 - s)); at -inf torch gives 0 * -inf = NaN, at +inf 1 + inf * 0 = NaN (the latter
+ * follows from the arithmetic, the former is set explicitly as in silu16) */
+static inline __m512 silu_grad16(__m512 v) {
+    const __m512 s = sigmoid16(v), one = _mm512_set1_ps(1.0f);
+    const __m512 g = _mm512_mul_ps(s, _mm512_fmadd_ps(v, _mm512_sub_ps(one, s), one));
+    const __mmask16 neg_inf = _mm512_cmp_ps_mask(v, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
+    return _mm512_mask_mov_ps(g, neg_inf, _mm512_set1_ps(NAN));
 }
 
 static inline __mmask16 tail_mask(i64 rem) { return (__mmask16)((1u << rem) - 1u); }
@@ -777,6 +789,39 @@ static void row_sums_plain(const float *dy, const float *x, i64 len, float m, fl
     *o2 = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(q0, q1), _mm512_add_ps(q2, q3)));
 }
 
+/* SiLU epilogue: g = dy * silu'((x - m) a + b + res), then the same sums; masked tail, fixed lane order */
+static void row_sums_silu(const float *dy, const float *x, const float *res, i64 len, float m, float a, float b,
+                          float *o1, float *o2) {
+    const __m512 vm = _mm512_set1_ps(m), va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, q0 = a0, q1 = a0;
+    for (i64 i = 0, k = 0; i < len; i += 16, k ^= 1) {
+        const __mmask16 mk = len - i >= 16 ? (__mmask16)0xFFFF : tail_mask(len - i);
+        const __m512 xc = _mm512_sub_ps(_mm512_maskz_loadu_ps(mk, x + i), vm);
+        __m512 pre = _mm512_fmadd_ps(xc, va, vb);
+        if (res) pre = _mm512_add_ps(pre, _mm512_maskz_loadu_ps(mk, res + i));
+        const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, dy + i), silu_grad16(pre));
+        if (k == 0) a0 = _mm512_mask_add_ps(a0, mk, a0, g), q0 = _mm512_mask3_fmadd_ps(g, xc, q0, mk);
+        else a1 = _mm512_mask_add_ps(a1, mk, a1, g), q1 = _mm512_mask3_fmadd_ps(g, xc, q1, mk);
+    }
+    *o1 = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    *o2 = _mm512_reduce_add_ps(_mm512_add_ps(q0, q1));
+}
+
+static void dx_row_silu(const float *dy, const float *x, const float *res, float *dx, float *dres, i64 len,
+                        float m, float a, float b, float p, float q, float r) {
+    const __m512 vm = _mm512_set1_ps(m), va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
+    const __m512 vp = _mm512_set1_ps(p), vq = _mm512_set1_ps(q), vr = _mm512_set1_ps(r);
+    for (i64 i = 0; i < len; i += 16) {
+        const __mmask16 mk = len - i >= 16 ? (__mmask16)0xFFFF : tail_mask(len - i);
+        const __m512 xc = _mm512_sub_ps(_mm512_maskz_loadu_ps(mk, x + i), vm);
+        __m512 pre = _mm512_fmadd_ps(xc, va, vb);
+        if (res) pre = _mm512_add_ps(pre, _mm512_maskz_loadu_ps(mk, res + i));
+        const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, dy + i), silu_grad16(pre));
+        if (dx) _mm512_mask_storeu_ps(dx + i, mk, _mm512_add_ps(_mm512_fmadd_ps(vp, g, _mm512_mul_ps(vq, xc)), vr));
+        if (dres) _mm512_mask_storeu_ps(dres + i, mk, g);
+    }
+}
+
 /* dx = p dy + q (x - m) + r (and dresidual = dy) for the plain epilogue, masked tail */
 static void dx_row_plain(const float *dy, const float *x, float *dx, float *dres, i64 len, float m, float p,
                          float q, float r) {
@@ -798,6 +843,10 @@ static void row_sums(const float *dy, const float *x, const float *res, i64 len,
 #ifdef __AVX512F__
     if (act == ACT_NONE) {
         row_sums_plain(dy, x, len, m, o1, o2);
+        return;
+    }
+    if (act == ACT_SILU) {
+        row_sums_silu(dy, x, res, len, m, a, b, o1, o2);
         return;
     }
 #endif
@@ -826,6 +875,10 @@ static void dx_row(const float *dy, const float *x, const float *res, float *dx,
 #ifdef __AVX512F__
     if (act == ACT_NONE) {
         dx_row_plain(dy, x, dx, dres, len, m, p, q, r);
+        return;
+    }
+    if (act == ACT_SILU) {
+        dx_row_silu(dy, x, res, dx, dres, len, m, a, b, p, q, r);
         return;
     }
 #endif
@@ -919,8 +972,9 @@ static void dx_pixels(const float *dy, const float *x, const float *res, float *
 
 /* forward coefficients (M, A, B) for all (n, c) from the saved statistics */
 static void all_coefs(i64 N, i64 C, i64 G, const float *mean, const float *rstd, const float *w, const float *bias,
-                      const float *scale, const float *shift, float *M, float *A, float *B) {
+                      const float *scale, const float *shift, float *M, float *A, float *B, int nthreads) {
     const i64 D = C / G;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
     for (i64 ng = 0; ng < N * G; ng++)
         channel_coefs(ng / G, ng % G, C, D, mean[ng], rstd[ng], w, bias, scale, shift, M, A, B);
 }
@@ -975,7 +1029,7 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
     if (!buf) return -1;
     float *M = buf, *A = buf + NC, *B = buf + 2 * NC, *S1 = buf + 3 * NC, *S2 = buf + 4 * NC;
     float *P = buf + 5 * NC, *Q = buf + 6 * NC, *R = buf + 7 * NC, *pw = buf + 8 * NC, *pb = buf + 9 * NC;
-    all_coefs(N, C, G, mean, rstd, w, bias, scale, shift, M, A, B);
+    all_coefs(N, C, G, mean, rstd, w, bias, scale, shift, M, A, B, N * C >= 4096 ? nthreads : 1);
     /* pre-activation needs the residual only when there is an activation */
     const float *rres = act == ACT_NONE ? NULL : res;
     const int want_dx = dx != NULL || dres != NULL;
@@ -1113,11 +1167,21 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
 param_grads:
     /* parameter gradients: sum over the batch in order */
     if (dw || db) {
-        for (i64 c = 0; c < C; c++) {
-            double sw = 0.0, sb = 0.0;
-            for (i64 n = 0; n < N; n++) sw += pw[n * C + c], sb += pb[n * C + c];
-            if (dw) dw[c] = (float)sw;
-            if (db) db[c] = (float)sb;
+        /* channel chunks in parallel, each summed over n in order (vectorized across the chunk's channels) */
+#pragma omp parallel for schedule(static) num_threads(N * C >= 4096 ? nthreads : 1)
+        for (i64 c0 = 0; c0 < C; c0 += FOLD_CHUNK) {
+            const i64 c1 = imin(C, c0 + FOLD_CHUNK);
+            double sw[FOLD_CHUNK], sb[FOLD_CHUNK];
+            for (i64 c = c0; c < c1; c++) sw[c - c0] = 0.0, sb[c - c0] = 0.0;
+            for (i64 n = 0; n < N; n++) {
+                const float *pwn = pw + n * C, *pbn = pb + n * C;
+#pragma omp simd
+                for (i64 c = c0; c < c1; c++) sw[c - c0] += pwn[c], sb[c - c0] += pbn[c];
+            }
+            for (i64 c = c0; c < c1; c++) {
+                if (dw) dw[c] = (float)sw[c - c0];
+                if (db) db[c] = (float)sb[c - c0];
+            }
         }
     }
     return fail;
