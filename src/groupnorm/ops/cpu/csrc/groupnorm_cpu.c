@@ -215,6 +215,8 @@ static void apply_row_silu(const float *x, const float *res, float *y, i64 len, 
 static void apply_row_plain(const float *x, const float *res, float *y, i64 len, float m, float a, float b);
 static void apply_pixels_silu(const float *x, const float *res, float *y, i64 npix, i64 C, const float *m,
                               const float *a, const float *b);
+static void apply_pixels_plain(const float *x, const float *res, float *y, i64 npix, i64 C, const float *m,
+                               const float *a, const float *b);
 #endif
 
 static void apply_row(const float *x, const float *res, float *y, i64 len, float m, float a, float b, int act) {
@@ -259,6 +261,10 @@ static void apply_pixels(const float *x, const float *res, float *y, i64 npix, i
 #ifdef __AVX512F__
     if (act == ACT_SILU) {
         apply_pixels_silu(x, res, y, npix, C, m, a, b);
+        return;
+    }
+    if (act == ACT_NONE) {
+        apply_pixels_plain(x, res, y, npix, C, m, a, b);
         return;
     }
 #endif
@@ -403,6 +409,46 @@ static void apply_row_plain(const float *x, const float *res, float *y, i64 len,
         if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, res + i));
         _mm512_mask_storeu_ps(y + i, k, v);
     }
+}
+
+/* The plain epilogue over pixels. With many channels, four pixels per load of the coefficient vectors: with one
+ * pixel at a time the three coefficient loads (24 KiB of them for 2048 channels) competed with x for L1 and the
+ * load ports (+16% on 32x2048x7x7; with fewer channels the four streams cost 3-10%, so one pixel at a time). */
+static void apply_pixels_plain(const float *x, const float *res, float *y, i64 npix, i64 C, const float *m,
+                               const float *a, const float *b) {
+    if (res) { /* rare (a fused residual): the simple loop */
+        for (i64 p = 0; p < npix; p++)
+            for (i64 c = 0; c < C; c += 16) {
+                const __mmask16 k = C - c >= 16 ? (__mmask16)0xFFFF : tail_mask(C - c);
+                const i64 o = p * C + c;
+                __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + o), _mm512_maskz_loadu_ps(k, m + c));
+                v = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, a + c), _mm512_maskz_loadu_ps(k, b + c));
+                _mm512_mask_storeu_ps(y + o, k, _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, res + o)));
+            }
+        return;
+    }
+    i64 p = 0;
+    /* four pixels per coefficient load only when the coefficients (3 C floats) crowd L1 */
+    for (; C >= 1024 && p + 4 <= npix; p += 4) {
+        const float *x0 = x + p * C, *x1 = x0 + C, *x2 = x1 + C, *x3 = x2 + C;
+        float *y0 = y + p * C, *y1 = y0 + C, *y2 = y1 + C, *y3 = y2 + C;
+        for (i64 c = 0; c < C; c += 16) {
+            const __mmask16 k = C - c >= 16 ? (__mmask16)0xFFFF : tail_mask(C - c);
+            const __m512 vm = _mm512_maskz_loadu_ps(k, m + c), va = _mm512_maskz_loadu_ps(k, a + c);
+            const __m512 vb = _mm512_maskz_loadu_ps(k, b + c);
+            _mm512_mask_storeu_ps(y0 + c, k, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x0 + c), vm), va, vb));
+            _mm512_mask_storeu_ps(y1 + c, k, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x1 + c), vm), va, vb));
+            _mm512_mask_storeu_ps(y2 + c, k, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x2 + c), vm), va, vb));
+            _mm512_mask_storeu_ps(y3 + c, k, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x3 + c), vm), va, vb));
+        }
+    }
+    for (; p < npix; p++)
+        for (i64 c = 0; c < C; c += 16) {
+            const __mmask16 k = C - c >= 16 ? (__mmask16)0xFFFF : tail_mask(C - c);
+            const i64 o = p * C + c;
+            __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + o), _mm512_maskz_loadu_ps(k, m + c));
+            _mm512_mask_storeu_ps(y + o, k, _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, a + c), _mm512_maskz_loadu_ps(k, b + c)));
+        }
 }
 
 static void apply_pixels_silu(const float *x, const float *res, float *y, i64 npix, i64 C, const float *m,
@@ -926,8 +972,66 @@ GN_INLINE void pixel_sums_impl(const float *dy, const float *x, const float *res
     }
 }
 
+#ifdef __AVX512F__
+/* Plain epilogue (g = dy) over pixels: 16-channel vectors, the mean in a register, one sum chain per vector; the
+ * same arithmetic per channel whatever the block, so the fused and split paths give the same bits. */
+static void pixel_sums_plain(const float *dy, const float *x, i64 npix, i64 C, const float *m, float *s1,
+                             float *s2) {
+    for (i64 c = 0; c < C; c += 64) {
+        __m512 vm[4], a1[4], a2[4];
+        __mmask16 k[4];
+        for (int j = 0; j < 4; j++) {
+            const i64 cj = c + 16 * j;
+            k[j] = cj >= C ? 0 : (C - cj >= 16 ? (__mmask16)0xFFFF : tail_mask(C - cj));
+            vm[j] = _mm512_maskz_loadu_ps(k[j], m + cj);
+            a1[j] = _mm512_maskz_loadu_ps(k[j], s1 + cj);
+            a2[j] = _mm512_maskz_loadu_ps(k[j], s2 + cj);
+        }
+        for (i64 p = 0; p < npix; p++)
+            for (int j = 0; j < 4; j++) {
+                const i64 o = p * C + c + 16 * j;
+                const __m512 d = _mm512_maskz_loadu_ps(k[j], dy + o);
+                a1[j] = _mm512_add_ps(a1[j], d);
+                a2[j] = _mm512_fmadd_ps(d, _mm512_sub_ps(_mm512_maskz_loadu_ps(k[j], x + o), vm[j]), a2[j]);
+            }
+        for (int j = 0; j < 4; j++) {
+            _mm512_mask_storeu_ps(s1 + c + 16 * j, k[j], a1[j]);
+            _mm512_mask_storeu_ps(s2 + c + 16 * j, k[j], a2[j]);
+        }
+    }
+}
+
+/* dx = p dy + q (x - m) + r per channel (and dresidual = dy); with many channels four pixels per load of the
+ * four coefficient vectors (one pixel at a time needs six loads per vector of dx) */
+static void dx_pixels_plain(const float *dy, const float *x, float *dx, float *dres, i64 npix, i64 C,
+                            const float *m, const float *pp, const float *qq, const float *rr) {
+    const i64 block = C >= 1024 ? 4 : 1; /* as in apply_pixels_plain: with fewer channels, more streams cost more */
+    for (i64 p = 0; p < npix; p += block)
+        for (i64 c = 0; c < C; c += 16) {
+            const __mmask16 k = C - c >= 16 ? (__mmask16)0xFFFF : tail_mask(C - c);
+            const __m512 vm = _mm512_maskz_loadu_ps(k, m + c), vp = _mm512_maskz_loadu_ps(k, pp + c);
+            const __m512 vq = _mm512_maskz_loadu_ps(k, qq + c), vr = _mm512_maskz_loadu_ps(k, rr + c);
+            for (i64 q = 0; q < imin(block, npix - p); q++) {
+                const i64 o = (p + q) * C + c;
+                const __m512 d = _mm512_maskz_loadu_ps(k, dy + o);
+                if (dx) {
+                    const __m512 xc = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + o), vm);
+                    _mm512_mask_storeu_ps(dx + o, k, _mm512_add_ps(_mm512_fmadd_ps(vp, d, _mm512_mul_ps(vq, xc)), vr));
+                }
+                if (dres) _mm512_mask_storeu_ps(dres + o, k, d);
+            }
+        }
+}
+#endif
+
 static void pixel_sums(const float *dy, const float *x, const float *res, i64 npix, i64 C, const float *m,
                        const float *a, const float *b, int act, float *s1, float *s2) {
+#ifdef __AVX512F__
+    if (act == ACT_NONE) {
+        pixel_sums_plain(dy, x, npix, C, m, s1, s2);
+        return;
+    }
+#endif
 #define PS_RES(A) pixel_sums_impl(dy, x, res, npix, C, m, a, b, s1, s2, A, 1)
 #define PS_NORES(A) pixel_sums_impl(dy, x, res, npix, C, m, a, b, s1, s2, A, 0)
     if (res) {
@@ -956,6 +1060,12 @@ GN_INLINE void dx_pixels_impl(const float *dy, const float *x, const float *res,
 static void dx_pixels(const float *dy, const float *x, const float *res, float *dx, float *dres, i64 npix, i64 C,
                       const float *m, const float *a, const float *b, const float *pp, const float *qq,
                       const float *rr, int act) {
+#ifdef __AVX512F__
+    if (act == ACT_NONE) {
+        dx_pixels_plain(dy, x, dx, dres, npix, C, m, pp, qq, rr);
+        return;
+    }
+#endif
 #define DXP(A, HR, HX, HD) dx_pixels_impl(dy, x, res, dx, dres, npix, C, m, a, b, pp, qq, rr, A, HR, HX, HD)
 #define DXP_R11(A) DXP(A, 1, 1, 1)
 #define DXP_R10(A) DXP(A, 1, 1, 0)
