@@ -15,17 +15,22 @@ CASES = [
     pytest.param((3, 64, 33, 31), 8, "channels_last", id="channels_last-3-samples-fused-or-split"),
     pytest.param((1, 32, 64, 80), 1, "contiguous", id="nchw-G1-many-blocks"),
     pytest.param((2, 40, 4, 16, 16), 4, "channels_last", id="channels_last_3d"),
+    # units above the L2-sized limit but within a thread's share of a wave: whole by one thread with the default
+    # waves, split across threads with small ones
+    pytest.param((4, 256, 32, 32), 8, "channels_last", id="channels_last-1MB-samples"),
+    pytest.param((2, 8, 256, 256), 2, "contiguous", id="nchw-1MB-groups"),
 ]
 
 
-def run_all(x, w, b, res, sc, sh, grad, groups):
-    y, mean, rstd = kernels.forward(x, w, b, groups, 1e-5, "silu", res, sc, sh)
-    grads = kernels.backward(grad, x, w, b, mean, rstd, groups, "silu", res, sc, sh, [True] * 6)
+def run_all(x, w, b, res, sc, sh, grad, groups, act):
+    y, mean, rstd = kernels.forward(x, w, b, groups, 1e-5, act, res, sc, sh)
+    grads = kernels.backward(grad, x, w, b, mean, rstd, groups, act, res, sc, sh, [True] * 6)
     return (y, mean, rstd, *grads)
 
 
+@pytest.mark.parametrize("act", ["silu", "none"])  # the plain epilogue has loops of its own
 @pytest.mark.parametrize("shape,groups,layout", CASES)
-def test_bitwise_across_threads_runs_and_waves(kernel_lib, monkeypatch, shape, groups, layout):
+def test_bitwise_across_threads_runs_and_waves(kernel_lib, monkeypatch, shape, groups, layout, act):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(*shape, generator=gen) * 3 + 1
     if layout == "channels_last":
@@ -34,7 +39,7 @@ def test_bitwise_across_threads_runs_and_waves(kernel_lib, monkeypatch, shape, g
     w, b = torch.randn(c, generator=gen), torch.randn(c, generator=gen)
     sc, sh = torch.randn(n, c, generator=gen), torch.randn(n, c, generator=gen)
     res, grad = torch.randn_like(x), torch.randn_like(x)
-    args = (x, w, b, res, sc, sh, grad, groups)
+    args = (x, w, b, res, sc, sh, grad, groups, act)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
