@@ -41,7 +41,9 @@ typedef int64_t i64;
 enum { ACT_NONE = 0, ACT_RELU = 1, ACT_SILU = 2, ACT_GELU = 3, ACT_GELU_TANH = 4 };
 
 #define NCS_BLOCK 2048      /* elements per statistics block, NCHW: 8 KiB stays in L1 for the second pass */
-#define NSC_BLOCK 8192      /* elements per statistics block, channels_last (whole pixels, at least NSC_MIN_PIX) */
+/* elements per statistics block, channels_last (whole pixels, at least NSC_MIN_PIX): 64 KiB, L2-resident for the
+ * second pass, and half the partial sums of 8192 (+8-20% on large samples, where merging them took a tenth) */
+#define NSC_BLOCK 16384
 #define NSC_MIN_PIX 16      /* each block writes 2 C partial results: keep that a small share of the block */
 #define APPLY_PIECE 16384   /* elements per apply work item */
 /* A group (NCHW) or a sample (channels_last) of at most FUSED_BYTES (half of a 1 MiB L2), or of a thread's share of
