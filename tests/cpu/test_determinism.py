@@ -19,6 +19,8 @@ CASES = [
     # waves, split across threads with small ones
     pytest.param((4, 256, 32, 32), 8, "channels_last", id="channels_last-1MB-samples"),
     pytest.param((2, 8, 256, 256), 2, "contiguous", id="nchw-1MB-groups"),
+    # rows shorter than 128 elements are done as one stream of vectors across row boundaries
+    pytest.param((1, 64, 7, 7), 2, "contiguous", id="nchw-short-rows-fused-or-split"),
 ]
 
 
