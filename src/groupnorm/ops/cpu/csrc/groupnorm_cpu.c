@@ -175,8 +175,47 @@ static inline float lanes_total(float *acc) {
     return acc[0];
 }
 
+#ifdef __AVX512F__
+static inline __mmask16 tail_mask(i64 rem);
+
+/* sum of x[0..len) - shift (shift = 0: plain sum) or of its squares, four vector accumulators combined in a fixed
+ * order, the last vector masked: no scalar loop, which for short groups (a few dozen elements, as in small
+ * feature maps) had been most of the call */
+static inline float block_sum16(const float *x, i64 len, float shift, int squares) {
+    const __m512 vs = _mm512_set1_ps(shift);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    i64 i = 0;
+    for (; i + 64 <= len; i += 64) {
+        const __m512 v0 = _mm512_loadu_ps(x + i), v1 = _mm512_loadu_ps(x + i + 16);
+        const __m512 v2 = _mm512_loadu_ps(x + i + 32), v3 = _mm512_loadu_ps(x + i + 48);
+        if (squares) {
+            const __m512 d0 = _mm512_sub_ps(v0, vs), d1 = _mm512_sub_ps(v1, vs);
+            const __m512 d2 = _mm512_sub_ps(v2, vs), d3 = _mm512_sub_ps(v3, vs);
+            a0 = _mm512_fmadd_ps(d0, d0, a0), a1 = _mm512_fmadd_ps(d1, d1, a1);
+            a2 = _mm512_fmadd_ps(d2, d2, a2), a3 = _mm512_fmadd_ps(d3, d3, a3);
+        } else {
+            a0 = _mm512_add_ps(a0, v0), a1 = _mm512_add_ps(a1, v1);
+            a2 = _mm512_add_ps(a2, v2), a3 = _mm512_add_ps(a3, v3);
+        }
+    }
+    for (int k = 0; i < len; i += 16, k++) {
+        const __mmask16 mk = len - i >= 16 ? (__mmask16)0xFFFF : tail_mask(len - i);
+        const __m512 v = _mm512_maskz_loadu_ps(mk, x + i);
+        const __m512 d = _mm512_maskz_sub_ps(mk, v, vs); /* masked lanes stay 0 */
+        __m512 *acc = k == 0 ? &a0 : (k == 1 ? &a1 : &a2);
+        *acc = squares ? _mm512_fmadd_ps(d, d, *acc) : _mm512_add_ps(*acc, v);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+#endif
+
 /* mean and M2 of a contiguous block, two passes (the block is L1-resident for the second) */
 static void block_stats(const float *x, i64 len, float *mean_out, float *m2_out) {
+#ifdef __AVX512F__
+    const float mean16 = block_sum16(x, len, 0.0f, 0) / (float)len;
+    *mean_out = mean16;
+    *m2_out = block_sum16(x, len, mean16, 1);
+#else
     float acc[RED_LANES] = {0.0f};
     i64 i = 0;
     for (; i + RED_LANES <= len; i += RED_LANES)
@@ -194,6 +233,7 @@ static void block_stats(const float *x, i64 len, float *mean_out, float *m2_out)
     for (i64 k = i; k < len; k++) tq += (x[k] - mean) * (x[k] - mean);
     *mean_out = mean;
     *m2_out = lanes_total(acq) + tq;
+#endif
 }
 
 static float rstd_of(const Stat *st, float eps) {
