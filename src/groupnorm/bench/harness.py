@@ -161,6 +161,13 @@ def run_case(
     # CPU time (all threads) per call: on a machine shared with other work, wall time also counts the time a
     # thread waited for its core; CPU time does not (spin-waiting at a barrier still counts).
     cpu = {name: statistics.median(ts) for name, ts in cpu_times.items() if ts and name != "__copy__"}
+    # paired: each round's torch time over this provider's time in the same round, median over rounds; a slow or
+    # fast moment of a shared machine then cancels within the pair instead of landing in one median only
+    paired = {
+        name: statistics.median(t / o for t, o in zip(times["torch"], ts))
+        for name, ts in times.items()
+        if name != "__copy__" and "torch" in times
+    }
     torch_s = medians.get("torch")
     records = []
     for name in provider_names:
@@ -195,6 +202,7 @@ def run_case(
                 gbps=round(gbps, 4),
                 pct_copy=round(100 * gbps / copy_gbps, 1),
                 ratio_vs_torch=None if torch_s is None else round(torch_s / s, 3),
+                ratio_vs_torch_paired=round(paired[name], 3) if name in paired else None,
                 iters_per_round=iters[name],
                 error=None,
             )
@@ -205,6 +213,7 @@ def run_case(
                 gbps=None,
                 pct_copy=None,
                 ratio_vs_torch=None,
+                ratio_vs_torch_paired=None,
                 ratio_vs_torch_best=None,
                 median_cpu_ms=None,
                 ratio_vs_torch_cpu=None,

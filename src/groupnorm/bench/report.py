@@ -85,7 +85,8 @@ def read_json(path: str | Path) -> list[dict]:
 
 CSV_FIELDS = [
     "provider", "mode", "layout", "dtype", "shape_name", "shape", "groups", "activation", "residual",
-    "median_ms", "min_ms", "gbps", "copy_gbps", "pct_copy", "ratio_vs_torch", "ratio_vs_torch_best", "roofline",
+    "median_ms", "min_ms", "gbps", "copy_gbps", "pct_copy", "ratio_vs_torch", "ratio_vs_torch_paired",
+    "ratio_vs_torch_best", "roofline",
     "pct_roofline", "median_cpu_ms", "ratio_vs_torch_cpu", "bytes",
     "rounds", "error",
 ]  # fmt: skip
@@ -135,22 +136,29 @@ def _median(v: list[float]) -> float:
 def summary(records: list[dict], provider: str = "groupnorm") -> str:
     """Median ratio vs torch per (mode, layout, activation, dtype), the form the targets are stated in.
 
-    ``median`` uses each case's median time, ``best-round`` each case's fastest round (the least disturbed on a
-    shared machine), ``CPU time`` the CPU seconds (all threads) per call instead of wall time.
+    ``median`` uses each case's median time, ``paired`` each case's median over rounds of the per-round ratio (both
+    providers timed in the same round, so a slow moment of the machine cancels), ``best-round`` each case's fastest
+    round (the least disturbed on a shared machine), ``CPU time`` the CPU seconds (all threads) per call instead of
+    wall time.
     """
     groups: dict[tuple, list[tuple]] = {}
     for r in records:
         if r["provider"] == provider and r.get("ratio_vs_torch") is not None:
             key = (r["mode"], r["layout"], r["activation"], r["dtype"])
             groups.setdefault(key, []).append(
-                (r["ratio_vs_torch"], r.get("ratio_vs_torch_best"), r.get("ratio_vs_torch_cpu"))
+                (
+                    r["ratio_vs_torch"],
+                    r.get("ratio_vs_torch_best"),
+                    r.get("ratio_vs_torch_cpu"),
+                    r.get("ratio_vs_torch_paired"),
+                )
             )
     if not groups:
         return ""
     lines = [
-        f"| mode | layout | act | dtype | cases | {provider}/torch speed-up (median) | min | max | best-round "
-        "| CPU time |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| mode | layout | act | dtype | cases | {provider}/torch speed-up (median) | min | max | paired "
+        "| best-round | CPU time |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def med_or_dash(values: list) -> str:
@@ -158,12 +166,13 @@ def summary(records: list[dict], provider: str = "groupnorm") -> str:
         return f"{_median(values):.2f}x" if values else "-"
 
     for key in sorted(groups):
-        med = [m for m, _, _ in groups[key]]
-        best = med_or_dash([b for _, b, _ in groups[key]])
-        cpu = med_or_dash([c for _, _, c in groups[key]])
+        med = [m for m, _, _, _ in groups[key]]
+        best = med_or_dash([b for _, b, _, _ in groups[key]])
+        cpu = med_or_dash([c for _, _, c, _ in groups[key]])
+        paired = med_or_dash([p for _, _, _, p in groups[key]])
         lines.append(
             f"| {' | '.join(key)} | {len(med)} | {_median(med):.2f}x | {min(med):.2f}x | {max(med):.2f}x "
-            f"| {best} | {cpu} |"
+            f"| {paired} | {best} | {cpu} |"
         )
     return "\n".join(lines)
 
