@@ -68,15 +68,27 @@ def test_bitwise_across_threads_runs_and_waves(kernel_lib, monkeypatch, shape, g
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_streaming_stores_give_the_same_bits(kernel_lib, monkeypatch, layout):
-    # large outputs are written with streaming stores; force that path on a small tensor (odd sizes: unaligned
-    # row starts and tails in NCHW)
+    # large outputs (y, dx) are written with streaming stores; force that path on a small tensor (odd sizes:
+    # unaligned row starts and tails in NCHW)
     x = torch.randn(3, 64, 13, 11) * 2 + 1
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     w, b = torch.randn(64), torch.randn(64)
+    grad = torch.randn_like(x)
+    mask = [True, True, True, False, False, False]
+
+    def both():
+        y, mean, rstd = kernels.forward(x, w, b, 8, 1e-5, "none", None, None, None)
+        return (
+            y,
+            mean,
+            rstd,
+            *kernels.backward(grad, x, w, b, mean, rstd, 8, "none", None, None, None, mask),
+        )
+
     monkeypatch.setenv("GROUPNORM_CPU_STREAM_BYTES", "0")
-    plain = kernels.forward(x, w, b, 8, 1e-5, "none", None, None, None)
+    plain = both()
     monkeypatch.setenv("GROUPNORM_CPU_STREAM_BYTES", "1")
-    streamed = kernels.forward(x, w, b, 8, 1e-5, "none", None, None, None)
+    streamed = both()
     for a, b_ in zip(plain, streamed):
         assert torch.equal(a, b_)

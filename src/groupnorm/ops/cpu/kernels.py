@@ -49,11 +49,11 @@ def _last_level_cache_bytes(default: int = 32 << 20) -> int:
 
 
 # Outputs of at least this many bytes (plain epilogue) are written with streaming stores; see the C source.
-# Streaming stores send y to DRAM: a win only when y could not stay in the last-level cache anyway. Below that
-# size they cost up to 2x on the 2-core EPYC (8x1024x14x14 NCHW: 224 us without, 400-530 us with, same call),
-# because the next reader of y (and the next call's x) then misses in L3. See
-# docs/results/bench-cpu/kernel-choice.md.
-DEFAULT_STREAM_BYTES = _last_level_cache_bytes()
+# Streaming stores send y to DRAM: a win only when x and y together cannot stay in the last-level cache anyway.
+# Measured on the 2-core EPYC (32 MiB L3), interleaved A/B of the same call: 16 MiB outputs (x + y = 32 MiB)
+# 1.43-1.58x faster with them; 12.8 MiB and 6.4 MiB outputs 27-33% slower (the next reader of y, and the next call's
+# x, then miss in L3). See docs/results/bench-cpu/kernel-choice.md.
+DEFAULT_STREAM_BYTES = _last_level_cache_bytes() // 2
 
 
 def stream_bytes() -> int:
@@ -196,6 +196,7 @@ def backward(
         _ptr(dy), _ptr(xf), _ptr(mean32), _ptr(rstd32), _ptr(w), _ptr(b), _ptr(sc), _ptr(sh), _ptr(res),
         _ptr(dx), _ptr(dw), _ptr(db), _ptr(dres), _ptr(dsc), _ptr(dsh),
         n, c, s, num_groups, ACTIVATION_CODES[activation], code, threads_for(xf.numel()), wave_bytes(),
+        stream_bytes(),
     )  # fmt: skip
     _check(rc, "backward")
     owners = (x, weight, bias, residual, scale, shift)

@@ -54,7 +54,7 @@ enum { ACT_NONE = 0, ACT_RELU = 1, ACT_SILU = 2, ACT_GELU = 3, ACT_GELU_TANH = 4
  * run's x (and y, when written back) stay in L2 between its statistics and its apply pass. */
 #define RUN_BYTES (256 << 10)
 
-int gn_abi_version(void) { return 2; }
+int gn_abi_version(void) { return 3; }
 
 /* ---------------------------------------------------------------- vectorizable math, NaN/inf preserving */
 
@@ -966,6 +966,22 @@ static void dx_row_plain(const float *dy, const float *x, float *dx, float *dres
         if (dres) _mm512_mask_storeu_ps(dres + i, mk, d);
     }
 }
+
+/* dx of the plain epilogue with streaming stores (outputs too large to stay in the last-level cache, see the
+ * forward's apply_row_stream): aligned body streamed, masked plain stores for the unaligned head and the tail */
+static void dx_row_stream(const float *dy, const float *x, float *dx, i64 len, float m, float p, float q,
+                          float r) {
+    const __m512 vm = _mm512_set1_ps(m), vp = _mm512_set1_ps(p), vq = _mm512_set1_ps(q), vr = _mm512_set1_ps(r);
+#define GN_DX(K, I)                                                                                              \
+    _mm512_add_ps(_mm512_fmadd_ps(vp, _mm512_maskz_loadu_ps((K), dy + (I)),                                     \
+                                  _mm512_mul_ps(vq, _mm512_sub_ps(_mm512_maskz_loadu_ps((K), x + (I)), vm))),   \
+                  vr)
+    i64 i = imin(len, (i64)(((64 - ((uintptr_t)dx & 63)) & 63) / sizeof(float)));
+    if (i > 0) _mm512_mask_storeu_ps(dx, tail_mask(i), GN_DX(tail_mask(i), 0));
+    for (; i + 16 <= len; i += 16) _mm512_stream_ps(dx + i, GN_DX((__mmask16)0xFFFF, i));
+    if (i < len) _mm512_mask_storeu_ps(dx + i, tail_mask(len - i), GN_DX(tail_mask(len - i), i));
+#undef GN_DX
+}
 #endif
 
 static void row_sums(const float *dy, const float *x, const float *res, i64 len, float m, float a, float b,
@@ -1059,8 +1075,17 @@ static void dx_range_plain(const float *dy, const float *x, float *dx, i64 i0, i
 /* dx (and dresidual) for elements [i0, i1) of the (rows of S) arrays */
 static void dx_range(const float *dy, const float *x, const float *res, float *dx, float *dres, i64 i0, i64 i1,
                      i64 S, const float *M, const float *A, const float *B, const float *P, const float *Q,
-                     const float *R, int act) {
+                     const float *R, int act, int stream) {
 #ifdef __AVX512F__
+    if (stream) { /* plain epilogue, dx only (see gn_backward_f32) */
+        for (i64 i = i0; i < i1;) {
+            const i64 row = i / S, row_end = imin(i1, (row + 1) * S);
+            dx_row_stream(dy + i, x + i, dx + i, row_end - i, M[row], P[row], Q[row], R[row]);
+            i = row_end;
+        }
+        GN_SFENCE();
+        return;
+    }
     if (act == ACT_NONE && dx && !dres && S >= 16 && S < 128) { /* as apply_range: short rows only */
         dx_range_plain(dy, x, dx, i0, i1, S, M, P, Q, R);
         return;
@@ -1136,7 +1161,7 @@ static void pixel_sums_plain(const float *dy, const float *x, i64 npix, i64 C, c
 /* dx = p dy + q (x - m) + r per channel (and dresidual = dy); with many channels four pixels per load of the
  * four coefficient vectors (one pixel at a time needs six loads per vector of dx) */
 static void dx_pixels_plain(const float *dy, const float *x, float *dx, float *dres, i64 npix, i64 C,
-                            const float *m, const float *pp, const float *qq, const float *rr) {
+                            const float *m, const float *pp, const float *qq, const float *rr, int stream) {
     const i64 block = C >= 1024 ? 4 : 1; /* as in apply_pixels_plain: with fewer channels, more streams cost more */
     for (i64 p = 0; p < npix; p += block)
         for (i64 c = 0; c < C; c += 16) {
@@ -1148,7 +1173,11 @@ static void dx_pixels_plain(const float *dy, const float *x, float *dx, float *d
                 const __m512 d = _mm512_maskz_loadu_ps(k, dy + o);
                 if (dx) {
                     const __m512 xc = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + o), vm);
-                    _mm512_mask_storeu_ps(dx + o, k, _mm512_add_ps(_mm512_fmadd_ps(vp, d, _mm512_mul_ps(vq, xc)), vr));
+                    const __m512 v = _mm512_add_ps(_mm512_fmadd_ps(vp, d, _mm512_mul_ps(vq, xc)), vr);
+                    if (stream) /* C % 16 == 0 and dx aligned (see gn_backward_f32) */
+                        _mm512_stream_ps(dx + o, v);
+                    else
+                        _mm512_mask_storeu_ps(dx + o, k, v);
                 }
                 if (dres) _mm512_mask_storeu_ps(dres + o, k, d);
             }
@@ -1250,10 +1279,11 @@ GN_INLINE void dx_pixels_impl(const float *dy, const float *x, const float *res,
 
 static void dx_pixels(const float *dy, const float *x, const float *res, float *dx, float *dres, i64 npix, i64 C,
                       const float *m, const float *a, const float *b, const float *pp, const float *qq,
-                      const float *rr, int act) {
+                      const float *rr, int act, int stream) {
 #ifdef __AVX512F__
     if (act == ACT_NONE) {
-        dx_pixels_plain(dy, x, dx, dres, npix, C, m, pp, qq, rr);
+        dx_pixels_plain(dy, x, dx, dres, npix, C, m, pp, qq, rr, stream);
+        if (stream) GN_SFENCE();
         return;
     }
     if (act == ACT_SILU) {
@@ -1326,7 +1356,7 @@ static void fold_sums(const float *part, i64 nblk, i64 C, i64 c0, i64 c1, float 
 int gn_backward_f32(const float *dy, const float *x, const float *mean, const float *rstd, const float *w,
                     const float *bias, const float *scale, const float *shift, const float *res, float *dx,
                     float *dw, float *db, float *dres, float *dscale, float *dshift, i64 N, i64 C, i64 S, i64 G,
-                    int act, int channels_last, int nthreads, i64 wave_bytes) {
+                    int act, int channels_last, int nthreads, i64 wave_bytes, i64 stream_bytes) {
     if (N <= 0 || C <= 0 || S <= 0 || G <= 0 || C % G != 0 || nthreads <= 0) return -2;
     const i64 D = C / G, NC = N * C;
     /* M A B: forward coefficients; S1 S2: sums; P Q R: dx coefficients; pw pb: per-(n, c) dweight/dbias */
@@ -1338,6 +1368,10 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
     /* pre-activation needs the residual only when there is an activation */
     const float *rres = act == ACT_NONE ? NULL : res;
     const int want_dx = dx != NULL || dres != NULL;
+    /* streaming stores for dx as in the forward: plain epilogue, dx only, large outputs (channels_last: whole,
+     * aligned 64-byte vectors) */
+    const int stream = GN_HAVE_STREAM && stream_bytes > 0 && act == ACT_NONE && dx && !dres &&
+                       N * C * S * 4 >= stream_bytes && (!channels_last || (C % 16 == 0 && ((uintptr_t)dx & 63) == 0));
     int fail = 0;
 
     if (!channels_last && fused_ok(N * G, D * S * 8, nthreads, wave_bytes)) {
@@ -1354,7 +1388,7 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
                 group_grads(ng / G, ng % G, C, D, S, rstd[ng], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
                             dw ? pw : NULL, db ? pb : NULL);
             if (want_dx)
-                dx_range(dy, x, rres, dx, dres, g_begin * D * S, g_end * D * S, S, M, A, B, P, Q, R, act);
+                dx_range(dy, x, rres, dx, dres, g_begin * D * S, g_end * D * S, S, M, A, B, P, Q, R, act, stream);
         }
     } else if (!channels_last) {
         const i64 L = D * S; /* a group is D contiguous rows of S */
@@ -1379,7 +1413,7 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
                 for (i64 pc = 0; pc < npieces; pc++) {
                     const i64 i = base + pc * APPLY_PIECE;
                     dx_range(dy, x, rres, dx, dres, i, imin(base + total, i + APPLY_PIECE), S, M, A, B, P, Q, R,
-                             act);
+                             act, stream);
                 }
             }
         }
@@ -1418,7 +1452,7 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
                     if (want_dx)
                         dx_pixels(dy + base, x + base, rres ? rres + base : NULL, dx ? dx + base : NULL,
                                   dres ? dres + base : NULL, S, C, M + n * C, A + n * C, B + n * C, P + n * C,
-                                  Q + n * C, R + n * C, act);
+                                  Q + n * C, R + n * C, act, stream);
                 }
             }
             goto param_grads;
@@ -1455,7 +1489,7 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
                     const i64 np = imin(pix_per_piece, S - p0), off = n * per_sample + p0 * C;
                     dx_pixels(dy + off, x + off, rres ? rres + off : NULL, dx ? dx + off : NULL,
                               dres ? dres + off : NULL, np, C, M + n * C, A + n * C, B + n * C, P + n * C,
-                              Q + n * C, R + n * C, act);
+                              Q + n * C, R + n * C, act, stream);
                 }
             }
         }
