@@ -485,18 +485,21 @@ static void apply_pixels_plain(const float *x, const float *res, float *y, i64 n
             const __mmask16 k = C - c >= 16 ? (__mmask16)0xFFFF : tail_mask(C - c);
             const __m512 vm = _mm512_maskz_loadu_ps(k, m + c), va = _mm512_maskz_loadu_ps(k, a + c);
             const __m512 vb = _mm512_maskz_loadu_ps(k, b + c);
-            _mm512_mask_storeu_ps(y0 + c, k, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x0 + c), vm), va, vb));
-            _mm512_mask_storeu_ps(y1 + c, k, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x1 + c), vm), va, vb));
-            _mm512_mask_storeu_ps(y2 + c, k, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x2 + c), vm), va, vb));
-            _mm512_mask_storeu_ps(y3 + c, k, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x3 + c), vm), va, vb));
+#define GN_PIX(XP) _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, (XP) + c), vm), va, vb)
+            _mm512_mask_storeu_ps(y0 + c, k, GN_PIX(x0));
+            _mm512_mask_storeu_ps(y1 + c, k, GN_PIX(x1));
+            _mm512_mask_storeu_ps(y2 + c, k, GN_PIX(x2));
+            _mm512_mask_storeu_ps(y3 + c, k, GN_PIX(x3));
+#undef GN_PIX
         }
     }
     for (; p < npix; p++)
         for (i64 c = 0; c < C; c += 16) {
             const __mmask16 k = C - c >= 16 ? (__mmask16)0xFFFF : tail_mask(C - c);
             const i64 o = p * C + c;
-            __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + o), _mm512_maskz_loadu_ps(k, m + c));
-            _mm512_mask_storeu_ps(y + o, k, _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, a + c), _mm512_maskz_loadu_ps(k, b + c)));
+            const __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + o), _mm512_maskz_loadu_ps(k, m + c));
+            const __m512 a16 = _mm512_maskz_loadu_ps(k, a + c), b16 = _mm512_maskz_loadu_ps(k, b + c);
+            _mm512_mask_storeu_ps(y + o, k, _mm512_fmadd_ps(v, a16, b16));
         }
 }
 
