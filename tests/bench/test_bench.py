@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 
@@ -163,3 +164,16 @@ def test_command_can_leave_the_allocator_alone(tmp_path):
             "--rounds", "1", "--min-round-ms", "0.5", "--json", str(out), "--malloc", "default"]  # fmt: skip
     assert main(argv) == 0
     assert {r["malloc"] for r in json.loads(out.read_text())} == {"default"}
+
+
+def test_crossover_tools_measure_both_routes():
+    from groupnorm.bench import dispatch_threshold, small_calls
+
+    rows = dispatch_threshold.measure([256], rounds=1)
+    assert rows[0]["kernel_us"] > 0 and rows[0]["torch_us"] > 0
+    rows = small_calls.measure([1024], rounds=1)
+    assert {(r["layout"], r["mode"]) for r in rows} == {
+        (layout, mode) for layout in ("nchw", "channels_last") for mode in ("fwd", "fwd+bwd")
+    }
+    assert all(r["kernels_us"] > 0 and r["torch_us"] > 0 for r in rows)
+    assert "GROUPNORM_CPU_SMALL_NUMEL" not in os.environ  # the tool restores the environment

@@ -36,6 +36,12 @@ def _op_forward(x, w, b, res, sc, sh, act):
     return torch.ops.groupnorm.forward(x, w, b, 4, 1e-5, act, res, sc, sh)[0]
 
 
+@pytest.fixture
+def kernels_for_every_size(monkeypatch):
+    monkeypatch.setenv("GROUPNORM_CPU_SMALL_NUMEL", "0")
+
+
+@pytest.mark.usefixtures("kernels_for_every_size")
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("epilogue", EPILOGUES, ids=lambda e: e["activation"])
 def test_same_bits_as_the_op_forward_and_backward(layout, epilogue):
@@ -63,6 +69,7 @@ def test_same_bits_as_the_op_forward_and_backward(layout, epilogue):
         assert torch.equal(a, b)
 
 
+@pytest.mark.usefixtures("kernels_for_every_size")
 def test_no_autograd_node_without_requires_grad():
     (x, w, b, *_), _ = _inputs("nchw", EPILOGUES[0], requires_grad=False)
     y = group_norm(x, 4, w, b)
@@ -107,5 +114,35 @@ def test_observers_still_see_the_op():
     graph = make_fx(lambda t: group_norm(t, 2))(x)
     assert "groupnorm.forward" in graph.code
 
-    compiled = torch.compile(lambda t: group_norm(t, 2), backend="eager", fullgraph=True)
-    assert torch.equal(compiled(x), group_norm(x, 2))
+    # (an epilogue: small plain eager calls are torch's own, see test_small_plain_nchw_calls_are_torchs_own)
+    compiled = torch.compile(lambda t: group_norm(t, 2, activation="silu"), backend="eager", fullgraph=True)
+    assert torch.equal(compiled(x), group_norm(x, 2, activation="silu"))
+
+
+def test_small_plain_nchw_calls_are_torchs_own(monkeypatch):
+    x = torch.randn(2, 8, 5, 6, requires_grad=True)
+    w, b = torch.randn(8, requires_grad=True), torch.randn(8, requires_grad=True)
+    y = group_norm(x, 4, w, b)
+    assert "NativeGroupNorm" in type(y.grad_fn).__name__
+    ref = torch.nn.functional.group_norm(x, 4, w, b)
+    assert torch.equal(y, ref)
+    grad = torch.randn_like(y)
+    for a, b_ in zip(torch.autograd.grad(y, (x, w, b), grad), torch.autograd.grad(ref, (x, w, b), grad)):
+        assert torch.equal(a, b_)
+    # everything else takes the kernels: an epilogue, channels_last, another dtype, single-element groups, or a
+    # threshold of 0
+    assert "GroupNormFunction" in type(group_norm(x, 4, w, b, activation="silu").grad_fn).__name__
+    x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert "GroupNormFunction" in type(group_norm(x_cl, 4, w, b).grad_fn).__name__
+    assert "GroupNormFunction" in type(group_norm(x.bfloat16(), 4, w, b).grad_fn).__name__
+    assert (
+        "GroupNormFunction" in type(group_norm(torch.randn(2, 8, 1, requires_grad=True), 8).grad_fn).__name__
+    )
+    monkeypatch.setenv("GROUPNORM_CPU_SMALL_NUMEL", "0")
+    assert "GroupNormFunction" in type(group_norm(x, 4, w, b).grad_fn).__name__
+
+
+def test_small_call_threshold_is_a_size():
+    big = torch.empty(eager.DEFAULT_SMALL_CPU_NUMEL)
+    assert eager.served_by_torch(big[:-8].view(2, 4, -1), None, None, 2, "none", None, None, None)
+    assert not eager.served_by_torch(big.view(2, 4, -1), None, None, 2, "none", None, None, None)

@@ -10,6 +10,11 @@ transform, no profiler, no autocast on the input's device), :func:`group_norm` c
 same bits (``tests/ops/test_eager_path.py`` checks it); everything that needs to see an op in a graph (compile,
 export, ONNX, ``make_fx``, vmap, FakeTensor) still goes through ``torch.ops.groupnorm.forward``.
 
+One exception, for speed: a small plain float32 CPU call (no activation, residual or scale/shift, fewer than
+:data:`DEFAULT_SMALL_CPU_NUMEL` elements) is handed to ``torch.nn.functional.group_norm``, whose whole call costs
+less than the Python path to the kernels. Such calls have torch's own numerics and determinism, so their bits
+can differ in the last place from the same call inside a compiled graph, which always runs the op.
+
 Example::
 
     >>> import torch
@@ -17,14 +22,19 @@ Example::
     >>> x = torch.randn(2, 8, 4, 4)
     >>> eager.eligible(x, None)
     True
-    >>> y = eager.group_norm(x, None, None, 4, 1e-5, "none", None, None, None)
-    >>> torch.equal(y, torch.ops.groupnorm.forward(x, None, None, 4, 1e-5, "none", None, None, None)[0])
+    >>> y = eager.group_norm(x, None, None, 4, 1e-5, "silu", None, None, None)
+    >>> torch.equal(y, torch.ops.groupnorm.forward(x, None, None, 4, 1e-5, "silu", None, None, None)[0])
+    True
+    >>> eager.served_by_torch(x, None, None, 4, "none", None, None, None)
     True
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from groupnorm.ops import registry
@@ -87,6 +97,40 @@ class _GroupNormFunction(torch.autograd.Function):
         return dx, dweight, dbias, None, None, None, dresidual, dscale, dshift
 
 
+# Below this many elements a plain contiguous (NCHW) CPU call (no activation, residual or scale/shift; float32) is
+# served by torch's own group_norm: its whole call costs about 6 us in C++, against about 25 us (forward) and 100 us
+# (forward+backward, through a Python autograd node) for the path to the compiled kernels, which overtake it from
+# about 2^19 elements on. In channels_last torch's kernels are slow enough that ours win from a few thousand
+# elements on, so channels_last calls always take the kernels. Measured with
+# `python -m groupnorm.bench.small_calls` (docs/results/bench-cpu/kernel-choice.md). GROUPNORM_CPU_SMALL_NUMEL
+# overrides it (0: always the kernels).
+DEFAULT_SMALL_CPU_NUMEL = 1 << 19
+
+
+def small_cpu_numel() -> int:
+    return int(os.environ.get("GROUPNORM_CPU_SMALL_NUMEL", DEFAULT_SMALL_CPU_NUMEL))
+
+
+def served_by_torch(x, weight, bias, num_groups, activation, residual, scale, shift) -> bool:
+    """Whether an eligible call goes to ``torch.nn.functional.group_norm`` (small, plain, float32, NCHW, CPU).
+
+    Single-element groups stay with the kernels (torch raises there; the op normalizes them to 0).
+    """
+    return (
+        x.device.type == "cpu"
+        and x.is_contiguous()
+        and x.numel() > x.shape[0] * num_groups
+        and activation == "none"
+        and residual is None
+        and scale is None
+        and shift is None
+        and x.dtype == torch.float32
+        and (weight is None or weight.dtype == torch.float32)
+        and (bias is None or bias.dtype == torch.float32)
+        and 0 < x.numel() < small_cpu_numel()
+    )
+
+
 def group_norm(
     x: Tensor,
     weight: Tensor | None,
@@ -98,8 +142,13 @@ def group_norm(
     scale: Tensor | None,
     shift: Tensor | None,
 ) -> Tensor:
-    """``y`` of the op's forward for an :func:`eligible` call, with autograd when a tensor requires grad."""
+    """``y`` of the op's forward for an :func:`eligible` call, with autograd when a tensor requires grad.
+
+    Small plain float32 CPU calls (see :func:`served_by_torch`) go to torch's own ``group_norm`` instead.
+    """
     check_forward_args(x, weight, bias, num_groups, eps, activation, residual, scale, shift)
+    if served_by_torch(x, weight, bias, num_groups, activation, residual, scale, shift):
+        return F.group_norm(x, num_groups, weight, bias, eps)
     args = (x, weight, bias, num_groups, eps, activation, residual, scale, shift)
     if torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bias, residual, scale, shift)

@@ -83,7 +83,9 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 
 
 def _f32_vector(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.to(torch.float32).contiguous()
+    if t is None or (t.dtype == torch.float32 and t.is_contiguous()):
+        return t  # the common case, without two conversion calls
+    return t.to(torch.float32).contiguous()
 
 
 def _like(t: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
@@ -180,8 +182,7 @@ def backward(
     dy = _like(grad_y, xf)
     res = _like(residual, xf)
     w, b, sc, sh = (_f32_vector(t) for t in (weight, bias, scale, shift))
-    mean32 = mean.to(torch.float32).contiguous()
-    rstd32 = rstd.to(torch.float32).contiguous()
+    mean32, rstd32 = _f32_vector(mean), _f32_vector(rstd)
 
     def out(wanted: bool, owner: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
         return torch.empty_like(like) if wanted and owner is not None else None

@@ -1,0 +1,79 @@
+"""Measure where the compiled CPU kernels overtake torch's own group_norm on small plain calls.
+
+``groupnorm.group_norm`` hands small plain float32 CPU calls to ``torch.nn.functional.group_norm``
+(:func:`groupnorm.ops.eager.served_by_torch`), because a call through Python to the kernels has a fixed cost of
+about 25 microseconds. This measures both routes through the same public function, forward and forward+backward,
+NCHW and channels_last, by switching ``GROUPNORM_CPU_SMALL_NUMEL`` between rounds; the crossover sets
+``groupnorm.ops.eager.DEFAULT_SMALL_CPU_NUMEL``. Run ``python -m groupnorm.bench.small_calls``.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import torch
+
+NUMELS = [1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 19, 1 << 20]
+
+
+def _per_call(fn, iters: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - t0) / iters
+
+
+def _runners(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, groups: int) -> dict:
+    from groupnorm.functional import group_norm
+
+    xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
+    dy = torch.randn_like(x)
+    return {
+        "fwd": lambda: group_norm(x, groups, w, b),
+        "fwd+bwd": lambda: torch.autograd.grad(group_norm(xg, groups, wg, bg), (xg, wg, bg), dy),
+    }
+
+
+def measure(numels: list[int], channels: int = 64, groups: int = 32, rounds: int = 9) -> list[dict]:
+    rows = []
+    for numel in numels:
+        for layout in ("nchw", "channels_last"):
+            side = max(1, int((numel // (2 * channels)) ** 0.5))
+            x = torch.randn(2, channels, side, side)
+            if layout == "channels_last":
+                x = x.contiguous(memory_format=torch.channels_last)
+            for mode, fn in _runners(x, torch.randn(channels), torch.randn(channels), groups).items():
+                iters = max(5, min(500, int(2e6 // max(x.numel(), 1))))
+                times = {"kernels": [], "torch": []}
+                for _ in range(rounds):
+                    for route, limit in (("kernels", "0"), ("torch", str(1 << 62))):
+                        os.environ["GROUPNORM_CPU_SMALL_NUMEL"] = limit
+                        fn()
+                        times[route].append(_per_call(fn, iters))
+                os.environ.pop("GROUPNORM_CPU_SMALL_NUMEL", None)
+                k, t = statistics.median(times["kernels"]), statistics.median(times["torch"])
+                rows.append(
+                    dict(numel=x.numel(), layout=layout, mode=mode, kernels_us=k * 1e6, torch_us=t * 1e6)
+                )
+    return rows
+
+
+def main() -> int:
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; plain epilogue, float32, 2 x 64 x H x W"
+    )
+    print(
+        "| numel | layout | mode | kernels us | torch us | kernels speed-up |\n|---:|---|---|---:|---:|---:|"
+    )
+    for r in measure(NUMELS):
+        print(
+            f"| {r['numel']} | {r['layout']} | {r['mode']} | {r['kernels_us']:.1f} | {r['torch_us']:.1f} "
+            f"| {r['torch_us'] / r['kernels_us']:.2f}x |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
