@@ -132,8 +132,9 @@ def test_small_plain_nchw_calls_are_torchs_own(monkeypatch):
     # everything else takes the kernels: an epilogue, channels_last, another dtype, single-element groups, or a
     # threshold of 0
     assert "GroupNormFunction" in type(group_norm(x, 4, w, b, activation="silu").grad_fn).__name__
-    x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
-    assert "GroupNormFunction" in type(group_norm(x_cl, 4, w, b).grad_fn).__name__
+    x_cl = torch.randn(2, 8, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert "GroupNormFunction" in type(group_norm(x_cl, 4, w, b).grad_fn).__name__  # 16384 elements
+    assert "NativeGroupNorm" in type(group_norm(x_cl[:, :, :8], 4, w, b).grad_fn).__name__  # strided: 4096
     assert "GroupNormFunction" in type(group_norm(x.bfloat16(), 4, w, b).grad_fn).__name__
     assert (
         "GroupNormFunction" in type(group_norm(torch.randn(2, 8, 1, requires_grad=True), 8).grad_fn).__name__
@@ -142,7 +143,11 @@ def test_small_plain_nchw_calls_are_torchs_own(monkeypatch):
     assert "GroupNormFunction" in type(group_norm(x, 4, w, b).grad_fn).__name__
 
 
-def test_small_call_threshold_is_a_size():
+def test_small_call_thresholds_are_sizes_per_layout():
     big = torch.empty(eager.DEFAULT_SMALL_CPU_NUMEL)
     assert eager.served_by_torch(big[:-8].view(2, 4, -1), None, None, 2, "none", None, None, None)
     assert not eager.served_by_torch(big.view(2, 4, -1), None, None, 2, "none", None, None, None)
+    n = eager.DEFAULT_SMALL_CPU_NUMEL_CHANNELS_LAST
+    cl = torch.empty(2, 8, n // 16, 1).contiguous(memory_format=torch.channels_last)
+    assert not eager.served_by_torch(cl, None, None, 2, "none", None, None, None)
+    assert eager.served_by_torch(cl[:, :, :-1], None, None, 2, "none", None, None, None)

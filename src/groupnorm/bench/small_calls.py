@@ -1,9 +1,10 @@
 """Measure where the compiled CPU kernels overtake torch's own group_norm on small plain calls.
 
-``groupnorm.group_norm`` hands small plain float32 CPU calls to ``torch.nn.functional.group_norm``
+``groupnorm.group_norm`` hands small plain float32 NCHW CPU calls to ``torch.nn.functional.group_norm``
 (:func:`groupnorm.ops.eager.served_by_torch`), because a call through Python to the kernels has a fixed cost of
-about 25 microseconds. This measures both routes through the same public function, forward and forward+backward,
-NCHW and channels_last, by switching ``GROUPNORM_CPU_SMALL_NUMEL`` between rounds; the crossover sets
+about 25 microseconds. This times ``groupnorm.group_norm`` on the kernels (``GROUPNORM_CPU_SMALL_NUMEL=0``) against
+``torch.nn.functional.group_norm`` itself, forward and forward+backward, NCHW and channels_last, in interleaved
+rounds, with freed memory kept mapped as in ``groupnorm bench``; the crossover sets
 ``groupnorm.ops.eager.DEFAULT_SMALL_CPU_NUMEL``. Run ``python -m groupnorm.bench.small_calls``.
 """
 
@@ -14,6 +15,7 @@ import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
 NUMELS = [1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 19, 1 << 20]
 
@@ -25,18 +27,18 @@ def _per_call(fn, iters: int) -> float:
     return (time.perf_counter() - t0) / iters
 
 
-def _runners(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, groups: int) -> dict:
-    from groupnorm.functional import group_norm
-
+def _runners(fn, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, groups: int) -> dict:
     xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
     dy = torch.randn_like(x)
     return {
-        "fwd": lambda: group_norm(x, groups, w, b),
-        "fwd+bwd": lambda: torch.autograd.grad(group_norm(xg, groups, wg, bg), (xg, wg, bg), dy),
+        "fwd": lambda: fn(x, groups, w, b),
+        "fwd+bwd": lambda: torch.autograd.grad(fn(xg, groups, wg, bg), (xg, wg, bg), dy),
     }
 
 
 def measure(numels: list[int], channels: int = 64, groups: int = 32, rounds: int = 9) -> list[dict]:
+    from groupnorm.functional import group_norm
+
     rows = []
     for numel in numels:
         for layout in ("nchw", "channels_last"):
@@ -44,15 +46,20 @@ def measure(numels: list[int], channels: int = 64, groups: int = 32, rounds: int
             x = torch.randn(2, channels, side, side)
             if layout == "channels_last":
                 x = x.contiguous(memory_format=torch.channels_last)
-            for mode, fn in _runners(x, torch.randn(channels), torch.randn(channels), groups).items():
+            w, b = torch.randn(channels), torch.randn(channels)
+            ours = _runners(group_norm, x, w, b, groups)
+            theirs = _runners(F.group_norm, x, w, b, groups)
+            for mode in ours:
                 iters = max(5, min(500, int(2e6 // max(x.numel(), 1))))
                 times = {"kernels": [], "torch": []}
-                for _ in range(rounds):
-                    for route, limit in (("kernels", "0"), ("torch", str(1 << 62))):
-                        os.environ["GROUPNORM_CPU_SMALL_NUMEL"] = limit
-                        fn()
-                        times[route].append(_per_call(fn, iters))
-                os.environ.pop("GROUPNORM_CPU_SMALL_NUMEL", None)
+                os.environ["GROUPNORM_CPU_SMALL_NUMEL"] = "0"
+                try:
+                    for _ in range(rounds):
+                        for route, fn in (("kernels", ours[mode]), ("torch", theirs[mode])):
+                            fn()
+                            times[route].append(_per_call(fn, iters))
+                finally:
+                    os.environ.pop("GROUPNORM_CPU_SMALL_NUMEL", None)
                 k, t = statistics.median(times["kernels"]), statistics.median(times["torch"])
                 rows.append(
                     dict(numel=x.numel(), layout=layout, mode=mode, kernels_us=k * 1e6, torch_us=t * 1e6)
@@ -61,6 +68,9 @@ def measure(numels: list[int], channels: int = 64, groups: int = 32, rounds: int
 
 
 def main() -> int:
+    from groupnorm.bench import allocator
+
+    allocator.keep_freed_memory()  # as groupnorm bench does: page faults of fresh allocations are not the kernels
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; plain epilogue, float32, 2 x 64 x H x W"
     )

@@ -11,9 +11,10 @@ same bits (``tests/ops/test_eager_path.py`` checks it); everything that needs to
 export, ONNX, ``make_fx``, vmap, FakeTensor) still goes through ``torch.ops.groupnorm.forward``.
 
 One exception, for speed: a small plain float32 CPU call (no activation, residual or scale/shift, fewer than
-:data:`DEFAULT_SMALL_CPU_NUMEL` elements) is handed to ``torch.nn.functional.group_norm``, whose whole call costs
-less than the Python path to the kernels. Such calls have torch's own numerics and determinism, so their bits
-can differ in the last place from the same call inside a compiled graph, which always runs the op.
+:data:`DEFAULT_SMALL_CPU_NUMEL` elements, or :data:`DEFAULT_SMALL_CPU_NUMEL_CHANNELS_LAST` in channels_last) is
+handed to ``torch.nn.functional.group_norm``, whose whole call costs less than the Python path to the kernels.
+Such calls have torch's own numerics and determinism, so their bits can differ in the last place from the same
+call inside a compiled graph, which always runs the op.
 
 Example::
 
@@ -97,29 +98,31 @@ class _GroupNormFunction(torch.autograd.Function):
         return dx, dweight, dbias, None, None, None, dresidual, dscale, dshift
 
 
-# Below this many elements a plain contiguous (NCHW) CPU call (no activation, residual or scale/shift; float32) is
-# served by torch's own group_norm: its whole call costs about 6 us in C++, against about 25 us (forward) and 100 us
-# (forward+backward, through a Python autograd node) for the path to the compiled kernels, which overtake it from
-# about 2^19 elements on. In channels_last torch's kernels are slow enough that ours win from a few thousand
-# elements on, so channels_last calls always take the kernels. Measured with
-# `python -m groupnorm.bench.small_calls` (docs/results/bench-cpu/kernel-choice.md). GROUPNORM_CPU_SMALL_NUMEL
-# overrides it (0: always the kernels).
-DEFAULT_SMALL_CPU_NUMEL = 1 << 19
+# Below these sizes a plain float32 CPU call (no activation, residual or scale/shift) is served by torch's own
+# group_norm: its whole call costs 6-10 us in C++, against about 25 us (forward) and 100-150 us (forward+backward,
+# through a Python autograd node) for the path to the compiled kernels. In NCHW torch's kernels are good and ours
+# overtake it (forward+backward) only from about 2^20 elements; in channels_last torch's are slow enough that ours
+# win from about 2^13 on. Measured with `python -m groupnorm.bench.small_calls`
+# (docs/results/bench-cpu/kernel-choice.md). GROUPNORM_CPU_SMALL_NUMEL overrides both (0: always the kernels).
+DEFAULT_SMALL_CPU_NUMEL = 1 << 20
+DEFAULT_SMALL_CPU_NUMEL_CHANNELS_LAST = 1 << 13
 
 
-def small_cpu_numel() -> int:
-    return int(os.environ.get("GROUPNORM_CPU_SMALL_NUMEL", DEFAULT_SMALL_CPU_NUMEL))
+def small_cpu_numel(channels_last: bool = False) -> int:
+    """The size below which a plain float32 CPU call is served by torch's own group_norm."""
+    override = os.environ.get("GROUPNORM_CPU_SMALL_NUMEL")
+    if override is not None:
+        return int(override)
+    return DEFAULT_SMALL_CPU_NUMEL_CHANNELS_LAST if channels_last else DEFAULT_SMALL_CPU_NUMEL
 
 
 def served_by_torch(x, weight, bias, num_groups, activation, residual, scale, shift) -> bool:
-    """Whether an eligible call goes to ``torch.nn.functional.group_norm`` (small, plain, float32, NCHW, CPU).
+    """Whether an eligible call goes to ``torch.nn.functional.group_norm`` (small, plain, float32, CPU).
 
     Single-element groups stay with the kernels (torch raises there; the op normalizes them to 0).
     """
-    return (
+    if not (
         x.device.type == "cpu"
-        and x.is_contiguous()
-        and x.numel() > x.shape[0] * num_groups
         and activation == "none"
         and residual is None
         and scale is None
@@ -127,8 +130,10 @@ def served_by_torch(x, weight, bias, num_groups, activation, residual, scale, sh
         and x.dtype == torch.float32
         and (weight is None or weight.dtype == torch.float32)
         and (bias is None or bias.dtype == torch.float32)
-        and 0 < x.numel() < small_cpu_numel()
-    )
+        and x.numel() > x.shape[0] * num_groups
+    ):
+        return False
+    return x.numel() < small_cpu_numel(channels_last=not x.is_contiguous())
 
 
 def group_norm(
