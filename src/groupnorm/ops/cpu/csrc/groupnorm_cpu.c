@@ -11,8 +11,9 @@
  * same for every thread count and every run.
  *
  * Cache use: where there are enough units (NCHW groups, channels_last samples) of at most a thread's share of a
- * wave, each unit goes whole to one thread (scheduled dynamically, unit by unit): statistics, then the apply pass
- * while the unit is still in L2 or L3. Otherwise the work goes in "waves" of consecutive samples or groups of at
+ * wave, each unit goes whole to one thread (NCHW runs of groups handed out dynamically, channels_last samples in
+ * contiguous ranges; either choice measured within 10% of the other): statistics, then the apply pass while the
+ * unit is still in L2 or L3. Otherwise the work goes in "waves" of consecutive samples or groups of at
  * most wave_bytes of input, each pass split among the threads in contiguous ranges (static schedule: every
  * thread's reads stay sequential for the hardware prefetcher, which measured 1.0-1.5x faster than handing out
  * single blocks dynamically). A wave's statistics pass reads it from DRAM; the apply pass, run right after it, finds
@@ -927,7 +928,7 @@ static void row_sums_plain(const float *dy, const float *x, i64 len, float m, fl
 
 /* SiLU epilogue: g = dy * silu'((x - m) a + b + res), then the same sums; masked tail, fixed lane order */
 static void row_sums_silu(const float *dy, const float *x, const float *res, i64 len, float m, float a, float b,
-                          float *o1, float *o2) {
+                          float *o1, float *o2, float *gout) {
     const __m512 vm = _mm512_set1_ps(m), va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, q0 = a0, q1 = a0;
     for (i64 i = 0, k = 0; i < len; i += 16, k ^= 1) {
@@ -936,6 +937,7 @@ static void row_sums_silu(const float *dy, const float *x, const float *res, i64
         __m512 pre = _mm512_fmadd_ps(xc, va, vb);
         if (res) pre = _mm512_add_ps(pre, _mm512_maskz_loadu_ps(mk, res + i));
         const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, dy + i), silu_grad16(pre));
+        if (gout) _mm512_mask_storeu_ps(gout + i, mk, g);
         if (k == 0) a0 = _mm512_mask_add_ps(a0, mk, a0, g), q0 = _mm512_mask3_fmadd_ps(g, xc, q0, mk);
         else a1 = _mm512_mask_add_ps(a1, mk, a1, g), q1 = _mm512_mask3_fmadd_ps(g, xc, q1, mk);
     }
@@ -990,15 +992,16 @@ static void dx_row_stream(const float *dy, const float *x, float *dx, i64 len, f
 }
 #endif
 
+/* gout: where the SiLU sums store the gradient at the pre-activation for the dx pass (see stores_g), or NULL */
 static void row_sums(const float *dy, const float *x, const float *res, i64 len, float m, float a, float b,
-                     int act, float *o1, float *o2) {
+                     int act, float *o1, float *o2, float *gout) {
 #ifdef __AVX512F__
     if (act == ACT_NONE) {
         row_sums_plain(dy, x, len, m, o1, o2);
         return;
     }
     if (act == ACT_SILU) {
-        row_sums_silu(dy, x, res, len, m, a, b, o1, o2);
+        row_sums_silu(dy, x, res, len, m, a, b, o1, o2, gout);
         return;
     }
 #endif
@@ -1196,7 +1199,7 @@ static void dx_pixels_plain(const float *dy, const float *x, float *dx, float *d
  * sums in registers across the pixels (the portable loop recomputed the exp polynomial with scalar-width
  * bookkeeping and reloaded three coefficient vectors per vector of x) */
 static void pixel_sums_silu(const float *dy, const float *x, const float *res, i64 npix, i64 C, const float *m,
-                            const float *a, const float *b, float *s1, float *s2) {
+                            const float *a, const float *b, float *s1, float *s2, float *gout) {
     for (i64 c = 0; c < C; c += 32) {
         __m512 vm[2], va[2], vb[2], a1[2], a2[2];
         __mmask16 k[2];
@@ -1214,6 +1217,7 @@ static void pixel_sums_silu(const float *dy, const float *x, const float *res, i
                 __m512 pre = _mm512_fmadd_ps(xc, va[j], vb[j]);
                 if (res) pre = _mm512_add_ps(pre, _mm512_maskz_loadu_ps(k[j], res + o));
                 const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k[j], dy + o), silu_grad16(pre));
+                if (gout) _mm512_mask_storeu_ps(gout + o, k[j], g);
                 a1[j] = _mm512_mask_add_ps(a1[j], k[j], a1[j], g);
                 a2[j] = _mm512_mask3_fmadd_ps(g, xc, a2[j], k[j]);
             }
@@ -1247,14 +1251,14 @@ static void dx_pixels_silu(const float *dy, const float *x, const float *res, fl
 #endif
 
 static void pixel_sums(const float *dy, const float *x, const float *res, i64 npix, i64 C, const float *m,
-                       const float *a, const float *b, int act, float *s1, float *s2) {
+                       const float *a, const float *b, int act, float *s1, float *s2, float *gout) {
 #ifdef __AVX512F__
     if (act == ACT_NONE) {
         pixel_sums_plain(dy, x, npix, C, m, s1, s2);
         return;
     }
     if (act == ACT_SILU) {
-        pixel_sums_silu(dy, x, res, npix, C, m, a, b, s1, s2);
+        pixel_sums_silu(dy, x, res, npix, C, m, a, b, s1, s2, gout);
         return;
     }
 #endif
@@ -1359,6 +1363,18 @@ static void fold_sums(const float *part, i64 nblk, i64 C, i64 c0, i64 c1, float 
     }
 }
 
+/* Whether the sums pass stores g = dy * act'(pre) (into dresidual when wanted, else into dx) so that the dx pass
+ * reads it instead of evaluating act' a second time: with SiLU the backward is bound by that arithmetic. dx is
+ * then p g + q (x - m) + r, the plain epilogue's formula with g for dy, so the same loops and the same bits. */
+static int stores_g(int act) {
+#ifdef __AVX512F__
+    return act == ACT_SILU;
+#else
+    (void)act;
+    return 0;
+#endif
+}
+
 int gn_backward_f32(const float *dy, const float *x, const float *mean, const float *rstd, const float *w,
                     const float *bias, const float *scale, const float *shift, const float *res, float *dx,
                     float *dw, float *db, float *dres, float *dscale, float *dshift, i64 N, i64 C, i64 S, i64 G,
@@ -1379,6 +1395,11 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
     const int stream = GN_HAVE_STREAM && stream_bytes > 0 && act == ACT_NONE && dx && !dres &&
                        N * C * S * 4 >= stream_bytes && (!channels_last || (C % 16 == 0 && ((uintptr_t)dx & 63) == 0));
     int fail = 0;
+    float *gbuf = stores_g(act) && want_dx ? (dres ? dres : dx) : NULL;
+    /* the dx pass: from g where it was stored (nothing left to do when only dresidual is wanted) */
+    const float *dx_src = gbuf ? gbuf : dy;
+    const int dx_act = gbuf ? ACT_NONE : act, need_dx_pass = want_dx && !(gbuf && !dx);
+    float *dx_res_out = gbuf ? NULL : dres;
 
     if (!channels_last && fused_ok(N * G, D * S * 8, nthreads, wave_bytes)) {
         /* runs of consecutive groups by one thread while dy and x sit in L2 (see the forward); the same calls
@@ -1389,12 +1410,13 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
             const i64 g_begin = run * per_run, g_end = imin(NG, g_begin + per_run);
             for (i64 row = g_begin * D; row < g_end * D; row++)
                 row_sums(dy + row * S, x + row * S, rres ? rres + row * S : NULL, S, M[row], A[row], B[row], act,
-                         &S1[row], &S2[row]);
+                         &S1[row], &S2[row], gbuf ? gbuf + row * S : NULL);
             for (i64 ng = g_begin; ng < g_end; ng++)
                 group_grads(ng / G, ng % G, C, D, S, rstd[ng], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
                             dw ? pw : NULL, db ? pb : NULL);
-            if (want_dx)
-                dx_range(dy, x, rres, dx, dres, g_begin * D * S, g_end * D * S, S, M, A, B, P, Q, R, act, stream);
+            if (need_dx_pass)
+                dx_range(dx_src, x, gbuf ? NULL : rres, dx, dx_res_out, g_begin * D * S, g_end * D * S, S, M, A, B,
+                         P, Q, R, dx_act, stream);
         }
     } else if (!channels_last) {
         const i64 L = D * S; /* a group is D contiguous rows of S */
@@ -1408,18 +1430,18 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
 #pragma omp for schedule(static)
             for (i64 row = g0 * D; row < g1 * D; row++)
                 row_sums(dy + row * S, x + row * S, rres ? rres + row * S : NULL, S, M[row], A[row], B[row], act,
-                         &S1[row], &S2[row]);
+                         &S1[row], &S2[row], gbuf ? gbuf + row * S : NULL);
 #pragma omp for schedule(static)
             for (i64 ng = g0; ng < g1; ng++)
                 group_grads(ng / G, ng % G, C, D, S, rstd[ng], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
                             dw ? pw : NULL, db ? pb : NULL);
-            if (want_dx) {
+            if (need_dx_pass) {
                 const i64 base = g0 * D * S, total = (g1 - g0) * D * S, npieces = cdiv(total, APPLY_PIECE);
 #pragma omp for schedule(static)
                 for (i64 pc = 0; pc < npieces; pc++) {
                     const i64 i = base + pc * APPLY_PIECE;
-                    dx_range(dy, x, rres, dx, dres, i, imin(base + total, i + APPLY_PIECE), S, M, A, B, P, Q, R,
-                             act, stream);
+                    dx_range(dx_src, x, gbuf ? NULL : rres, dx, dx_res_out, i, imin(base + total, i + APPLY_PIECE),
+                             S, M, A, B, P, Q, R, dx_act, stream);
                 }
             }
         }
@@ -1448,17 +1470,17 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
                         float *s1 = mypart + 2 * b * C, *s2 = s1 + C;
                         for (i64 c = 0; c < C; c++) s1[c] = 0.0f, s2[c] = 0.0f;
                         pixel_sums(dy + off, x + off, rres ? rres + off : NULL, imin(Pp, S - p0), C, M + n * C,
-                                   A + n * C, B + n * C, act, s1, s2);
+                                   A + n * C, B + n * C, act, s1, s2, gbuf ? gbuf + off : NULL);
                     }
                     for (i64 c0 = 0; c0 < C; c0 += FOLD_CHUNK)
                         fold_sums(mypart, nblk, C, c0, imin(C, c0 + FOLD_CHUNK), S1 + n * C, S2 + n * C);
                     for (i64 g = 0; g < G; g++)
                         group_grads(n, g, C, D, S, rstd[n * G + g], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
                                     dw ? pw : NULL, db ? pb : NULL);
-                    if (want_dx)
-                        dx_pixels(dy + base, x + base, rres ? rres + base : NULL, dx ? dx + base : NULL,
-                                  dres ? dres + base : NULL, S, C, M + n * C, A + n * C, B + n * C, P + n * C,
-                                  Q + n * C, R + n * C, act, stream);
+                    if (need_dx_pass)
+                        dx_pixels(dx_src + base, x + base, !gbuf && rres ? rres + base : NULL, dx ? dx + base : NULL,
+                                  dx_res_out ? dx_res_out + base : NULL, S, C, M + n * C, A + n * C, B + n * C,
+                                  P + n * C, Q + n * C, R + n * C, dx_act, stream);
                 }
             }
             goto param_grads;
@@ -1473,7 +1495,7 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
                 float *s1 = part + 2 * it * C, *s2 = s1 + C;
                 for (i64 c = 0; c < C; c++) s1[c] = 0.0f, s2[c] = 0.0f;
                 pixel_sums(dy + off, x + off, rres ? rres + off : NULL, np, C, M + n * C, A + n * C, B + n * C,
-                           act, s1, s2);
+                           act, s1, s2, gbuf ? gbuf + off : NULL);
             }
             /* fold blocks in order, per (sample, channel chunk), vectorized over channels */
             const i64 nchunk = cdiv(C, FOLD_CHUNK);
@@ -1486,16 +1508,16 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
             for (i64 ng = n0 * G; ng < n1 * G; ng++)
                 group_grads(ng / G, ng % G, C, D, S, rstd[ng], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
                             dw ? pw : NULL, db ? pb : NULL);
-            if (want_dx) {
+            if (need_dx_pass) {
                 const i64 pix_per_piece = imax(1, APPLY_PIECE / C);
                 const i64 pps = cdiv(S, pix_per_piece), npieces = (n1 - n0) * pps;
 #pragma omp for schedule(static)
                 for (i64 pc = 0; pc < npieces; pc++) {
                     const i64 n = n0 + pc / pps, p0 = (pc % pps) * pix_per_piece;
                     const i64 np = imin(pix_per_piece, S - p0), off = n * per_sample + p0 * C;
-                    dx_pixels(dy + off, x + off, rres ? rres + off : NULL, dx ? dx + off : NULL,
-                              dres ? dres + off : NULL, np, C, M + n * C, A + n * C, B + n * C, P + n * C,
-                              Q + n * C, R + n * C, act, stream);
+                    dx_pixels(dx_src + off, x + off, !gbuf && rres ? rres + off : NULL, dx ? dx + off : NULL,
+                              dx_res_out ? dx_res_out + off : NULL, np, C, M + n * C, A + n * C, B + n * C,
+                              P + n * C, Q + n * C, R + n * C, dx_act, stream);
                 }
             }
         }
