@@ -947,21 +947,6 @@ static void row_sums_silu(const float *dy, const float *x, const float *res, i64
     *o2 = _mm512_reduce_add_ps(_mm512_add_ps(q0, q1));
 }
 
-static void dx_row_silu(const float *dy, const float *x, const float *res, float *dx, float *dres, i64 len,
-                        float m, float a, float b, float p, float q, float r) {
-    const __m512 vm = _mm512_set1_ps(m), va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
-    const __m512 vp = _mm512_set1_ps(p), vq = _mm512_set1_ps(q), vr = _mm512_set1_ps(r);
-    for (i64 i = 0; i < len; i += 16) {
-        const __mmask16 mk = len - i >= 16 ? (__mmask16)0xFFFF : tail_mask(len - i);
-        const __m512 xc = _mm512_sub_ps(_mm512_maskz_loadu_ps(mk, x + i), vm);
-        __m512 pre = _mm512_fmadd_ps(xc, va, vb);
-        if (res) pre = _mm512_add_ps(pre, _mm512_maskz_loadu_ps(mk, res + i));
-        const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, dy + i), silu_grad16(pre));
-        if (dx) _mm512_mask_storeu_ps(dx + i, mk, _mm512_add_ps(_mm512_fmadd_ps(vp, g, _mm512_mul_ps(vq, xc)), vr));
-        if (dres) _mm512_mask_storeu_ps(dres + i, mk, g);
-    }
-}
-
 /* dx = p dy + q (x - m) + r (and dresidual = dy) for the plain epilogue, masked tail */
 static void dx_row_plain(const float *dy, const float *x, float *dx, float *dres, i64 len, float m, float p,
                          float q, float r) {
@@ -971,7 +956,7 @@ static void dx_row_plain(const float *dy, const float *x, float *dx, float *dres
         const __m512 d = _mm512_maskz_loadu_ps(mk, dy + i);
         if (dx) {
             const __m512 xc = _mm512_sub_ps(_mm512_maskz_loadu_ps(mk, x + i), vm);
-            _mm512_mask_storeu_ps(dx + i, mk, _mm512_add_ps(_mm512_fmadd_ps(vp, d, _mm512_mul_ps(vq, xc)), vr));
+            _mm512_mask_storeu_ps(dx + i, mk, _mm512_fmadd_ps(vq, xc, _mm512_fmadd_ps(vp, d, vr)));
         }
         if (dres) _mm512_mask_storeu_ps(dres + i, mk, d);
     }
@@ -983,9 +968,8 @@ static void dx_row_stream(const float *dy, const float *x, float *dx, i64 len, f
                           float r) {
     const __m512 vm = _mm512_set1_ps(m), vp = _mm512_set1_ps(p), vq = _mm512_set1_ps(q), vr = _mm512_set1_ps(r);
 #define GN_DX(K, I)                                                                                              \
-    _mm512_add_ps(_mm512_fmadd_ps(vp, _mm512_maskz_loadu_ps((K), dy + (I)),                                     \
-                                  _mm512_mul_ps(vq, _mm512_sub_ps(_mm512_maskz_loadu_ps((K), x + (I)), vm))),   \
-                  vr)
+    _mm512_fmadd_ps(vq, _mm512_sub_ps(_mm512_maskz_loadu_ps((K), x + (I)), vm),                                 \
+                    _mm512_fmadd_ps(vp, _mm512_maskz_loadu_ps((K), dy + (I)), vr))
     i64 i = imin(len, (i64)(((64 - ((uintptr_t)dx & 63)) & 63) / sizeof(float)));
     if (i > 0) _mm512_mask_storeu_ps(dx, tail_mask(i), GN_DX(tail_mask(i), 0));
     for (; i + 16 <= len; i += 16) _mm512_stream_ps(dx + i, GN_DX((__mmask16)0xFFFF, i));
@@ -1037,10 +1021,6 @@ static void dx_row(const float *dy, const float *x, const float *res, float *dx,
         dx_row_plain(dy, x, dx, dres, len, m, p, q, r);
         return;
     }
-    if (act == ACT_SILU) {
-        dx_row_silu(dy, x, res, dx, dres, len, m, a, b, p, q, r);
-        return;
-    }
 #endif
 #define DXR(A, HR, HX, HD) dx_row_impl(dy, x, res, dx, dres, len, m, a, b, p, q, r, A, HR, HX, HD)
 #define DXR_R11(A) DXR(A, 1, 1, 1)
@@ -1081,7 +1061,7 @@ static void dx_range_plain(const float *dy, const float *x, float *dx, i64 i0, i
             bq = _mm512_mask_blend_ps(next, bq, vq), br = _mm512_mask_blend_ps(next, br, vr);
         }
         const __m512 xc = _mm512_sub_ps(v, bm);
-        _mm512_mask_storeu_ps(dx + i, k, _mm512_add_ps(_mm512_fmadd_ps(bp, d, _mm512_mul_ps(bq, xc)), br));
+        _mm512_mask_storeu_ps(dx + i, k, _mm512_fmadd_ps(bq, xc, _mm512_fmadd_ps(bp, d, br)));
     }
 }
 #endif
@@ -1189,7 +1169,7 @@ static void dx_pixels_plain(const float *dy, const float *x, float *dx, float *d
                 const __m512 d = _mm512_maskz_loadu_ps(k, dy + o);
                 if (dx) {
                     const __m512 xc = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + o), vm);
-                    const __m512 v = _mm512_add_ps(_mm512_fmadd_ps(vp, d, _mm512_mul_ps(vq, xc)), vr);
+                    const __m512 v = _mm512_fmadd_ps(vq, xc, _mm512_fmadd_ps(vp, d, vr));
                     if (stream) /* C % 16 == 0 and dx aligned (see gn_backward_f32) */
                         _mm512_stream_ps(dx + o, v);
                     else
@@ -1235,26 +1215,6 @@ static void pixel_sums_silu(const float *dy, const float *x, const float *res, i
     }
 }
 
-/* dx = p g + q (x - m) + r (and dresidual = g) with g as in pixel_sums_silu */
-static void dx_pixels_silu(const float *dy, const float *x, const float *res, float *dx, float *dres, i64 npix,
-                           i64 C, const float *m, const float *a, const float *b, const float *pp, const float *qq,
-                           const float *rr) {
-    for (i64 p = 0; p < npix; p++)
-        for (i64 c = 0; c < C; c += 16) {
-            const __mmask16 k = C - c >= 16 ? (__mmask16)0xFFFF : tail_mask(C - c);
-            const i64 o = p * C + c;
-            const __m512 xc = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + o), _mm512_maskz_loadu_ps(k, m + c));
-            __m512 pre = _mm512_fmadd_ps(xc, _mm512_maskz_loadu_ps(k, a + c), _mm512_maskz_loadu_ps(k, b + c));
-            if (res) pre = _mm512_add_ps(pre, _mm512_maskz_loadu_ps(k, res + o));
-            const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dy + o), silu_grad16(pre));
-            if (dx) {
-                const __m512 t = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, pp + c), g,
-                                                 _mm512_mul_ps(_mm512_maskz_loadu_ps(k, qq + c), xc));
-                _mm512_mask_storeu_ps(dx + o, k, _mm512_add_ps(t, _mm512_maskz_loadu_ps(k, rr + c)));
-            }
-            if (dres) _mm512_mask_storeu_ps(dres + o, k, g);
-        }
-}
 #endif
 
 static void pixel_sums(const float *dy, const float *x, const float *res, i64 npix, i64 C, const float *m,
@@ -1304,10 +1264,6 @@ static void dx_pixels(const float *dy, const float *x, const float *res, float *
     if (act == ACT_NONE) {
         dx_pixels_plain(dy, x, dx, dres, npix, C, m, pp, qq, rr, stream);
         if (stream) GN_SFENCE();
-        return;
-    }
-    if (act == ACT_SILU) {
-        dx_pixels_silu(dy, x, res, dx, dres, npix, C, m, a, b, pp, qq, rr);
         return;
     }
 #endif
