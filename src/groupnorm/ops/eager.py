@@ -45,15 +45,28 @@ from groupnorm.ops.op import input_gradients
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
+def _private(owner, name: str):
+    """A private torch query, or one that always says "observed" where this torch version lacks it."""
+    return getattr(owner, name, lambda: True)
+
+
+# private torch queries, looked up once (a torch without one of them makes every call take the op)
+_tracing_state = _private(torch._C, "_get_tracing_state")
+_function_mode_enabled = _private(torch._C, "_is_torch_function_mode_enabled")
+_dispatch_stack_len = _private(torch._C, "_len_torch_dispatch_stack")
+_functorch_active = _private(torch._C, "_are_functorch_transforms_active")
+_profiler_enabled = _private(torch._C._autograd, "_profiler_enabled")
+
+
 def _observed() -> bool:
     """True when a compiler, tracer, mode, transform or profiler may need to see the op itself."""
-    return (
+    return bool(
         torch.compiler.is_compiling()
-        or torch._C._get_tracing_state() is not None  # torch.jit.trace (and the TorchScript ONNX exporter)
-        or torch._C._is_torch_function_mode_enabled()
-        or torch._C._len_torch_dispatch_stack() > 0
-        or torch._C._are_functorch_transforms_active()
-        or torch._C._autograd._profiler_enabled()
+        or _tracing_state() is not None  # torch.jit.trace (and the TorchScript ONNX exporter)
+        or _function_mode_enabled()
+        or _dispatch_stack_len()
+        or _functorch_active()
+        or _profiler_enabled()
     )
 
 
