@@ -12,11 +12,12 @@
  *
  * Cache use: where there are enough units (NCHW groups, channels_last samples) of at most a thread's share of a
  * wave, each unit goes whole to one thread (NCHW runs of groups: see set_run_schedule; channels_last samples in
- * contiguous ranges): statistics, then the apply pass while the unit is still in L2 or L3. Otherwise the work goes in "waves" of consecutive samples or groups of at
- * most wave_bytes of input, each pass split among the threads in contiguous ranges (static schedule: every
- * thread's reads stay sequential for the hardware prefetcher, which measured 1.0-1.5x faster than handing out
- * single blocks dynamically). A wave's statistics pass reads it from DRAM; the apply pass, run right after it, finds
- * the wave still in cache, so DRAM sees x once whenever a wave fits.
+ * contiguous ranges): statistics, then the apply pass while the unit is still in L2 or L3. Otherwise the work
+ * goes in "waves" of consecutive samples or groups of at most wave_bytes of input, each pass split among the
+ * threads in contiguous ranges (static schedule: every thread's reads stay sequential for the hardware
+ * prefetcher, which measured 1.0-1.5x faster than handing out single blocks dynamically). A wave's statistics pass
+ * reads it from DRAM; the apply pass, run right after it, finds the wave still in cache, so DRAM sees x once
+ * whenever a wave fits.
  *
  * Statistics: each block's mean and M2 come from two passes over the block while it sits in L1 (no E[x^2]-E[x]^2),
  * and blocks are merged with Chan's formula in double.
