@@ -7,7 +7,7 @@ import torch
 import groupnorm.ops  # noqa: F401  (registers torch.ops.groupnorm.*)
 from groupnorm.activations import canonical_activation
 from groupnorm.ops import eager
-from groupnorm.ops.checks import resolve_num_groups
+from groupnorm.ops.checks import check_input, resolve_num_groups
 
 
 def group_norm(
@@ -42,13 +42,7 @@ def group_norm(
         >>> y.shape
         torch.Size([2, 64, 8, 8])
     """
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"input must be a Tensor, got input of type {type(input).__name__}")
-    if input.dim() < 2:
-        raise ValueError(
-            f"input must have at least 2 dimensions (N, C, *spatial), got input.dim()={input.dim()} "
-            f"with shape {tuple(input.shape)}"
-        )
+    check_input(input)
     groups = resolve_num_groups(input.shape[1], num_groups, group_size)
     args = (input, weight, bias, groups, float(eps), canonical_activation(activation), residual, scale, shift)
     if eager.eligible(input, weight, bias, residual, scale, shift):

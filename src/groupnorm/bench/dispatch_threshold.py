@@ -10,16 +10,12 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
 
 import torch
 
+from groupnorm.bench.harness import Clock
 
-def _per_call(fn, iters: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return (time.perf_counter() - t0) / iters
+_CLOCK = Clock("cpu")
 
 
 def measure(numels: list[int], channels: int = 32, groups: int = 8, rounds: int = 7) -> list[dict]:
@@ -43,7 +39,7 @@ def measure(numels: list[int], channels: int = 32, groups: int = 8, rounds: int 
             for name, limit in (("kernel", "0"), ("torch", str(1 << 62))):
                 os.environ["GROUPNORM_CPU_MIN_NUMEL"] = limit
                 fwd_bwd()
-                times[name].append(_per_call(fwd_bwd, 200))
+                times[name].append(_CLOCK.per_call(fwd_bwd, 200))
         os.environ.pop("GROUPNORM_CPU_MIN_NUMEL", None)
         k, t = statistics.median(times["kernel"]), statistics.median(times["torch"])
         rows.append({"numel": x.numel(), "kernel_us": k * 1e6, "torch_us": t * 1e6, "speedup": t / k})

@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
+from groupnorm.bench.harness import Clock
+
+_CLOCK = Clock("cpu")
 NUMELS = [1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 19, 1 << 20]
-
-
-def _per_call(fn, iters: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return (time.perf_counter() - t0) / iters
 
 
 def _runners(fn, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, groups: int) -> dict:
@@ -57,7 +52,7 @@ def measure(numels: list[int], channels: int = 64, groups: int = 32, rounds: int
                     for _ in range(rounds):
                         for route, fn in (("kernels", ours[mode]), ("torch", theirs[mode])):
                             fn()
-                            times[route].append(_per_call(fn, iters))
+                            times[route].append(_CLOCK.per_call(fn, iters))
                 finally:
                     os.environ.pop("GROUPNORM_CPU_SMALL_NUMEL", None)
                 k, t = statistics.median(times["kernels"]), statistics.median(times["torch"])

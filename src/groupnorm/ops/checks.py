@@ -60,6 +60,17 @@ def _check_param(name: str, t: torch.Tensor | None, x: torch.Tensor, shape: tupl
         )
 
 
+def check_input(x: torch.Tensor) -> None:
+    """Raise unless ``x`` is a tensor of shape (N, C, *spatial)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"input must be a Tensor, got input of type {type(x).__name__}")
+    if x.dim() < 2:
+        raise ValueError(
+            f"input must have at least 2 dimensions (N, C, *spatial), got input.dim()={x.dim()} "
+            f"with shape {tuple(x.shape)}"
+        )
+
+
 def check_forward_args(
     x: torch.Tensor,
     weight: torch.Tensor | None,
@@ -72,13 +83,7 @@ def check_forward_args(
     shift: torch.Tensor | None,
 ) -> None:
     """Raise a clear error for any argument the op cannot take."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"input must be a Tensor, got input of type {type(x).__name__}")
-    if x.dim() < 2:
-        raise ValueError(
-            f"input must have at least 2 dimensions (N, C, *spatial), got input.dim()={x.dim()} "
-            f"with shape {tuple(x.shape)}"
-        )
+    check_input(x)
     if not x.dtype.is_floating_point:
         raise TypeError(f"input must be a floating-point tensor, got input.dtype={x.dtype}")
     if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups <= 0:

@@ -585,21 +585,16 @@ static void apply_range(const float *x, const float *res, float *y, i64 i0, i64 
  * builds side by side), runs handed out one by one with an activation, which is bound by arithmetic and gains
  * from the balancing (static: 0.87-1.03x on the SiLU backward). The caller's schedule is restored afterwards. */
 typedef struct {
-#ifdef _OPENMP
-    omp_sched_t kind;
-    int chunk;
-#endif
-    int unused;
+    int kind, chunk; /* an omp_sched_t and its chunk size */
 } SavedSchedule;
 
 static SavedSchedule set_run_schedule(int act) {
-    SavedSchedule saved = {0};
+    SavedSchedule saved = {0, 0};
 #ifdef _OPENMP
-    omp_get_schedule(&saved.kind, &saved.chunk);
-    if (act == ACT_NONE)
-        omp_set_schedule(omp_sched_static, 0);
-    else
-        omp_set_schedule(omp_sched_dynamic, 1);
+    omp_sched_t kind;
+    omp_get_schedule(&kind, &saved.chunk);
+    saved.kind = (int)kind;
+    omp_set_schedule(act == ACT_NONE ? omp_sched_static : omp_sched_dynamic, act == ACT_NONE ? 0 : 1);
 #else
     (void)act;
 #endif
@@ -608,7 +603,7 @@ static SavedSchedule set_run_schedule(int act) {
 
 static void restore_schedule(SavedSchedule saved) {
 #ifdef _OPENMP
-    omp_set_schedule(saved.kind, saved.chunk);
+    omp_set_schedule((omp_sched_t)saved.kind, saved.chunk);
 #else
     (void)saved;
 #endif
