@@ -394,23 +394,29 @@ static void apply_pixels_stream(const float *x, float *y, i64 npix, i64 C, const
         }
 }
 
-/* SiLU with AVX-512 intrinsics: exp through vscalefps (2^n * 2^f, f in [-1/2, 1/2], degree-6 polynomial) and the
+/* SiLU with AVX-512 intrinsics: exp through vscalefps (2^n * 2^f, f in [-1/2, 1/2], degree-5 polynomial) and the
  * division through vrcp14ps plus one Newton step: fewer and cheaper instructions than the portable loop, which
  * matters because the fused GN+SiLU is compute-bound there. The exponent is clamped to +-126 so exp stays finite
- * (silu(+inf) = +inf); min/max take their second operand when one is NaN, so NaN passes. */
+ * (silu(+inf) = +inf), in one vrangeps (the smaller magnitude, with t's sign), which returns a NaN t as it is.
+ * The degree-5 polynomial (near-minimax for relative error, 7.6e-8 in exact arithmetic) and the one-instruction
+ * clamp made the GN+SiLU forward 7-10% faster than degree 6 with min/max. Against float64 SiLU of the same
+ * pre-activation the error is unchanged where it is largest (16 ulp at v = -20, from rounding t = -v log2(e) to
+ * float32) and 5 ulp against 4.4 at most for |v| <= 5 (99.9th percentile 2.9 against 2.4); see kernel-choice.md. */
 static inline __m512 sigmoid16(__m512 v) {
     __m512 t = _mm512_mul_ps(v, _mm512_set1_ps(-1.44269504088896341f));
-    t = _mm512_min_ps(_mm512_set1_ps(126.0f), t);
-    t = _mm512_max_ps(_mm512_set1_ps(-126.0f), t);
+#ifdef __AVX512DQ__
+    t = _mm512_range_ps(t, _mm512_set1_ps(126.0f), 0x02); /* imm: absolute minimum, sign of t */
+#else
+    t = _mm512_max_ps(_mm512_set1_ps(-126.0f), _mm512_min_ps(_mm512_set1_ps(126.0f), t));
+#endif
     const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 f = _mm512_sub_ps(t, n);
-    __m512 p = _mm512_set1_ps(1.5403530393381606e-4f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291076284772e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504108664821580e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022650695910071e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718055994531e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    __m512 p = _mm512_set1_ps(0.001328230369836092f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.009675590321421623f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.05550695210695267f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022118747234344f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931470036506653f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0000001192092896f));
     const __m512 d = _mm512_add_ps(_mm512_scalef_ps(p, n), _mm512_set1_ps(1.0f));
     __m512 r = _mm512_rcp14_ps(d);
     return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
