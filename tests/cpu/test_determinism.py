@@ -21,6 +21,8 @@ CASES = [
     pytest.param((2, 8, 256, 256), 2, "contiguous", id="nchw-1MB-groups"),
     # rows shorter than 128 elements are done as one stream of vectors across row boundaries
     pytest.param((1, 64, 7, 7), 2, "contiguous", id="nchw-short-rows-fused-or-split"),
+    # the backward's channels_last sums go through pixels in address order up to 512 channels, in chunks above
+    pytest.param((3, 1024, 5, 5), 32, "channels_last", id="channels_last-wide-pixels"),
 ]
 
 
