@@ -1130,12 +1130,21 @@ static void dx_range(const float *dy, const float *x, const float *res, float *d
     }
 }
 
+/* The backward's per-channel sums over a block of pixels (channels_last). Up to PIXEL_ORDER_MAX_C channels the
+ * pixels go in address order with the sums in memory (they and the coefficients stay in L1); wider pixels go in
+ * chunks of channels with the sums in registers. Chunks re-walk the block's pixels at a stride of C floats, from L2
+ * after the first chunk. Address order measured, against chunks, on 1x512x64x64, 2x256x56x56, 1x256x128x128,
+ * 1x128x8x64x64 and 4x512x1024: plain 1.15-1.26x, SiLU 1.18-1.64x, GELU 1.34-1.68x, ReLU 1.25-1.34x; with 1024 and
+ * 2048 channels 0.96-1.03x, hence the limit. Each channel's sum takes the pixels in the same order either way. */
+#define PIXEL_ORDER_MAX_C 512
+
 GN_INLINE void pixel_sums_impl(const float *dy, const float *x, const float *res, i64 npix, i64 C, const float *m,
                                const float *a, const float *b, float *s1, float *s2, float *gout, const int act,
                                const int has_res, const int has_gout) {
-    /* 32-channel chunks keep their two sums in registers across the pixels; the rest the generic way */
+    /* wide pixels: 32-channel chunks keep their two sums in registers across the pixels; the rest (and every
+     * channel of narrower pixels) the generic way, in address order */
     i64 c0 = 0;
-    for (; c0 + 32 <= C; c0 += 32) {
+    for (; C > PIXEL_ORDER_MAX_C && c0 + 32 <= C; c0 += 32) {
         float a1[32], a2[32];
         for (int j = 0; j < 32; j++) a1[j] = s1[c0 + j], a2[j] = s2[c0 + j];
         for (i64 p = 0; p < npix; p++) {
@@ -1164,12 +1173,7 @@ GN_INLINE void pixel_sums_impl(const float *dy, const float *x, const float *res
 
 #ifdef __AVX512F__
 /* Plain epilogue (g = dy) over pixels: 16-channel vectors, one sum chain per channel in pixel order; the same
- * arithmetic per channel whatever the block or the loop order, so the fused and split paths give the same bits.
- * Up to PIXEL_ORDER_MAX_C channels the pixels go in address order with the sums in memory (3 C floats stay in L1);
- * wider pixels go in chunks of 64 channels with the sums in registers. Chunks re-walk a block's pixels at a stride
- * of C floats, from L2 after the first chunk: address order measured 1.17-1.26x on the backward of 1x512x64x64,
- * 1x256x128x128, 1x128x8x64x64 and 4x512x1024 (channels_last), 0.96-1.0x with 1024 and 2048 channels. */
-#define PIXEL_ORDER_MAX_C 512
+ * arithmetic per channel whatever the block or the loop order, so the fused and split paths give the same bits. */
 static void pixel_sums_plain(const float *dy, const float *x, i64 npix, i64 C, const float *m, float *s1,
                              float *s2) {
     if (C <= PIXEL_ORDER_MAX_C) {
@@ -1245,11 +1249,27 @@ static void dx_pixels_plain(const float *dy, const float *x, float *dx, float *d
 #endif
 
 #ifdef __AVX512F__
-/* SiLU epilogue over pixels: g = dy silu'((x - m) a + b + res); 32-channel chunks keep the coefficients and the
- * sums in registers across the pixels (the portable loop recomputed the exp polynomial with scalar-width
- * bookkeeping and reloaded three coefficient vectors per vector of x) */
+/* SiLU epilogue over pixels: g = dy silu'((x - m) a + b + res), in AVX-512 (the portable loop recomputed the exp
+ * polynomial with scalar-width bookkeeping); pixel order or channel chunks as in pixel_sums_impl */
 static void pixel_sums_silu(const float *dy, const float *x, const float *res, i64 npix, i64 C, const float *m,
                             const float *a, const float *b, float *s1, float *s2, float *gout) {
+    if (C <= PIXEL_ORDER_MAX_C) {
+        for (i64 p = 0; p < npix; p++)
+            for (i64 c = 0; c < C; c += 16) {
+                const __mmask16 k = C - c >= 16 ? (__mmask16)0xFFFF : tail_mask(C - c);
+                const i64 o = p * C + c;
+                const __m512 xc = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + o), _mm512_maskz_loadu_ps(k, m + c));
+                __m512 pre = _mm512_fmadd_ps(xc, _mm512_maskz_loadu_ps(k, a + c), _mm512_maskz_loadu_ps(k, b + c));
+                if (res) pre = _mm512_add_ps(pre, _mm512_maskz_loadu_ps(k, res + o));
+                const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dy + o), silu_grad16(pre));
+                if (gout) _mm512_mask_storeu_ps(gout + o, k, g);
+                const __m512 a1 = _mm512_maskz_loadu_ps(k, s1 + c), a2 = _mm512_maskz_loadu_ps(k, s2 + c);
+                _mm512_mask_storeu_ps(s1 + c, k, _mm512_mask_add_ps(a1, k, a1, g));
+                _mm512_mask_storeu_ps(s2 + c, k, _mm512_mask3_fmadd_ps(g, xc, a2, k));
+            }
+        return;
+    }
+    /* wide pixels: 32-channel chunks keep the coefficients and the sums in registers across the pixels */
     for (i64 c = 0; c < C; c += 32) {
         __m512 vm[2], va[2], vb[2], a1[2], a2[2];
         __mmask16 k[2];
