@@ -938,7 +938,7 @@ GN_INLINE void row_sums_impl(const float *dy, const float *x, const float *res, 
 /* Plain epilogue (g = dy), AVX-512 with a masked tail: NCHW rows of 49..196 elements never reach the RED_LANES
  * loop above, and its scalar remainder made the backward of ResNet stage-4 shapes 2 ns per element. Four
  * accumulators, combined in a fixed order: the same bits for any thread count. */
-static void row_sums_plain(const float *dy, const float *x, i64 len, float m, float *o1, float *o2) {
+GN_INLINE void row_vectors_plain(const float *dy, const float *x, i64 len, float m, __m512 *v1, __m512 *v2) {
     const __m512 vm = _mm512_set1_ps(m);
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, q0 = a0, q1 = a0, q2 = a0, q3 = a0;
     i64 i = 0;
@@ -961,8 +961,47 @@ static void row_sums_plain(const float *dy, const float *x, i64 len, float m, fl
         else if (k == 1) a1 = _mm512_add_ps(a1, d), q1 = _mm512_mask3_fmadd_ps(d, xc, q1, mk);
         else a2 = _mm512_add_ps(a2, d), q2 = _mm512_mask3_fmadd_ps(d, xc, q2, mk);
     }
-    *o1 = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-    *o2 = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(q0, q1), _mm512_add_ps(q2, q3)));
+    *v1 = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+    *v2 = _mm512_add_ps(_mm512_add_ps(q0, q1), _mm512_add_ps(q2, q3));
+}
+
+/* the lane totals of 16 vectors as one vector, lane r = total of v[r]: a tree of shuffles and adds that adds lanes
+ * (i, i + 8), (i, i + 4), (i, i + 2), (i, i + 1) of each vector, the order of _mm512_reduce_add_ps, in about a
+ * quarter of its instructions per vector */
+static inline __m512 lane_totals16(const __m512 *v) {
+    __m512 h[8], q[4], e[2];
+    for (int i = 0; i < 8; i++) /* 256-bit halves: lo = vector 2i, hi = vector 2i + 1 (8 partial lanes each) */
+        h[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
+    for (int i = 0; i < 4; i++) /* 128-bit quarters: vectors 4i .. 4i + 3 (4 partial lanes each) */
+        q[i] = _mm512_add_ps(_mm512_shuffle_f32x4(h[2 * i], h[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(h[2 * i], h[2 * i + 1], 0xDD));
+    for (int i = 0; i < 2; i++) /* quarter k: lanes 0-1 vector 8i + k, lanes 2-3 vector 8i + 4 + k */
+        e[i] = _mm512_add_ps(_mm512_shuffle_ps(q[2 * i], q[2 * i + 1], 0x44),
+                             _mm512_shuffle_ps(q[2 * i], q[2 * i + 1], 0xEE));
+    /* quarter k, lane j: vector 4j + k */
+    const __m512 t = _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], 0x88), _mm512_shuffle_ps(e[0], e[1], 0xDD));
+    const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    return _mm512_permutexvar_ps(order, t);
+}
+
+/* Plain epilogue sums of rows [r0, r1) of S elements (S1[r] = sum dy, S2[r] = sum dy (x - M[r])), 16 rows at a
+ * time: one horizontal sum per row had been a visible share of the sums pass on the short rows of ResNet maps (49,
+ * 196 elements). A last batch of fewer rows is padded with zero vectors, so every row goes through the same tree
+ * of adds however the rows are batched: the same bits for any split of the rows between threads. */
+static void rows_sums_plain(const float *dy, const float *x, i64 S, i64 r0, i64 r1, const float *M, float *S1,
+                            float *S2) {
+    for (i64 r = r0; r < r1; r += 16) {
+        const int n = (int)imin(16, r1 - r);
+        __m512 v1[16], v2[16];
+        for (int k = 0; k < 16; k++) {
+            if (k < n) row_vectors_plain(dy + (r + k) * S, x + (r + k) * S, S, M[r + k], &v1[k], &v2[k]);
+            else v1[k] = v2[k] = _mm512_setzero_ps();
+        }
+        const __mmask16 kn = n == 16 ? (__mmask16)0xFFFF : tail_mask(n);
+        _mm512_mask_storeu_ps(S1 + r, kn, lane_totals16(v1));
+        _mm512_mask_storeu_ps(S2 + r, kn, lane_totals16(v2));
+    }
 }
 
 /* SiLU epilogue: g = dy * silu'((x - m) a + b + res), then the same sums; masked tail, fixed lane order */
@@ -1020,7 +1059,7 @@ static void row_sums(const float *dy, const float *x, const float *res, i64 len,
                      int act, float *o1, float *o2, float *gout) {
 #ifdef __AVX512F__
     if (act == ACT_NONE) {
-        row_sums_plain(dy, x, len, m, o1, o2);
+        rows_sums_plain(dy, x, len, 0, 1, &m, o1, o2);
         return;
     }
     if (act == ACT_SILU) {
@@ -1038,6 +1077,20 @@ static void row_sums(const float *dy, const float *x, const float *res, i64 len,
     } else {
         if (gout) { ACT_SWITCH(RS_N1) } else { ACT_SWITCH(RS_N0) }
     }
+}
+
+/* row_sums for rows [r0, r1) of S elements, with the per-row coefficients; g stored at gbuf's rows when given */
+static void rows_sums(const float *dy, const float *x, const float *res, i64 S, i64 r0, i64 r1, const float *M,
+                      const float *A, const float *B, int act, float *S1, float *S2, float *gbuf) {
+#ifdef __AVX512F__
+    if (act == ACT_NONE) {
+        rows_sums_plain(dy, x, S, r0, r1, M, S1, S2);
+        return;
+    }
+#endif
+    for (i64 row = r0; row < r1; row++)
+        row_sums(dy + row * S, x + row * S, res ? res + row * S : NULL, S, M[row], A[row], B[row], act, &S1[row],
+                 &S2[row], gbuf ? gbuf + row * S : NULL);
 }
 
 GN_INLINE void dx_row_impl(const float *dy, const float *x, const float *res, float *dx, float *dres, i64 len,
@@ -1453,9 +1506,7 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
 #pragma omp parallel for schedule(runtime) num_threads(nthreads)
         for (i64 run = 0; run < cdiv(NG, per_run); run++) {
             const i64 g_begin = run * per_run, g_end = imin(NG, g_begin + per_run);
-            for (i64 row = g_begin * D; row < g_end * D; row++)
-                row_sums(dy + row * S, x + row * S, rres ? rres + row * S : NULL, S, M[row], A[row], B[row], act,
-                         &S1[row], &S2[row], gbuf ? gbuf + row * S : NULL);
+            rows_sums(dy, x, rres, S, g_begin * D, g_end * D, M, A, B, act, S1, S2, gbuf);
             for (i64 ng = g_begin; ng < g_end; ng++)
                 group_grads(ng / G, ng % G, C, D, S, rstd[ng], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
                             dw ? pw : NULL, db ? pb : NULL);
@@ -1473,10 +1524,12 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
 #pragma omp parallel num_threads(nthreads)
         for (i64 g0 = 0; g0 < N * G; g0 += wave_groups) {
             const i64 g1 = imin(N * G, g0 + wave_groups);
+            /* rows in batches of 16 (see rows_sums_plain) */
+            const i64 row0 = g0 * D, nbatch = cdiv((g1 - g0) * D, 16);
 #pragma omp for schedule(static)
-            for (i64 row = g0 * D; row < g1 * D; row++)
-                row_sums(dy + row * S, x + row * S, rres ? rres + row * S : NULL, S, M[row], A[row], B[row], act,
-                         &S1[row], &S2[row], gbuf ? gbuf + row * S : NULL);
+            for (i64 bt = 0; bt < nbatch; bt++)
+                rows_sums(dy, x, rres, S, row0 + 16 * bt, imin(g1 * D, row0 + 16 * (bt + 1)), M, A, B, act, S1, S2,
+                          gbuf);
 #pragma omp for schedule(static)
             for (i64 ng = g0; ng < g1; ng++)
                 group_grads(ng / G, ng % G, C, D, S, rstd[ng], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
