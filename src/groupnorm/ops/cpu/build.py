@@ -1,4 +1,4 @@
-"""Compile the CPU kernel library (``csrc/groupnorm_cpu.c``) into a cache directory.
+"""Compile the CPU kernel library (``csrc/groupnorm_cpu.c`` and ``csrc/groupnorm_half.c``) into a cache directory.
 
 The library is built for the machine it runs on (``-march=native``), so the file name carries a hash of the
 source, the flags and the CPU's feature flags; a cache shared by different machines keeps one library per kind.
@@ -24,7 +24,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).parent / "csrc" / "groupnorm_cpu.c"
+CSRC = Path(__file__).parent / "csrc"
+# the float32 kernels, and the float16/bfloat16 entry points built on them (one library)
+SOURCES = [CSRC / "groupnorm_cpu.c", CSRC / "groupnorm_half.c"]
+HEADERS = [CSRC / "groupnorm_cpu.h"]
 
 # -ffast-math is deliberately absent: at link time it adds crtfastmath.o, which turns on flush-to-zero and
 # denormals-are-zero for the whole Python process. Only flags that change no IEEE result are used.
@@ -67,7 +70,7 @@ def _env_tag() -> str:
 
 def library_name() -> str:
     """File name of the library for this machine kind and this source."""
-    return f"groupnorm_cpu-{_env_tag()}-{_digest(SOURCE.read_bytes())}.so"
+    return f"groupnorm_cpu-{_env_tag()}-{_digest(*(p.read_bytes() for p in SOURCES + HEADERS))}.so"
 
 
 def _remove_stale(directory: Path, keep: str) -> None:
@@ -127,7 +130,7 @@ def build(force: bool = False) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out_dir)
     os.close(fd)
     try:
-        cmd = [cc, *CFLAGS, str(SOURCE), "-o", tmp, *LDFLAGS]
+        cmd = [cc, *CFLAGS, *(str(p) for p in SOURCES), "-o", tmp, *LDFLAGS]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise BuildError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr.strip()}")

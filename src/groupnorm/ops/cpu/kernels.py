@@ -2,8 +2,10 @@
 
 ``forward`` and ``backward`` have the registered ops' signatures (see :mod:`groupnorm.ops.op`). The kernels read
 (N, C, *spatial) tensors in place when they are contiguous or channels-last (any rank 3..5 with C innermost), and
-write outputs in the input's layout. float16/bfloat16 are computed in float32 and rounded once at the end; other
-strides are made contiguous first.
+write outputs in the input's layout; other strides are made contiguous first. float16/bfloat16 tensors are read and
+written in place too: the library converts a few samples at a time to float32 work buffers that stay in cache,
+computes in float32 and rounds once at the end (the same bits as converting whole tensors around the float32
+kernels, at a fraction of the memory traffic).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from groupnorm.ops.cpu import loader
 
 ACTIVATION_CODES = {"none": 0, "relu": 1, "silu": 2, "gelu": 3, "gelu_tanh": 4}
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# the library's codes for the 2-byte types it reads and writes in place
+HALF_DTYPE_CODES = {torch.float16: 1, torch.bfloat16: 2}
 
 # Work goes in waves of this many input bytes so that the apply pass finds its data in cache (see the C source).
 # Measured on a 2-core EPYC (32 MiB L3): see docs/results/bench-cpu/kernel-choice.md.
@@ -89,10 +93,10 @@ def _f32_vector(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _like(t: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
-    """t as float32 with exactly ref's strides (ref is float32 and dense)."""
+    """t in ref's dtype with exactly ref's strides (ref is dense)."""
     if t is None:
         return None
-    if t.dtype == torch.float32 and t.stride() == ref.stride():
+    if t.dtype == ref.dtype and t.stride() == ref.stride():
         return t
     out = torch.empty_like(ref)
     out.copy_(t)
@@ -109,7 +113,8 @@ def _into(result: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
 
 
 def _prepare(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    xf = x if x.dtype == torch.float32 else x.to(torch.float32)
+    """x as the library reads it (float32 or a 2-byte type it converts itself) and its layout code."""
+    xf = x if x.dtype == torch.float32 or x.dtype in HALF_DTYPE_CODES else x.to(torch.float32)
     code = layout_code(xf)
     if code is None:
         xf = xf.contiguous()
@@ -150,11 +155,13 @@ def forward(
     rstd = torch.empty((n, num_groups), dtype=torch.float32)
     res = _like(residual, xf)
     w, b, sc, sh = (_f32_vector(t) for t in (weight, bias, scale, shift))
-    rc = lib.gn_forward_f32(
-        _ptr(xf), _ptr(y), _ptr(mean), _ptr(rstd), _ptr(w), _ptr(b), _ptr(sc), _ptr(sh), _ptr(res),
-        n, c, s, num_groups, float(eps), ACTIVATION_CODES[activation], code,
-        threads_for(xf.numel()), wave_bytes(), stream_bytes(),
-    )  # fmt: skip
+    pointers = (_ptr(xf), _ptr(y), _ptr(mean), _ptr(rstd), _ptr(w), _ptr(b), _ptr(sc), _ptr(sh), _ptr(res))
+    sizes = (n, c, s, num_groups, float(eps), ACTIVATION_CODES[activation], code, threads_for(xf.numel()))
+    half = HALF_DTYPE_CODES.get(xf.dtype)
+    if half is None:
+        rc = lib.gn_forward_f32(*pointers, *sizes, wave_bytes(), stream_bytes())
+    else:
+        rc = lib.gn_forward_half(*pointers, *sizes, wave_bytes(), half)
     _check(rc, "forward")
     return _into(y, x), mean, rstd
 
@@ -193,12 +200,16 @@ def backward(
     db = out(want_db, bias, b) if b is not None else None
     dsc = out(want_dscale, scale, sc) if sc is not None else None
     dsh = out(want_dshift, shift, sh) if sh is not None else None
-    rc = lib.gn_backward_f32(
+    pointers = (
         _ptr(dy), _ptr(xf), _ptr(mean32), _ptr(rstd32), _ptr(w), _ptr(b), _ptr(sc), _ptr(sh), _ptr(res),
         _ptr(dx), _ptr(dw), _ptr(db), _ptr(dres), _ptr(dsc), _ptr(dsh),
-        n, c, s, num_groups, ACTIVATION_CODES[activation], code, threads_for(xf.numel()), wave_bytes(),
-        stream_bytes(),
     )  # fmt: skip
+    sizes = (n, c, s, num_groups, ACTIVATION_CODES[activation], code, threads_for(xf.numel()), wave_bytes())
+    half = HALF_DTYPE_CODES.get(xf.dtype)
+    if half is None:
+        rc = lib.gn_backward_f32(*pointers, *sizes, stream_bytes())
+    else:
+        rc = lib.gn_backward_half(*pointers, *sizes, half)
     _check(rc, "backward")
     owners = (x, weight, bias, residual, scale, shift)
     results = (dx, dw, db, dres, dsc, dsh)

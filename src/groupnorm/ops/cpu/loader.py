@@ -12,7 +12,7 @@ import os
 import threading
 import warnings
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -27,6 +27,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.gn_forward_f32.argtypes = [_ptr] * 9 + [_i64] * 4 + [_f32, _int, _int, _int, _i64, _i64]
     lib.gn_backward_f32.restype = _int
     lib.gn_backward_f32.argtypes = [_ptr] * 15 + [_i64] * 4 + [_int, _int, _int, _i64, _i64]
+    lib.gn_forward_half.restype = _int
+    lib.gn_forward_half.argtypes = [_ptr] * 9 + [_i64] * 4 + [_f32, _int, _int, _int, _i64, _int]
+    lib.gn_backward_half.restype = _int
+    lib.gn_backward_half.argtypes = [_ptr] * 15 + [_i64] * 4 + [_int, _int, _int, _i64, _int]
 
 
 def disabled() -> bool:

@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "groupnorm_cpu.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -55,7 +57,7 @@ enum { ACT_NONE = 0, ACT_RELU = 1, ACT_SILU = 2, ACT_GELU = 3, ACT_GELU_TANH = 4
  * run's x (and y, when written back) stay in L2 between its statistics and its apply pass. */
 #define RUN_BYTES (256 << 10)
 
-int gn_abi_version(void) { return 3; }
+int gn_abi_version(void) { return 4; }
 
 /* ---------------------------------------------------------------- vectorizable math, NaN/inf preserving */
 
@@ -1472,10 +1474,14 @@ static void fold_sums(const float *part, i64 nblk, i64 C, i64 c0, i64 c1, float 
  * g for dy, computed by the same loops whichever path runs. */
 static int stores_g(int act) { return act == ACT_SILU || act == ACT_GELU || act == ACT_GELU_TANH; }
 
-int gn_backward_f32(const float *dy, const float *x, const float *mean, const float *rstd, const float *w,
-                    const float *bias, const float *scale, const float *shift, const float *res, float *dx,
-                    float *dw, float *db, float *dres, float *dscale, float *dshift, i64 N, i64 C, i64 S, i64 G,
-                    int act, int channels_last, int nthreads, i64 wave_bytes, i64 stream_bytes) {
+/* The backward. dweight and dbias are sums over the batch of per-(n, c) terms pw, pb: with pw_out / pb_out the
+ * terms are copied there (N x C) for the caller to sum over several calls (see gn_param_grad_sums), instead of
+ * being summed into dw / db. */
+static int backward_impl(const float *dy, const float *x, const float *mean, const float *rstd, const float *w,
+                         const float *bias, const float *scale, const float *shift, const float *res, float *dx,
+                         float *dw, float *db, float *dres, float *dscale, float *dshift, i64 N, i64 C, i64 S, i64 G,
+                         int act, int channels_last, int nthreads, i64 wave_bytes, i64 stream_bytes, float *pw_out,
+                         float *pb_out) {
     if (N <= 0 || C <= 0 || S <= 0 || G <= 0 || C % G != 0 || nthreads <= 0) return -2;
     const i64 D = C / G, NC = N * C;
     /* M A B: forward coefficients; S1 S2: sums; P Q R: dx coefficients; pw pb: per-(n, c) dweight/dbias */
@@ -1509,7 +1515,7 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
             rows_sums(dy, x, rres, S, g_begin * D, g_end * D, M, A, B, act, S1, S2, gbuf);
             for (i64 ng = g_begin; ng < g_end; ng++)
                 group_grads(ng / G, ng % G, C, D, S, rstd[ng], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
-                            dw ? pw : NULL, db ? pb : NULL);
+                            dw || pw_out ? pw : NULL, db || pb_out ? pb : NULL);
             if (need_dx_pass)
                 dx_range(dx_src, x, gbuf ? NULL : rres, dx, dx_res_out, g_begin * D * S, g_end * D * S, S, M, A, B,
                          P, Q, R, dx_act, stream);
@@ -1533,7 +1539,7 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
 #pragma omp for schedule(static)
             for (i64 ng = g0; ng < g1; ng++)
                 group_grads(ng / G, ng % G, C, D, S, rstd[ng], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
-                            dw ? pw : NULL, db ? pb : NULL);
+                            dw || pw_out ? pw : NULL, db || pb_out ? pb : NULL);
             if (need_dx_pass) {
                 const i64 base = g0 * D * S, total = (g1 - g0) * D * S, npieces = cdiv(total, APPLY_PIECE);
 #pragma omp for schedule(static)
@@ -1575,7 +1581,7 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
                         fold_sums(mypart, nblk, C, c0, imin(C, c0 + FOLD_CHUNK), S1 + n * C, S2 + n * C);
                     for (i64 g = 0; g < G; g++)
                         group_grads(n, g, C, D, S, rstd[n * G + g], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
-                                    dw ? pw : NULL, db ? pb : NULL);
+                                    dw || pw_out ? pw : NULL, db || pb_out ? pb : NULL);
                     if (need_dx_pass)
                         dx_pixels(dx_src + base, x + base, !gbuf && rres ? rres + base : NULL, dx ? dx + base : NULL,
                                   dx_res_out ? dx_res_out + base : NULL, S, C, M + n * C, A + n * C, B + n * C,
@@ -1606,7 +1612,7 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
 #pragma omp for schedule(static)
             for (i64 ng = n0 * G; ng < n1 * G; ng++)
                 group_grads(ng / G, ng % G, C, D, S, rstd[ng], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
-                            dw ? pw : NULL, db ? pb : NULL);
+                            dw || pw_out ? pw : NULL, db || pb_out ? pb : NULL);
             if (need_dx_pass) {
                 const i64 pix_per_piece = imax(1, APPLY_PIECE / C);
                 const i64 pps = cdiv(S, pix_per_piece), npieces = (n1 - n0) * pps;
@@ -1622,24 +1628,51 @@ int gn_backward_f32(const float *dy, const float *x, const float *mean, const fl
         }
     }
 param_grads:
-    /* parameter gradients: sum over the batch in order */
-    if (dw || db) {
-        /* channel chunks in parallel, each summed over n in order (vectorized across the chunk's channels) */
+    if (pw_out) memcpy(pw_out, pw, sizeof(float) * NC);
+    if (pb_out) memcpy(pb_out, pb, sizeof(float) * NC);
+    gn_param_grad_sums(pw, pb, N, C, dw, db, nthreads);
+    return fail;
+}
+
+void gn_param_grad_sums(const float *pw, const float *pb, i64 N, i64 C, float *dw, float *db, int nthreads) {
+    if (!dw && !db) return;
+    /* channel chunks in parallel, each summed over n in order (vectorized across the chunk's channels) */
 #pragma omp parallel for schedule(static) num_threads(N * C >= 4096 ? nthreads : 1)
-        for (i64 c0 = 0; c0 < C; c0 += FOLD_CHUNK) {
-            const i64 c1 = imin(C, c0 + FOLD_CHUNK);
-            double sw[FOLD_CHUNK], sb[FOLD_CHUNK];
-            for (i64 c = c0; c < c1; c++) sw[c - c0] = 0.0, sb[c - c0] = 0.0;
-            for (i64 n = 0; n < N; n++) {
-                const float *pwn = pw + n * C, *pbn = pb + n * C;
+    for (i64 c0 = 0; c0 < C; c0 += FOLD_CHUNK) {
+        const i64 c1 = imin(C, c0 + FOLD_CHUNK);
+        double sw[FOLD_CHUNK], sb[FOLD_CHUNK];
+        for (i64 c = c0; c < c1; c++) sw[c - c0] = 0.0, sb[c - c0] = 0.0;
+        for (i64 n = 0; n < N; n++) {
+            if (dw) {
+                const float *pwn = pw + n * C;
 #pragma omp simd
-                for (i64 c = c0; c < c1; c++) sw[c - c0] += pwn[c], sb[c - c0] += pbn[c];
+                for (i64 c = c0; c < c1; c++) sw[c - c0] += pwn[c];
             }
-            for (i64 c = c0; c < c1; c++) {
-                if (dw) dw[c] = (float)sw[c - c0];
-                if (db) db[c] = (float)sb[c - c0];
+            if (db) {
+                const float *pbn = pb + n * C;
+#pragma omp simd
+                for (i64 c = c0; c < c1; c++) sb[c - c0] += pbn[c];
             }
         }
+        for (i64 c = c0; c < c1; c++) {
+            if (dw) dw[c] = (float)sw[c - c0];
+            if (db) db[c] = (float)sb[c - c0];
+        }
     }
-    return fail;
+}
+
+int gn_backward_f32(const float *dy, const float *x, const float *mean, const float *rstd, const float *w,
+                    const float *bias, const float *scale, const float *shift, const float *res, float *dx,
+                    float *dw, float *db, float *dres, float *dscale, float *dshift, i64 N, i64 C, i64 S, i64 G,
+                    int act, int channels_last, int nthreads, i64 wave_bytes, i64 stream_bytes) {
+    return backward_impl(dy, x, mean, rstd, w, bias, scale, shift, res, dx, dw, db, dres, dscale, dshift, N, C, S,
+                         G, act, channels_last, nthreads, wave_bytes, stream_bytes, NULL, NULL);
+}
+
+int gn_backward_f32_partial(const float *dy, const float *x, const float *mean, const float *rstd, const float *w,
+                            const float *bias, const float *scale, const float *shift, const float *res, float *dx,
+                            float *dres, float *dscale, float *dshift, i64 N, i64 C, i64 S, i64 G, int act,
+                            int channels_last, int nthreads, i64 wave_bytes, float *pw_out, float *pb_out) {
+    return backward_impl(dy, x, mean, rstd, w, bias, scale, shift, res, dx, NULL, NULL, dres, dscale, dshift, N, C,
+                         S, G, act, channels_last, nthreads, wave_bytes, 0, pw_out, pb_out);
 }

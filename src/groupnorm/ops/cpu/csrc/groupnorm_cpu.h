@@ -1,0 +1,44 @@
+/* The library's entry points (see groupnorm_cpu.c for the float32 kernels, groupnorm_half.c for float16/bfloat16
+ * tensors). Every function returns 0, -1 when a work buffer could not be allocated, or -2 for bad sizes. */
+#ifndef GROUPNORM_CPU_H
+#define GROUPNORM_CPU_H
+
+#include <stdint.h>
+
+int gn_abi_version(void);
+
+int gn_forward_f32(const float *x, float *y, float *mean, float *rstd, const float *w, const float *bias,
+                   const float *scale, const float *shift, const float *res, int64_t N, int64_t C, int64_t S,
+                   int64_t G, float eps, int act, int channels_last, int nthreads, int64_t wave_bytes,
+                   int64_t stream_bytes);
+
+int gn_backward_f32(const float *dy, const float *x, const float *mean, const float *rstd, const float *w,
+                    const float *bias, const float *scale, const float *shift, const float *res, float *dx,
+                    float *dw, float *db, float *dres, float *dscale, float *dshift, int64_t N, int64_t C, int64_t S,
+                    int64_t G, int act, int channels_last, int nthreads, int64_t wave_bytes, int64_t stream_bytes);
+
+/* gn_backward_f32 without the batch sums of dweight / dbias: their per-(n, c) terms go to pw_out / pb_out (N x C,
+ * either may be NULL), to be summed by gn_param_grad_sums once every sample has been through */
+int gn_backward_f32_partial(const float *dy, const float *x, const float *mean, const float *rstd, const float *w,
+                            const float *bias, const float *scale, const float *shift, const float *res, float *dx,
+                            float *dres, float *dscale, float *dshift, int64_t N, int64_t C, int64_t S, int64_t G,
+                            int act, int channels_last, int nthreads, int64_t wave_bytes, float *pw_out,
+                            float *pb_out);
+
+/* dweight[c] = sum_n pw[n, c], dbias[c] = sum_n pb[n, c], in double, in order of n (either output may be NULL) */
+void gn_param_grad_sums(const float *pw, const float *pb, int64_t N, int64_t C, float *dw, float *db, int nthreads);
+
+/* float16 (dtype 1) and bfloat16 (dtype 2) tensors: the float32 kernels on float32 copies of a few samples at a
+ * time, so DRAM sees the 2-byte tensors and the copies stay in cache. Same arguments as the float32 functions,
+ * with x, y, res, dy, dx, dres in the given dtype (weight, bias, scale, shift, mean, rstd and the parameter
+ * gradients stay float32). */
+int gn_forward_half(const void *x, void *y, float *mean, float *rstd, const float *w, const float *bias,
+                    const float *scale, const float *shift, const void *res, int64_t N, int64_t C, int64_t S,
+                    int64_t G, float eps, int act, int channels_last, int nthreads, int64_t wave_bytes, int dtype);
+
+int gn_backward_half(const void *dy, const void *x, const float *mean, const float *rstd, const float *w,
+                     const float *bias, const float *scale, const float *shift, const void *res, void *dx, float *dw,
+                     float *db, void *dres, float *dscale, float *dshift, int64_t N, int64_t C, int64_t S, int64_t G,
+                     int act, int channels_last, int nthreads, int64_t wave_bytes, int dtype);
+
+#endif

@@ -1,0 +1,203 @@
+/* float16 and bfloat16 tensors through the float32 kernels of groupnorm_cpu.c.
+ *
+ * Group Normalization is independent per sample, so the work goes in waves of a few consecutive samples: the
+ * wave's 2-byte inputs are converted to float32 work buffers, the float32 kernel runs on them, and its float32
+ * outputs are rounded back into the 2-byte tensors. A wave's buffers stay in L2/L3 between the three steps, so
+ * DRAM sees the 2-byte tensors once each, where converting whole tensors before and after the kernel (the
+ * previous Python path) read and wrote them in float32 as well: 2.5-5x slower than torch's own bfloat16 kernels.
+ *
+ * The results are bit for bit those of the float32 kernel on the whole tensor converted to float32, rounded to
+ * the 2-byte type once at the end: the float32 kernels give the same bits for any number of samples per call (see
+ * groupnorm_cpu.c), the batch sums of dweight and dbias are taken over all samples at the end in the float32
+ * path's order (gn_param_grad_sums), and the conversions round to nearest even as torch's do.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+#include "groupnorm_cpu.h"
+
+typedef int64_t i64;
+
+enum { DT_FLOAT16 = 1, DT_BFLOAT16 = 2 };
+enum { ACT_NONE = 0 };
+
+/* float32 bytes per work buffer that a wave aims for: small enough that the buffers of a wave stay in cache
+ * between the conversions and the kernel, large enough for the kernel's parallel passes; a wave holds at least
+ * one sample, however large */
+#define WAVE_F32_BYTES (2 << 20)
+/* work buffers up to this size are kept for the next call (a fresh buffer of several MiB costs its page faults on
+ * every call); larger ones are freed when the call ends */
+#define KEEP_BYTES (16 << 20)
+#define CONVERT_PIECE 16384 /* elements per conversion work item */
+
+#define BUFFERS 6
+static __thread void *buf_ptr[BUFFERS];
+static __thread size_t buf_size[BUFFERS];
+
+static void *buffer(int slot, size_t bytes) {
+    if (bytes > buf_size[slot]) {
+        free(buf_ptr[slot]);
+        buf_ptr[slot] = malloc(bytes);
+        buf_size[slot] = buf_ptr[slot] ? bytes : 0;
+    }
+    return buf_ptr[slot];
+}
+
+static void release_large(void) {
+    for (int i = 0; i < BUFFERS; i++)
+        if (buf_size[i] > KEEP_BYTES) free(buf_ptr[i]), buf_ptr[i] = NULL, buf_size[i] = 0;
+}
+
+static i64 imin(i64 a, i64 b) { return a < b ? a : b; }
+
+static i64 samples_per_wave(i64 N, i64 per_sample) {
+    const i64 n = WAVE_F32_BYTES / (per_sample * (i64)sizeof(float));
+    return n < 1 ? 1 : (n > N ? N : n);
+}
+
+/* ---------------------------------------------------------------- conversions (round to nearest even) */
+
+static inline float bf16_to_f32(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* torch's rounding (c10::BFloat16): NaN to the canonical quiet NaN, everything else to nearest even, subnormals
+ * included (AVX512-BF16's vcvtneps2bf16 would flush those to zero) */
+static inline uint16_t f32_to_bf16(float f) {
+    if (isnan(f)) return 0x7FC0;
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline float f16_to_f32(uint16_t h) {
+    _Float16 v;
+    memcpy(&v, &h, sizeof v);
+    return (float)v;
+}
+
+static inline uint16_t f32_to_f16(float f) {
+    const _Float16 v = (_Float16)f;
+    uint16_t h;
+    memcpy(&h, &v, sizeof h);
+    return h;
+}
+
+#ifdef __AVX512F__
+static inline __m512 load16_f32(const uint16_t *p, int dtype) {
+    const __m256i h = _mm256_loadu_si256((const __m256i *)p);
+    if (dtype == DT_FLOAT16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+static inline void store16_f32(uint16_t *p, __m512 v, int dtype) {
+    __m256i h;
+    if (dtype == DT_FLOAT16) {
+        h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    } else {
+        const __m512i u = _mm512_castps_si512(v);
+        const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+        __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
+        r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
+        h = _mm512_cvtepi32_epi16(r);
+    }
+    _mm256_storeu_si256((__m256i *)p, h);
+}
+#endif
+
+static void to_f32_range(const uint16_t *src, float *dst, i64 n, int dtype) {
+    i64 i = 0;
+#ifdef __AVX512F__
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load16_f32(src + i, dtype));
+#endif
+    for (; i < n; i++) dst[i] = dtype == DT_FLOAT16 ? f16_to_f32(src[i]) : bf16_to_f32(src[i]);
+}
+
+static void from_f32_range(const float *src, uint16_t *dst, i64 n, int dtype) {
+    i64 i = 0;
+#ifdef __AVX512F__
+    for (; i + 16 <= n; i += 16) store16_f32(dst + i, _mm512_loadu_ps(src + i), dtype);
+#endif
+    for (; i < n; i++) dst[i] = dtype == DT_FLOAT16 ? f32_to_f16(src[i]) : f32_to_bf16(src[i]);
+}
+
+static void to_f32(const void *src, i64 offset, float *dst, i64 n, int dtype, int nthreads) {
+    const uint16_t *s = (const uint16_t *)src + offset;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (i64 i = 0; i < n; i += CONVERT_PIECE) to_f32_range(s + i, dst + i, imin(CONVERT_PIECE, n - i), dtype);
+}
+
+static void from_f32(const float *src, void *dst, i64 offset, i64 n, int dtype, int nthreads) {
+    uint16_t *d = (uint16_t *)dst + offset;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (i64 i = 0; i < n; i += CONVERT_PIECE) from_f32_range(src + i, d + i, imin(CONVERT_PIECE, n - i), dtype);
+}
+
+static const float *at(const float *p, i64 offset) { return p ? p + offset : NULL; }
+static float *at_mut(float *p, i64 offset) { return p ? p + offset : NULL; }
+
+/* ---------------------------------------------------------------- entry points */
+
+int gn_forward_half(const void *x, void *y, float *mean, float *rstd, const float *w, const float *bias,
+                    const float *scale, const float *shift, const void *res, i64 N, i64 C, i64 S, i64 G, float eps,
+                    int act, int channels_last, int nthreads, i64 wave_bytes, int dtype) {
+    if (N <= 0 || C <= 0 || S <= 0 || G <= 0 || C % G != 0 || nthreads <= 0) return -2;
+    if (dtype != DT_FLOAT16 && dtype != DT_BFLOAT16) return -2;
+    const i64 per = C * S, wave = samples_per_wave(N, per);
+    const size_t bytes = sizeof(float) * (size_t)(wave * per);
+    float *xs = buffer(0, bytes), *ys = buffer(1, bytes), *rs = res ? buffer(2, bytes) : NULL;
+    int rc = (!xs || !ys || (res && !rs)) ? -1 : 0;
+    for (i64 n0 = 0; n0 < N && rc == 0; n0 += wave) {
+        const i64 n = imin(wave, N - n0), count = n * per, off = n0 * per;
+        to_f32(x, off, xs, count, dtype, nthreads);
+        if (res) to_f32(res, off, rs, count, dtype, nthreads);
+        /* no streaming stores: the float32 output is read right back */
+        rc = gn_forward_f32(xs, ys, mean + n0 * G, rstd + n0 * G, w, bias, at(scale, n0 * C), at(shift, n0 * C), rs,
+                            n, C, S, G, eps, act, channels_last, nthreads, wave_bytes, 0);
+        if (rc == 0) from_f32(ys, y, off, count, dtype, nthreads);
+    }
+    release_large();
+    return rc;
+}
+
+int gn_backward_half(const void *dy, const void *x, const float *mean, const float *rstd, const float *w,
+                     const float *bias, const float *scale, const float *shift, const void *res, void *dx, float *dw,
+                     float *db, void *dres, float *dscale, float *dshift, i64 N, i64 C, i64 S, i64 G, int act,
+                     int channels_last, int nthreads, i64 wave_bytes, int dtype) {
+    if (N <= 0 || C <= 0 || S <= 0 || G <= 0 || C % G != 0 || nthreads <= 0) return -2;
+    if (dtype != DT_FLOAT16 && dtype != DT_BFLOAT16) return -2;
+    const i64 per = C * S, wave = samples_per_wave(N, per);
+    const size_t bytes = sizeof(float) * (size_t)(wave * per);
+    /* the residual enters the backward only through the activation's derivative */
+    const void *rres = act == ACT_NONE ? NULL : res;
+    float *dys = buffer(0, bytes), *xs = buffer(1, bytes), *rs = rres ? buffer(2, bytes) : NULL;
+    float *dxs = dx ? buffer(3, bytes) : NULL, *dress = dres ? buffer(4, bytes) : NULL;
+    float *terms = dw || db ? buffer(5, sizeof(float) * 2 * (size_t)(N * C)) : NULL;
+    float *pw = dw ? terms : NULL, *pb = db ? terms + N * C : NULL;
+    int rc = (!dys || !xs || (rres && !rs) || (dx && !dxs) || (dres && !dress) || ((dw || db) && !terms)) ? -1 : 0;
+    for (i64 n0 = 0; n0 < N && rc == 0; n0 += wave) {
+        const i64 n = imin(wave, N - n0), count = n * per, off = n0 * per;
+        to_f32(dy, off, dys, count, dtype, nthreads);
+        to_f32(x, off, xs, count, dtype, nthreads);
+        if (rres) to_f32(rres, off, rs, count, dtype, nthreads);
+        rc = gn_backward_f32_partial(dys, xs, mean + n0 * G, rstd + n0 * G, w, bias, at(scale, n0 * C),
+                                     at(shift, n0 * C), rs, dxs, dress, at_mut(dscale, n0 * C),
+                                     at_mut(dshift, n0 * C), n, C, S, G, act, channels_last, nthreads, wave_bytes,
+                                     at_mut(pw, n0 * C), at_mut(pb, n0 * C));
+        if (rc != 0) break;
+        if (dx) from_f32(dxs, dx, off, count, dtype, nthreads);
+        if (dres) from_f32(dress, dres, off, count, dtype, nthreads);
+    }
+    if (rc == 0) gn_param_grad_sums(pw, pb, N, C, dw, db, nthreads);
+    release_large();
+    return rc;
+}
