@@ -18,9 +18,12 @@ CASES = [
     pytest.param((3, 64, 9, 7), 8, "channels_last", id="channels_last"),
     pytest.param((2, 40, 3, 4, 5), 4, "channels_last", id="channels_last_3d"),
     pytest.param((4, 24, 37), 6, "contiguous", id="1d"),
-    # 512 KiB of float32 per sample: four samples per 2 MiB wave, so five samples take two waves
-    pytest.param((5, 32, 64, 64), 8, "contiguous", id="nchw-two-waves"),
-    pytest.param((5, 32, 64, 64), 8, "channels_last", id="channels_last-two-waves"),
+    # at least two samples of at most 1 MiB (float32) per thread: each sample whole on one thread
+    pytest.param((5, 32, 64, 64), 8, "contiguous", id="nchw-sample-per-thread"),
+    pytest.param((5, 32, 64, 64), 8, "channels_last", id="channels_last-sample-per-thread"),
+    # too few samples for that: waves of two 1 MiB samples (2 MiB of float32), the last one short
+    pytest.param((3, 64, 64, 64), 8, "contiguous", id="nchw-two-waves"),
+    pytest.param((3, 64, 64, 64), 8, "channels_last", id="channels_last-two-waves"),
     # one sample larger than a wave
     pytest.param((1, 64, 96, 96), 32, "channels_last", id="sample-larger-than-a-wave"),
 ]
@@ -108,8 +111,10 @@ def test_non_finite_values_and_subnormal_outputs(kernel_lib, dtype):
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=str)
-def test_same_bits_for_one_and_two_threads(kernel_lib, dtype):
-    x, w, b, res, sc, sh, grad = _case((5, 32, 64, 64), "channels_last", dtype, True)
+@pytest.mark.parametrize("shape", [(5, 32, 64, 64), (3, 64, 64, 64)], ids=["per-thread", "waves"])
+def test_same_bits_for_one_and_two_threads(kernel_lib, dtype, shape):
+    # with one thread every call takes the waves; with two, the first shape goes a sample per thread
+    x, w, b, res, sc, sh, grad = _case(shape, "channels_last", dtype, True)
     before = torch.get_num_threads()
     results = []
     try:

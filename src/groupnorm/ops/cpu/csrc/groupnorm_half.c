@@ -6,6 +6,9 @@
  * DRAM sees the 2-byte tensors once each, where converting whole tensors before and after the kernel (the
  * previous Python path) read and wrote them in float32 as well: 2.5-5x slower than torch's own bfloat16 kernels.
  *
+ * Small samples (THREAD_SAMPLE_BYTES) go whole to one thread each instead, converted, normalized by the float32
+ * kernel on that thread and rounded back without a barrier between the steps.
+ *
  * The results are bit for bit those of the float32 kernel on the whole tensor converted to float32, rounded to
  * the 2-byte type once at the end: the float32 kernels give the same bits for any number of samples per call (see
  * groupnorm_cpu.c), the batch sums of dweight and dbias are taken over all samples at the end in the float32
@@ -16,6 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
@@ -35,6 +41,10 @@ enum { ACT_NONE = 0 };
  * every call); larger ones are freed when the call ends */
 #define KEEP_BYTES (16 << 20)
 #define CONVERT_PIECE 16384 /* elements per conversion work item */
+/* Samples of at most this many float32 bytes go whole to one thread each (convert, normalize on one thread,
+ * round back) when there are at least two per thread: no barrier between the steps, and the sample's buffers stay
+ * in that core's L2. */
+#define THREAD_SAMPLE_BYTES (1 << 20)
 
 #define BUFFERS 6
 static __thread void *buf_ptr[BUFFERS];
@@ -145,6 +155,18 @@ static void from_f32(const float *src, void *dst, i64 offset, i64 n, int dtype, 
 static const float *at(const float *p, i64 offset) { return p ? p + offset : NULL; }
 static float *at_mut(float *p, i64 offset) { return p ? p + offset : NULL; }
 
+static int thread_num(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static int per_thread_samples(i64 N, i64 per_sample, int nthreads) {
+    return nthreads > 1 && N >= 2 * (i64)nthreads && per_sample * (i64)sizeof(float) <= THREAD_SAMPLE_BYTES;
+}
+
 /* ---------------------------------------------------------------- entry points */
 
 int gn_forward_half(const void *x, void *y, float *mean, float *rstd, const float *w, const float *bias,
@@ -152,7 +174,26 @@ int gn_forward_half(const void *x, void *y, float *mean, float *rstd, const floa
                     int act, int channels_last, int nthreads, i64 wave_bytes, int dtype) {
     if (N <= 0 || C <= 0 || S <= 0 || G <= 0 || C % G != 0 || nthreads <= 0) return -2;
     if (dtype != DT_FLOAT16 && dtype != DT_BFLOAT16) return -2;
-    const i64 per = C * S, wave = samples_per_wave(N, per);
+    const i64 per = C * S;
+    if (per_thread_samples(N, per, nthreads)) {
+        const i64 k = res ? 3 : 2; /* x, y (, residual) per thread */
+        float *all = buffer(0, sizeof(float) * (size_t)(nthreads * k * per));
+        if (!all) return -1;
+        int fail = 0;
+#pragma omp parallel for schedule(static) num_threads(nthreads) reduction(min : fail)
+        for (i64 n = 0; n < N; n++) {
+            float *xs = all + thread_num() * k * per, *ys = xs + per, *rs = res ? ys + per : NULL;
+            to_f32_range((const uint16_t *)x + n * per, xs, per, dtype);
+            if (res) to_f32_range((const uint16_t *)res + n * per, rs, per, dtype);
+            const int rc = gn_forward_f32(xs, ys, mean + n * G, rstd + n * G, w, bias, at(scale, n * C),
+                                          at(shift, n * C), rs, 1, C, S, G, eps, act, channels_last, 1, wave_bytes, 0);
+            if (rc != 0) fail = rc < fail ? rc : fail;
+            else from_f32_range(ys, (uint16_t *)y + n * per, per, dtype);
+        }
+        release_large();
+        return fail;
+    }
+    const i64 wave = samples_per_wave(N, per);
     const size_t bytes = sizeof(float) * (size_t)(wave * per);
     float *xs = buffer(0, bytes), *ys = buffer(1, bytes), *rs = res ? buffer(2, bytes) : NULL;
     int rc = (!xs || !ys || (res && !rs)) ? -1 : 0;
@@ -175,15 +216,52 @@ int gn_backward_half(const void *dy, const void *x, const float *mean, const flo
                      int channels_last, int nthreads, i64 wave_bytes, int dtype) {
     if (N <= 0 || C <= 0 || S <= 0 || G <= 0 || C % G != 0 || nthreads <= 0) return -2;
     if (dtype != DT_FLOAT16 && dtype != DT_BFLOAT16) return -2;
-    const i64 per = C * S, wave = samples_per_wave(N, per);
-    const size_t bytes = sizeof(float) * (size_t)(wave * per);
+    const i64 per = C * S;
     /* the residual enters the backward only through the activation's derivative */
     const void *rres = act == ACT_NONE ? NULL : res;
-    float *dys = buffer(0, bytes), *xs = buffer(1, bytes), *rs = rres ? buffer(2, bytes) : NULL;
-    float *dxs = dx ? buffer(3, bytes) : NULL, *dress = dres ? buffer(4, bytes) : NULL;
     float *terms = dw || db ? buffer(5, sizeof(float) * 2 * (size_t)(N * C)) : NULL;
     float *pw = dw ? terms : NULL, *pb = db ? terms + N * C : NULL;
-    int rc = (!dys || !xs || (rres && !rs) || (dx && !dxs) || (dres && !dress) || ((dw || db) && !terms)) ? -1 : 0;
+    if ((dw || db) && !terms) return -1;
+    if (per_thread_samples(N, per, nthreads)) {
+        /* per thread: dy, x, then residual, dx, dresidual where present */
+        const i64 k = 2 + (rres != NULL) + (dx != NULL) + (dres != NULL);
+        float *all = buffer(0, sizeof(float) * (size_t)(nthreads * k * per));
+        if (!all) return -1;
+        int fail = 0;
+#pragma omp parallel for schedule(static) num_threads(nthreads) reduction(min : fail)
+        for (i64 n = 0; n < N; n++) {
+            float *next = all + thread_num() * k * per;
+            float *dys = next, *xs = dys + per;
+            next = xs + per;
+            float *rs = rres ? next : NULL;
+            next += rres ? per : 0;
+            float *dxs = dx ? next : NULL;
+            next += dx ? per : 0;
+            float *dress = dres ? next : NULL;
+            const i64 off = n * per;
+            to_f32_range((const uint16_t *)dy + off, dys, per, dtype);
+            to_f32_range((const uint16_t *)x + off, xs, per, dtype);
+            if (rres) to_f32_range((const uint16_t *)rres + off, rs, per, dtype);
+            const int rc = gn_backward_f32_partial(dys, xs, mean + n * G, rstd + n * G, w, bias, at(scale, n * C),
+                                                   at(shift, n * C), rs, dxs, dress, at_mut(dscale, n * C),
+                                                   at_mut(dshift, n * C), 1, C, S, G, act, channels_last, 1,
+                                                   wave_bytes, at_mut(pw, n * C), at_mut(pb, n * C));
+            if (rc != 0) {
+                fail = rc < fail ? rc : fail;
+                continue;
+            }
+            if (dx) from_f32_range(dxs, (uint16_t *)dx + off, per, dtype);
+            if (dres) from_f32_range(dress, (uint16_t *)dres + off, per, dtype);
+        }
+        if (fail == 0) gn_param_grad_sums(pw, pb, N, C, dw, db, nthreads);
+        release_large();
+        return fail;
+    }
+    const i64 wave = samples_per_wave(N, per);
+    const size_t bytes = sizeof(float) * (size_t)(wave * per);
+    float *dys = buffer(0, bytes), *xs = buffer(1, bytes), *rs = rres ? buffer(2, bytes) : NULL;
+    float *dxs = dx ? buffer(3, bytes) : NULL, *dress = dres ? buffer(4, bytes) : NULL;
+    int rc = (!dys || !xs || (rres && !rs) || (dx && !dxs) || (dres && !dress)) ? -1 : 0;
     for (i64 n0 = 0; n0 < N && rc == 0; n0 += wave) {
         const i64 n = imin(wave, N - n0), count = n * per, off = n0 * per;
         to_f32(dy, off, dys, count, dtype, nthreads);
