@@ -6,10 +6,13 @@ results rounded once to the 2-byte type, for every output, layout, epilogue and 
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 import torch
 
-from groupnorm.ops.cpu import kernels
+from groupnorm.ops.cpu import build, kernels
 
 HALF = [torch.float16, torch.bfloat16]
 
@@ -127,3 +130,40 @@ def test_same_bits_for_one_and_two_threads(kernel_lib, dtype, shape):
         torch.set_num_threads(before)
     for a, b_ in zip(*results):
         assert torch.equal(a, b_)
+
+
+def test_conversions_exhaustively(kernel_lib, tmp_path):
+    """Every float16 widened and every float32 bit pattern narrowed, against the CPU's F16C instructions, and the
+    vector conversions against the scalar ones (tests/cpu/conversions_check.c; about 10 s)."""
+    binary = tmp_path / "conversions_check"
+    source = Path(__file__).with_name("conversions_check.c")
+    cmd = [
+        build.compiler(),
+        *build.CFLAGS,
+        f"-I{build.CSRC}",
+        str(source),
+        str(build.SOURCES[0]),
+        "-o",
+        str(binary),
+    ]
+    compiled = subprocess.run([*cmd, "-lm"], capture_output=True, text=True)
+    assert compiled.returncode == 0, compiled.stderr
+    ran = subprocess.run([str(binary)], capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "mismatches: 0" in ran.stdout
+
+
+def test_scalar_tail_conversions(kernel_lib):
+    # 20 elements: one vector of 16 and a scalar tail of 4 holding a NaN, an infinity and subnormal results
+    for dtype in HALF:
+        x = torch.randn(1, 4, 5)
+        x[0, 3, 1] = float("nan")
+        x[0, 2, 4] = float("inf")
+        x = x.to(dtype)
+        tiny = 1e-39 if dtype == torch.bfloat16 else 1e-6
+        w = torch.tensor([1.0, 1.0, 1.0, tiny])
+        y, _, _ = kernels.forward(x, w, None, 4, 1e-5, "none", None, None, None)
+        want, _, _ = kernels.forward(x.float(), w, None, 4, 1e-5, "none", None, None, None)
+        want = want.to(dtype)
+        assert torch.equal(torch.isnan(y), torch.isnan(want)), dtype
+        assert torch.equal(y.nan_to_num(), want.nan_to_num()), dtype

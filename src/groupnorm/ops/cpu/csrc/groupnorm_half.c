@@ -93,17 +93,40 @@ static inline uint16_t f32_to_bf16(float f) {
     return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
 
+/* IEEE binary16 by bit manipulation (compilers before gcc 12 have no _Float16 on x86): exact widening, and
+ * narrowing rounded to nearest even with subnormals, overflow to infinity and NaN kept NaN */
 static inline float f16_to_f32(uint16_t h) {
-    _Float16 v;
-    memcpy(&v, &h, sizeof v);
-    return (float)v;
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu;
+    uint32_t u;
+    float f;
+    if (exp == 0x1F) {
+        u = sign | 0x7F800000u | (man << 13); /* infinity, NaN */
+    } else if (exp != 0) {
+        u = sign | ((exp + 112u) << 23) | (man << 13); /* rebias 15 -> 127 */
+    } else {
+        f = (float)man * 0x1p-24f; /* zero or subnormal: man 2^-24, exact */
+        memcpy(&u, &f, sizeof u);
+        u |= sign;
+    }
+    memcpy(&f, &u, sizeof f);
+    return f;
 }
 
 static inline uint16_t f32_to_f16(float f) {
-    const _Float16 v = (_Float16)f;
-    uint16_t h;
-    memcpy(&h, &v, sizeof h);
-    return h;
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    u &= 0x7FFFFFFFu;
+    if (u > 0x7F800000u) return sign | 0x7E00u;  /* NaN */
+    if (u >= 0x477FF000u) return sign | 0x7C00u; /* 65520 and up round to infinity */
+    if (u >= 0x38800000u) {                      /* normal binary16: rebias, round 23 -> 10 mantissa bits */
+        const uint32_t v = u - 0x38000000u;
+        return sign | (uint16_t)((v + 0xFFFu + ((v >> 13) & 1u)) >> 13);
+    }
+    float a; /* subnormal or zero: |f| 2^24 rounded to an integer, nearest even (1024 is the smallest normal) */
+    memcpy(&a, &u, sizeof a);
+    const float m = (a * 0x1p24f + 0x1p23f) - 0x1p23f;
+    return sign | (uint16_t)m;
 }
 
 #ifdef __AVX512F__
