@@ -6,7 +6,7 @@ Builds are safe to run concurrently: each compiles to a private temporary file a
 ``os.replace``, so a reader only ever sees a complete library.
 
 Run ``python -m groupnorm.ops.cpu.build`` to build ahead of time (``make install`` does); otherwise the first CPU
-call builds it (a few seconds with gcc). Environment:
+call builds it (about 10 s with gcc). Environment:
 
 - ``GROUPNORM_CPU_CC``: the C compiler (default ``cc``, or ``$CC``);
 - ``GROUPNORM_CACHE_DIR``: the only directory to look in and build into. Without it: ``_build/`` beside this

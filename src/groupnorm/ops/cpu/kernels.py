@@ -5,7 +5,8 @@
 write outputs in the input's layout; other strides are made contiguous first. float16/bfloat16 tensors are read and
 written in place too: the library converts a few samples at a time to float32 work buffers that stay in cache,
 computes in float32 and rounds once at the end (the same bits as converting whole tensors around the float32
-kernels, at a fraction of the memory traffic).
+kernels, at a fraction of the memory traffic). Those work buffers are kept for the next call up to 16 MiB each
+(at most four per calling thread): a fresh multi-MiB buffer would cost its page faults on every call.
 """
 
 from __future__ import annotations
