@@ -24,11 +24,14 @@ CASES = [
     # at least two samples of at most 1 MiB (float32) per thread: each sample whole on one thread
     pytest.param((5, 32, 64, 64), 8, "contiguous", id="nchw-sample-per-thread"),
     pytest.param((5, 32, 64, 64), 8, "channels_last", id="channels_last-sample-per-thread"),
-    # too few samples for that: waves of two 1 MiB samples (2 MiB of float32), the last one short
-    pytest.param((3, 64, 64, 64), 8, "contiguous", id="nchw-two-waves"),
-    pytest.param((3, 64, 64, 64), 8, "channels_last", id="channels_last-two-waves"),
+    # too few samples for that: the forward reads the 2-byte data directly (NCHW in runs of groups, channels_last
+    # in blocks and pieces); the backward goes in waves of two 1 MiB samples, the last one short
+    pytest.param((3, 64, 64, 64), 8, "contiguous", id="nchw-direct-two-waves"),
+    pytest.param((3, 64, 64, 64), 8, "channels_last", id="channels_last-direct-two-waves"),
     # one sample larger than a wave
     pytest.param((1, 64, 96, 96), 32, "channels_last", id="sample-larger-than-a-wave"),
+    # an NCHW group larger than a run's tile (512 KiB of float32): the forward goes in waves too
+    pytest.param((1, 8, 256, 256), 2, "contiguous", id="nchw-group-larger-than-a-tile"),
 ]
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 CSRC = Path(__file__).parent / "csrc"
 # the float32 kernels, and the float16/bfloat16 entry points built on them (one library)
 SOURCES = [CSRC / "groupnorm_cpu.c", CSRC / "groupnorm_half.c"]
-HEADERS = [CSRC / "groupnorm_cpu.h"]
+HEADERS = [CSRC / "groupnorm_cpu.h", CSRC / "groupnorm_internal.h"]
 
 # -ffast-math is deliberately absent: at link time it adds crtfastmath.o, which turns on flush-to-zero and
 # denormals-are-zero for the whole Python process. Only flags that change no IEEE result are used.

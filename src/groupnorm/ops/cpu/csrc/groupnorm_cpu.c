@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "groupnorm_cpu.h"
+#include "groupnorm_internal.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -43,12 +44,7 @@ typedef int64_t i64;
 
 enum { ACT_NONE = 0, ACT_RELU = 1, ACT_SILU = 2, ACT_GELU = 3, ACT_GELU_TANH = 4 };
 
-#define NCS_BLOCK 2048      /* elements per statistics block, NCHW: 8 KiB stays in L1 for the second pass */
-/* elements per statistics block, channels_last (whole pixels, at least NSC_MIN_PIX): 64 KiB, L2-resident for the
- * second pass, and half the partial sums of 8192 (+8-20% on large samples, where merging them took a tenth) */
-#define NSC_BLOCK 16384
-#define NSC_MIN_PIX 16      /* each block writes 2 C partial results: keep that a small share of the block */
-#define APPLY_PIECE 16384   /* elements per apply work item */
+/* NCS_BLOCK, NSC_BLOCK, NSC_MIN_PIX, APPLY_PIECE, FOLD_CHUNK: see groupnorm_internal.h */
 /* A group (NCHW) or a sample (channels_last) of at most FUSED_BYTES (half of a 1 MiB L2), or of a thread's share of
  * a wave if that is more, is done start to end by one thread (see fused_ok): x comes from DRAM once, and there is
  * no barrier a descheduled thread could hold up on a busy machine. */
@@ -154,18 +150,7 @@ static inline float act_grad(float v, const int act) {
 
 /* ---------------------------------------------------------------- statistics helpers */
 
-typedef struct {
-    double count, mean, m2;
-} Stat;
-
-static inline void chan_merge(Stat *a, double nb, double mean_b, double m2_b) {
-    double n = a->count + nb;
-    if (n == 0.0) return;
-    double delta = mean_b - a->mean;
-    a->mean += delta * (nb / n);
-    a->m2 += m2_b + delta * delta * (a->count * nb / n);
-    a->count = n;
-}
+/* Stat and chan_merge: see groupnorm_internal.h */
 
 /* Reductions keep RED_LANES independent partial sums (four AVX-512 registers' worth): with a single vector
  * accumulator a sum is bound by the add latency, not by the loads. The lanes are combined in a fixed tree, so the
@@ -727,7 +712,6 @@ static void pixel_block_stats(const float *xb, i64 np, i64 C, float *cm, float *
     }
 }
 
-#define FOLD_CHUNK 64 /* channels per fold work item */
 
 /* Chan merge of a sample's pixel blocks, in block order, for channels [c0, c1) */
 static void fold_channels(const float *part, i64 nblk, i64 P, i64 S, i64 C, i64 c0, i64 c1, double *cmean,
@@ -1675,4 +1659,37 @@ int gn_backward_f32_partial(const float *dy, const float *x, const float *mean, 
                             int channels_last, int nthreads, i64 wave_bytes, float *pw_out, float *pb_out) {
     return backward_impl(dy, x, mean, rstd, w, bias, scale, shift, res, dx, NULL, NULL, dres, dscale, dshift, N, C,
                          S, G, act, channels_last, nthreads, wave_bytes, 0, pw_out, pb_out);
+}
+
+/* ---------------------------------------------------------------- for groupnorm_half.c (hidden) */
+
+GN_INTERNAL void gni_block_stats(const float *x, i64 len, float *mean_out, float *m2_out) {
+    block_stats(x, len, mean_out, m2_out);
+}
+GN_INTERNAL float gni_rstd_of(const Stat *st, float eps) { return rstd_of(st, eps); }
+GN_INTERNAL void gni_channel_coefs(i64 n, i64 g, i64 C, i64 D, float mean, float rstd, const float *w,
+                                   const float *bias, const float *scale, const float *shift, float *M, float *A,
+                                   float *B) {
+    channel_coefs(n, g, C, D, mean, rstd, w, bias, scale, shift, M, A, B);
+}
+GN_INTERNAL void gni_pixel_block_stats(const float *xb, i64 np, i64 C, float *cm, float *cq) {
+    pixel_block_stats(xb, np, C, cm, cq);
+}
+GN_INTERNAL void gni_fold_channels(const float *part, i64 nblk, i64 P, i64 S, i64 C, i64 c0, i64 c1, double *cmean,
+                                   double *cm2) {
+    fold_channels(part, nblk, P, S, C, c0, c1, cmean, cm2);
+}
+GN_INTERNAL void gni_group_from_channels(const double *cmean, const double *cm2, i64 n, i64 g, i64 C, i64 D, i64 S,
+                                         float eps, float *mean_out, float *rstd_out, const float *w,
+                                         const float *bias, const float *scale, const float *shift, float *M,
+                                         float *A, float *B) {
+    group_from_channels(cmean, cm2, n, g, C, D, S, eps, mean_out, rstd_out, w, bias, scale, shift, M, A, B);
+}
+GN_INTERNAL void gni_apply_range(const float *x, const float *res, float *y, i64 i0, i64 i1, i64 S, const float *M,
+                                 const float *A, const float *B, int act) {
+    apply_range(x, res, y, i0, i1, S, M, A, B, act, 0);
+}
+GN_INTERNAL void gni_apply_pixels(const float *x, const float *res, float *y, i64 npix, i64 C, const float *m,
+                                  const float *a, const float *b, int act) {
+    apply_pixels(x, res, y, npix, C, m, a, b, act);
 }

@@ -31,6 +31,7 @@
 #endif
 
 #include "groupnorm_cpu.h"
+#include "groupnorm_internal.h"
 
 typedef int64_t i64;
 
@@ -194,6 +195,105 @@ static int per_thread_samples(i64 N, i64 per_sample, int nthreads) {
     return nthreads > 1 && N >= 2 * (i64)nthreads && per_sample * (i64)sizeof(float) <= THREAD_SAMPLE_BYTES;
 }
 
+/* ---------------------------------------------------------------- forward reading 2-byte data directly
+ *
+ * For samples too large to go whole to one thread: a statistics pass over blocks and an apply pass over pieces, as
+ * the float32 kernels' split paths, with each block or piece converted into a per-thread float32 tile (L1/L2)
+ * first and the piece's result rounded straight into y. DRAM then sees x twice and y once in the 2-byte type, as
+ * torch's own kernels do. Same blocks, same merges, same per-element formula: the float32 kernels' bits. */
+
+static i64 cdiv(i64 a, i64 b) { return (a + b - 1) / b; }
+static i64 imax(i64 a, i64 b) { return a > b ? a : b; }
+
+/* NCHW: runs of consecutive groups (a group is contiguous) of up to RUN_ELEMS elements, one run at a time per
+ * thread: the run is converted into the thread's float32 tile (L2), then each group's statistics in the float32
+ * kernels' blocks and merge order, the apply pass over the tile in place, and the tile rounded into y. x is read
+ * from DRAM once, y written once, both in the 2-byte type. Groups larger than a tile take the waves instead. */
+#define RUN_ELEMS (128 << 10) /* 512 KiB of float32 */
+
+static int forward_direct_ncs(const uint16_t *x, uint16_t *y, float *mean_out, float *rstd_out, const float *w,
+                              const float *bias, const float *scale, const float *shift, const uint16_t *res, i64 N,
+                              i64 C, i64 S, i64 G, float eps, int act, int nthreads, int dtype) {
+    const i64 D = C / G, L = D * S, NG = N * G, nblk = cdiv(L, NCS_BLOCK);
+    const i64 per_run = imax(1, imin(cdiv(NG, 2 * (i64)nthreads), RUN_ELEMS / L)), tile = per_run * L;
+    float *coef = buffer(1, sizeof(float) * 3 * (size_t)(N * C));
+    float *tiles = buffer(2, sizeof(float) * (size_t)((res ? 2 : 1) * nthreads * tile));
+    if (!coef || !tiles) return -1;
+    float *M = coef, *A = coef + N * C, *B = coef + 2 * N * C;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (i64 g0 = 0; g0 < NG; g0 += per_run) {
+        const i64 g1 = imin(NG, g0 + per_run), count = (g1 - g0) * L;
+        float *xt = tiles + (res ? 2 : 1) * thread_num() * tile, *rt = res ? xt + tile : NULL;
+        to_f32_range(x + g0 * L, xt, count, dtype);
+        if (res) to_f32_range(res + g0 * L, rt, count, dtype);
+        for (i64 gi = g0; gi < g1; gi++) {
+            const float *xg = xt + (gi - g0) * L;
+            Stat st = {0.0, 0.0, 0.0};
+            for (i64 b = 0; b < nblk; b++) {
+                const i64 start = b * NCS_BLOCK, len = imin(NCS_BLOCK, L - start);
+                float bm, bq;
+                gni_block_stats(xg + start, len, &bm, &bq);
+                chan_merge(&st, (double)len, bm, bq);
+            }
+            const float mean = (float)st.mean, rstd = gni_rstd_of(&st, eps);
+            mean_out[gi] = mean;
+            rstd_out[gi] = rstd;
+            gni_channel_coefs(gi / G, gi % G, C, D, mean, rstd, w, bias, scale, shift, M, A, B);
+        }
+        /* y over x in the tile; rows counted from the run's first */
+        gni_apply_range(xt, rt, xt, 0, count, S, M + g0 * D, A + g0 * D, B + g0 * D, act);
+        from_f32_range(xt, y + g0 * L, count, dtype);
+    }
+    return 0;
+}
+
+static int forward_direct_nsc(const uint16_t *x, uint16_t *y, float *mean_out, float *rstd_out, const float *w,
+                              const float *bias, const float *scale, const float *shift, const uint16_t *res, i64 N,
+                              i64 C, i64 S, i64 G, float eps, int act, int nthreads, int dtype) {
+    const i64 D = C / G, per = S * C, P = imax(NSC_MIN_PIX, NSC_BLOCK / C), nblk = cdiv(S, P);
+    const i64 nchunk = cdiv(C, FOLD_CHUNK), pix_per_piece = imax(1, APPLY_PIECE / C);
+    const i64 tile = imax(P, pix_per_piece) * C;
+    float *part = buffer(0, sizeof(float) * 2 * (size_t)(N * nblk * C));
+    float *coef = buffer(1, sizeof(float) * 3 * (size_t)(N * C));
+    float *tiles = buffer(2, sizeof(float) * 2 * (size_t)(nthreads * tile));
+    double *chan = buffer(3, sizeof(double) * 2 * (size_t)(N * C));
+    if (!part || !coef || !tiles || !chan) return -1;
+    float *M = coef, *A = coef + N * C, *B = coef + 2 * N * C;
+    const i64 pieces_per_sample = cdiv(S, pix_per_piece);
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *xt = tiles + 2 * thread_num() * tile, *rt = xt + tile;
+#pragma omp for schedule(static)
+        for (i64 it = 0; it < N * nblk; it++) {
+            const i64 n = it / nblk, p0 = (it % nblk) * P, np = imin(P, S - p0);
+            to_f32_range(x + n * per + p0 * C, xt, np * C, dtype);
+            gni_pixel_block_stats(xt, np, C, part + 2 * it * C, part + 2 * it * C + C);
+        }
+#pragma omp for schedule(static)
+        for (i64 it = 0; it < N * nchunk; it++) {
+            const i64 n = it / nchunk, c0 = (it % nchunk) * FOLD_CHUNK;
+            gni_fold_channels(part + 2 * n * nblk * C, nblk, P, S, C, c0, imin(C, c0 + FOLD_CHUNK), chan + 2 * n * C,
+                              chan + 2 * n * C + C);
+        }
+#pragma omp for schedule(static)
+        for (i64 ng = 0; ng < N * G; ng++) {
+            const double *cmean = chan + 2 * (ng / G) * C;
+            gni_group_from_channels(cmean, cmean + C, ng / G, ng % G, C, D, S, eps, mean_out, rstd_out, w, bias,
+                                    scale, shift, M, A, B);
+        }
+#pragma omp for schedule(static)
+        for (i64 pc = 0; pc < N * pieces_per_sample; pc++) {
+            const i64 n = pc / pieces_per_sample, p0 = (pc % pieces_per_sample) * pix_per_piece;
+            const i64 np = imin(pix_per_piece, S - p0), off = n * per + p0 * C;
+            to_f32_range(x + off, xt, np * C, dtype);
+            if (res) to_f32_range(res + off, rt, np * C, dtype);
+            gni_apply_pixels(xt, res ? rt : NULL, xt, np, C, M + n * C, A + n * C, B + n * C, act);
+            from_f32_range(xt, y + off, np * C, dtype);
+        }
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- entry points */
 
 int gn_forward_half(const void *x, void *y, float *mean, float *rstd, const float *w, const float *bias,
@@ -219,6 +319,18 @@ int gn_forward_half(const void *x, void *y, float *mean, float *rstd, const floa
         }
         release_large();
         return fail;
+    }
+    if (!channels_last && (C / G) * S <= RUN_ELEMS) {
+        const int rc = forward_direct_ncs(x, y, mean, rstd, w, bias, scale, shift, res, N, C, S, G, eps, act,
+                                          nthreads, dtype);
+        release_large();
+        return rc;
+    }
+    if (channels_last) {
+        const int rc = forward_direct_nsc(x, y, mean, rstd, w, bias, scale, shift, res, N, C, S, G, eps, act,
+                                          nthreads, dtype);
+        release_large();
+        return rc;
     }
     const i64 wave = samples_per_wave(N, per);
     const size_t bytes = sizeof(float) * (size_t)(wave * per);
