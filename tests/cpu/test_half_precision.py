@@ -78,9 +78,10 @@ def test_same_bits_as_float32_kernels_rounded_once(kernel_lib, shape, groups, la
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=str)
-def test_gradient_subsets(kernel_lib, dtype):
+@pytest.mark.parametrize("shape", [(5, 32, 64, 64), (3, 64, 64, 64)], ids=["per-thread", "direct"])
+def test_gradient_subsets(kernel_lib, dtype, shape):
     # dweight without dbias and the reverse: the batch sums take only the terms that were asked for
-    x, w, b, _, _, _, grad = _case((5, 32, 64, 64), "contiguous", dtype, False)
+    x, w, b, _, _, _, grad = _case(shape, "contiguous", dtype, False)
     y, mean, rstd = kernels.forward(x, w, b, 8, 1e-5, "none", None, None, None)
     full = kernels.backward(
         grad, x, w, b, mean, rstd, 8, "none", None, None, None, [True, True, True] + [False] * 3
@@ -170,3 +171,33 @@ def test_scalar_tail_conversions(kernel_lib):
         want = want.to(dtype)
         assert torch.equal(torch.isnan(y), torch.isnan(want)), dtype
         assert torch.equal(y.nan_to_num(), want.nan_to_num()), dtype
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize(
+    "shape", [(5, 32, 64, 64), (3, 64, 64, 64), (4, 24, 37)], ids=["per-thread", "direct", "1d"]
+)
+@pytest.mark.parametrize("act", ["none", "silu", "relu"])
+@pytest.mark.parametrize(
+    "mask",
+    [
+        [False, False, False, True, False, False],
+        [False, True, True, True, True, True],
+        [True, False, False, True, False, False],
+    ],
+    ids=["dresidual-only", "all-but-dx", "dx-and-dresidual"],
+)
+def test_residual_gradient_masks(kernel_lib, dtype, shape, act, mask):
+    # where the activation's derivative is stored (dresidual, or dx's buffer) depends on which outputs are wanted
+    x, w, b, res, sc, sh, grad = _case(shape, "contiguous", dtype, True)
+    groups = 8
+    y, mean, rstd = kernels.forward(x, w, b, groups, 1e-5, act, res, sc, sh)
+    got = kernels.backward(grad, x, w, b, mean, rstd, groups, act, res, sc, sh, mask)
+    _, mean32, rstd32 = kernels.forward(x.float(), w, b, groups, 1e-5, act, res.float(), sc, sh)
+    want = kernels.backward(
+        grad.float(), x.float(), w, b, mean32, rstd32, groups, act, res.float(), sc, sh, mask
+    )
+    for wanted, a, e in zip(mask, got, want):
+        assert (a.numel() > 0) == wanted
+        if wanted:
+            assert torch.equal(a, e.to(a.dtype))

@@ -1693,3 +1693,24 @@ GN_INTERNAL void gni_apply_pixels(const float *x, const float *res, float *y, i6
                                   const float *a, const float *b, int act) {
     apply_pixels(x, res, y, npix, C, m, a, b, act);
 }
+GN_INTERNAL void gni_all_coefs(i64 N, i64 C, i64 G, const float *mean, const float *rstd, const float *w,
+                               const float *bias, const float *scale, const float *shift, float *M, float *A,
+                               float *B, int nthreads) {
+    all_coefs(N, C, G, mean, rstd, w, bias, scale, shift, M, A, B, nthreads);
+}
+GN_INTERNAL void gni_rows_sums(const float *dy, const float *x, const float *res, i64 S, i64 r0, i64 r1,
+                               const float *M, const float *A, const float *B, int act, float *S1, float *S2,
+                               float *gbuf) {
+    rows_sums(dy, x, res, S, r0, r1, M, A, B, act, S1, S2, gbuf);
+}
+GN_INTERNAL void gni_group_grads(i64 n, i64 g, i64 C, i64 D, i64 S, float rstd, const float *w, const float *bias,
+                                 const float *scale, const float *S1, const float *S2, float *P, float *Q, float *R,
+                                 float *dscale, float *dshift, float *pw, float *pb) {
+    group_grads(n, g, C, D, S, rstd, w, bias, scale, S1, S2, P, Q, R, dscale, dshift, pw, pb);
+}
+GN_INTERNAL void gni_dx_range(const float *dy, const float *x, const float *res, float *dx, float *dres, i64 i0,
+                              i64 i1, i64 S, const float *M, const float *A, const float *B, const float *P,
+                              const float *Q, const float *R, int act) {
+    dx_range(dy, x, res, dx, dres, i0, i1, S, M, A, B, P, Q, R, act, 0);
+}
+GN_INTERNAL int gni_stores_g(int act) { return stores_g(act); }

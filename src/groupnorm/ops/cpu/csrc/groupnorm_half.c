@@ -294,6 +294,52 @@ static int forward_direct_nsc(const uint16_t *x, uint16_t *y, float *mean_out, f
     return 0;
 }
 
+/* NCHW backward in runs of groups, as the forward: the run's dy and x (and the residual, with an activation)
+ * converted into per-thread tiles, then the float32 backward's steps for the run (sums, dx coefficients, dx) on
+ * the tiles, dx written over dy, and the tiles rounded into dx (and dresidual). The float32 backward's fused path
+ * with the same steps in the same order: its bits. */
+static int backward_direct_ncs(const uint16_t *dy, const uint16_t *x, const float *mean, const float *rstd,
+                               const float *w, const float *bias, const float *scale, const float *shift,
+                               const uint16_t *res, uint16_t *dx, float *dw, float *db, uint16_t *dres, float *dscale,
+                               float *dshift, i64 N, i64 C, i64 S, i64 G, int act, int nthreads, int dtype) {
+    const i64 D = C / G, L = D * S, NG = N * G, NC = N * C;
+    const i64 per_run = imax(1, imin(cdiv(NG, 2 * (i64)nthreads), RUN_ELEMS / L)), tile = per_run * L;
+    const uint16_t *rres = act == ACT_NONE ? NULL : res;
+    const i64 k = 2 + (rres != NULL) + (dres != NULL); /* dy (dx over it), x, residual, dresidual */
+    float *coef = buffer(1, sizeof(float) * 10 * (size_t)NC);
+    float *tiles = buffer(2, sizeof(float) * (size_t)(k * nthreads * tile));
+    if (!coef || !tiles) return -1;
+    float *M = coef, *A = coef + NC, *B = coef + 2 * NC, *S1 = coef + 3 * NC, *S2 = coef + 4 * NC;
+    float *P = coef + 5 * NC, *Q = coef + 6 * NC, *R = coef + 7 * NC, *pw = coef + 8 * NC, *pb = coef + 9 * NC;
+    gni_all_coefs(N, C, G, mean, rstd, w, bias, scale, shift, M, A, B, NC >= 4096 ? nthreads : 1);
+    const int store_g = gni_stores_g(act) && (dx || dres);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (i64 g0 = 0; g0 < NG; g0 += per_run) {
+        const i64 g1 = imin(NG, g0 + per_run), count = (g1 - g0) * L, r0 = g0 * D, rows = (g1 - g0) * D;
+        float *dyt = tiles + k * thread_num() * tile, *xt = dyt + tile, *next = xt + tile;
+        float *rt = rres ? next : NULL;
+        next += rres ? tile : 0;
+        float *drt = dres ? next : NULL;
+        to_f32_range(dy + g0 * L, dyt, count, dtype);
+        to_f32_range(x + g0 * L, xt, count, dtype);
+        if (rres) to_f32_range(rres + g0 * L, rt, count, dtype);
+        /* g = dy act'(pre) stored for the dx pass where the float32 backward stores it: in dresidual, else in dx
+         * (here: over dy) */
+        float *gbuf = store_g ? (dres ? drt : dyt) : NULL;
+        gni_rows_sums(dyt, xt, rt, S, 0, rows, M + r0, A + r0, B + r0, act, S1 + r0, S2 + r0, gbuf);
+        for (i64 ng = g0; ng < g1; ng++)
+            gni_group_grads(ng / G, ng % G, C, D, S, rstd[ng], w, bias, scale, S1, S2, P, Q, R, dscale, dshift,
+                            dw ? pw : NULL, db ? pb : NULL);
+        if (dx || (dres && !gbuf))
+            gni_dx_range(gbuf ? gbuf : dyt, xt, gbuf ? NULL : rt, dx ? dyt : NULL, gbuf ? NULL : drt, 0, count, S,
+                         M + r0, A + r0, B + r0, P + r0, Q + r0, R + r0, gbuf ? ACT_NONE : act);
+        if (dx) from_f32_range(dyt, dx + g0 * L, count, dtype);
+        if (dres) from_f32_range(drt, dres + g0 * L, count, dtype);
+    }
+    gn_param_grad_sums(pw, pb, N, C, dw, db, nthreads);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- entry points */
 
 int gn_forward_half(const void *x, void *y, float *mean, float *rstd, const float *w, const float *bias,
@@ -393,6 +439,12 @@ int gn_backward_half(const void *dy, const void *x, const float *mean, const flo
         if (fail == 0) gn_param_grad_sums(pw, pb, N, C, dw, db, nthreads);
         release_large();
         return fail;
+    }
+    if (!channels_last && (C / G) * S <= RUN_ELEMS) {
+        const int rc = backward_direct_ncs(dy, x, mean, rstd, w, bias, scale, shift, res, dx, dw, db, dres, dscale,
+                                           dshift, N, C, S, G, act, nthreads, dtype);
+        release_large();
+        return rc;
     }
     const i64 wave = samples_per_wave(N, per);
     const size_t bytes = sizeof(float) * (size_t)(wave * per);

@@ -49,4 +49,19 @@ GN_INTERNAL void gni_apply_range(const float *x, const float *res, float *y, int
 GN_INTERNAL void gni_apply_pixels(const float *x, const float *res, float *y, int64_t npix, int64_t C,
                                   const float *m, const float *a, const float *b, int act);
 
+/* backward steps (see backward_impl in groupnorm_cpu.c) */
+GN_INTERNAL void gni_all_coefs(int64_t N, int64_t C, int64_t G, const float *mean, const float *rstd, const float *w,
+                               const float *bias, const float *scale, const float *shift, float *M, float *A,
+                               float *B, int nthreads);
+GN_INTERNAL void gni_rows_sums(const float *dy, const float *x, const float *res, int64_t S, int64_t r0, int64_t r1,
+                               const float *M, const float *A, const float *B, int act, float *S1, float *S2,
+                               float *gbuf);
+GN_INTERNAL void gni_group_grads(int64_t n, int64_t g, int64_t C, int64_t D, int64_t S, float rstd, const float *w,
+                                 const float *bias, const float *scale, const float *S1, const float *S2, float *P,
+                                 float *Q, float *R, float *dscale, float *dshift, float *pw, float *pb);
+GN_INTERNAL void gni_dx_range(const float *dy, const float *x, const float *res, float *dx, float *dres, int64_t i0,
+                              int64_t i1, int64_t S, const float *M, const float *A, const float *B, const float *P,
+                              const float *Q, const float *R, int act);
+GN_INTERNAL int gni_stores_g(int act);
+
 #endif
