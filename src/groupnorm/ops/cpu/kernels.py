@@ -3,10 +3,11 @@
 ``forward`` and ``backward`` have the registered ops' signatures (see :mod:`groupnorm.ops.op`). The kernels read
 (N, C, *spatial) tensors in place when they are contiguous or channels-last (any rank 3..5 with C innermost), and
 write outputs in the input's layout; other strides are made contiguous first. float16/bfloat16 tensors are read and
-written in place too: the library converts a few samples at a time to float32 work buffers that stay in cache,
-computes in float32 and rounds once at the end (the same bits as converting whole tensors around the float32
-kernels, at a fraction of the memory traffic). Those work buffers are kept for the next call up to 16 MiB each
-(at most four per calling thread): a fresh multi-MiB buffer would cost its page faults on every call.
+written in place too: the library converts them piecewise (a sample, a run of groups, a block) into float32 tiles
+or buffers that stay in cache, computes in float32 and rounds once at the end (the same bits as converting whole
+tensors around the float32 kernels, at a fraction of the memory traffic). Work buffers of up to 16 MiB are kept
+for the next call (three of that size at most, per calling thread): a fresh multi-MiB buffer would cost its page
+faults on every call.
 """
 
 from __future__ import annotations

@@ -1,22 +1,26 @@
-/* float16 and bfloat16 tensors through the float32 kernels of groupnorm_cpu.c.
+/* float16 and bfloat16 tensors through the float32 kernels of groupnorm_cpu.c, converted piecewise into float32
+ * tiles or buffers that stay in cache (converting whole tensors before and after the kernel, the previous Python
+ * path, read and wrote them in float32 as well and was 2.5-5x slower than torch's own bfloat16 kernels). By size:
  *
- * Group Normalization is independent per sample, so the work goes in waves of a few consecutive samples: the
- * wave's 2-byte inputs are converted to float32 work buffers, the float32 kernel runs on them, and its float32
- * outputs are rounded back into the 2-byte tensors. A wave's buffers stay in L2/L3 between the three steps, so
- * DRAM sees the 2-byte tensors once each, where converting whole tensors before and after the kernel (the
- * previous Python path) read and wrote them in float32 as well: 2.5-5x slower than torch's own bfloat16 kernels.
+ * - samples of at most THREAD_SAMPLE_BYTES (float32), at least two per thread: each goes whole to one thread,
+ *   converted into the thread's buffer, normalized there by the float32 kernel on one thread, rounded back, with no
+ *   barrier between the steps;
+ * - NCHW otherwise: runs of consecutive groups (RUN_ELEMS) converted into per-thread tiles, the float32 kernels'
+ *   statistics, apply and backward steps on the tile, rounded back: x (dy) is read from DRAM once;
+ * - the channels_last forward otherwise: the float32 kernel's statistics blocks and apply pieces, each converted
+ *   into a tile as it is needed (x read twice, in 2 bytes);
+ * - the rest (channels_last backward of large samples, NCHW groups over a tile): waves of a few samples converted
+ *   into float32 buffers, the float32 kernel on them, the results rounded back.
  *
- * Small samples (THREAD_SAMPLE_BYTES) go whole to one thread each instead, converted, normalized by the float32
- * kernel on that thread and rounded back without a barrier between the steps.
- *
- * The float32 kernels write y over x, and dx over dy, in the work buffers: every pass of theirs reads an element of
- * x (dy) before it writes the same element of y (dx) and never reads it again afterwards, and one buffer less kept
- * large samples' buffers in cache (1.3-2.1x on the forward of 8-16 MB samples).
+ * The float32 steps write y over x, and dx over dy, in the tiles and buffers: every pass reads an element of x
+ * (dy) before it writes the same element of y (dx) and does not read it afterwards, and one buffer less keeps
+ * large samples in cache (1.6-2.1x on the forward of 8-16 MB samples).
  *
  * The results are bit for bit those of the float32 kernel on the whole tensor converted to float32, rounded to
- * the 2-byte type once at the end: the float32 kernels give the same bits for any number of samples per call (see
- * groupnorm_cpu.c), the batch sums of dweight and dbias are taken over all samples at the end in the float32
- * path's order (gn_param_grad_sums), and the conversions round to nearest even as torch's do.
+ * the 2-byte type once at the end: the float32 kernels give the same bits for any number of samples per call and
+ * any split of their work (see groupnorm_cpu.c), the tiles go through the same blocks and steps in the same order,
+ * the batch sums of dweight and dbias are taken over all samples at the end in the float32 path's order
+ * (gn_param_grad_sums), and the conversions round to nearest even as torch's do.
  */
 #include <math.h>
 #include <stdint.h>
