@@ -40,10 +40,6 @@
 #include <immintrin.h>
 #endif
 
-typedef int64_t i64;
-
-enum { ACT_NONE = 0, ACT_RELU = 1, ACT_SILU = 2, ACT_GELU = 3, ACT_GELU_TANH = 4 };
-
 /* NCS_BLOCK, NSC_BLOCK, NSC_MIN_PIX, APPLY_PIECE, FOLD_CHUNK: see groupnorm_internal.h */
 /* A group (NCHW) or a sample (channels_last) of at most FUSED_BYTES (half of a 1 MiB L2), or of a thread's share of
  * a wave if that is more, is done start to end by one thread (see fused_ok): x comes from DRAM once, and there is
@@ -325,10 +321,9 @@ static void channel_coefs(i64 n, i64 g, i64 C, i64 D, float mean, float rstd, co
 
 /* Work buffers are kept per calling thread and only grow: a fresh malloc of a few hundred KiB per call is an mmap
  * whose pages the kernel zeroes on first touch, which cost more than the kernels' own work on mid-sized tensors.
- * Three slots, because a call needs up to three buffers at once. */
-#define SCRATCH_SLOTS 3
-static __thread void *scratch_buf[SCRATCH_SLOTS];
-static __thread size_t scratch_size[SCRATCH_SLOTS];
+ * The float32 kernels use slots 0-2 (a call needs up to three buffers at once); see groupnorm_internal.h. */
+static __thread void *scratch_buf[GN_SCRATCH_SLOTS];
+static __thread size_t scratch_size[GN_SCRATCH_SLOTS];
 
 static void *scratch(int slot, size_t bytes) {
     if (bytes > scratch_size[slot]) {
@@ -339,9 +334,13 @@ static void *scratch(int slot, size_t bytes) {
     return scratch_buf[slot];
 }
 
-static i64 imin(i64 a, i64 b) { return a < b ? a : b; }
-static i64 imax(i64 a, i64 b) { return a > b ? a : b; }
-static i64 cdiv(i64 a, i64 b) { return (a + b - 1) / b; }
+GN_INTERNAL void *gni_scratch(int slot, size_t bytes) { return scratch(slot, bytes); }
+
+GN_INTERNAL void gni_release_scratch(int first, size_t keep_bytes) {
+    for (int i = first; i < GN_SCRATCH_SLOTS; i++)
+        if (scratch_size[i] > keep_bytes) free(scratch_buf[i]), scratch_buf[i] = NULL, scratch_size[i] = 0;
+}
+
 /* Whether units (NCHW groups, channels_last samples) go whole to one thread each: statistics, then the apply
  * pass right away while the unit is still in L2 or, up to a thread's share of a wave, in L3. Measured against the
  * split path on the 2-core EPYC: 2.4x on 8x1024x14x14 channels_last (800 KB samples), 1.9x on 4x512x1024
@@ -457,22 +456,20 @@ static void apply_row_plain(const float *x, const float *res, float *y, i64 len,
 /* The plain epilogue over pixels. With many channels, four pixels per load of the coefficient vectors: with one
  * pixel at a time the three coefficient loads (24 KiB of them for 2048 channels) competed with x for L1 and the
  * load ports (+16% on 32x2048x7x7; with fewer channels the four streams cost 3-10%, so one pixel at a time). */
+/* (x - m) a + b (+ res) for the 16 channels c.. of pixel offset o = p C + c, k masking the channels past C */
+static inline __m512 pixel_pre16(const float *x, const float *res, i64 o, i64 c, __mmask16 k, const float *m,
+                                 const float *a, const float *b) {
+    const __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + o), _mm512_maskz_loadu_ps(k, m + c));
+    const __m512 pre = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, a + c), _mm512_maskz_loadu_ps(k, b + c));
+    return res ? _mm512_add_ps(pre, _mm512_maskz_loadu_ps(k, res + o)) : pre;
+}
+
 static void apply_pixels_plain(const float *x, const float *res, float *y, i64 npix, i64 C, const float *m,
                                const float *a, const float *b) {
-    if (res) { /* rare (a fused residual): the simple loop */
-        for (i64 p = 0; p < npix; p++)
-            for (i64 c = 0; c < C; c += 16) {
-                const __mmask16 k = C - c >= 16 ? (__mmask16)0xFFFF : tail_mask(C - c);
-                const i64 o = p * C + c;
-                __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + o), _mm512_maskz_loadu_ps(k, m + c));
-                v = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, a + c), _mm512_maskz_loadu_ps(k, b + c));
-                _mm512_mask_storeu_ps(y + o, k, _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, res + o)));
-            }
-        return;
-    }
     i64 p = 0;
-    /* four pixels per coefficient load only when the coefficients (3 C floats) crowd L1 */
-    for (; C >= 1024 && p + 4 <= npix; p += 4) {
+    /* four pixels per coefficient load only when the coefficients (3 C floats) crowd L1 (and without a residual,
+     * which is rare) */
+    for (; !res && C >= 1024 && p + 4 <= npix; p += 4) {
         const float *x0 = x + p * C, *x1 = x0 + C, *x2 = x1 + C, *x3 = x2 + C;
         float *y0 = y + p * C, *y1 = y0 + C, *y2 = y1 + C, *y3 = y2 + C;
         for (i64 c = 0; c < C; c += 16) {
@@ -490,10 +487,7 @@ static void apply_pixels_plain(const float *x, const float *res, float *y, i64 n
     for (; p < npix; p++)
         for (i64 c = 0; c < C; c += 16) {
             const __mmask16 k = C - c >= 16 ? (__mmask16)0xFFFF : tail_mask(C - c);
-            const i64 o = p * C + c;
-            const __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + o), _mm512_maskz_loadu_ps(k, m + c));
-            const __m512 a16 = _mm512_maskz_loadu_ps(k, a + c), b16 = _mm512_maskz_loadu_ps(k, b + c);
-            _mm512_mask_storeu_ps(y + o, k, _mm512_fmadd_ps(v, a16, b16));
+            _mm512_mask_storeu_ps(y + p * C + c, k, pixel_pre16(x, res, p * C + c, c, k, m, a, b));
         }
 }
 
@@ -502,11 +496,7 @@ static void apply_pixels_silu(const float *x, const float *res, float *y, i64 np
     for (i64 p = 0; p < npix; p++)
         for (i64 c = 0; c < C; c += 16) {
             const __mmask16 k = C - c >= 16 ? (__mmask16)0xFFFF : tail_mask(C - c);
-            const i64 o = p * C + c;
-            __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + o), _mm512_maskz_loadu_ps(k, m + c));
-            v = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, a + c), _mm512_maskz_loadu_ps(k, b + c));
-            if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, res + o));
-            _mm512_mask_storeu_ps(y + o, k, silu16(v));
+            _mm512_mask_storeu_ps(y + p * C + c, k, silu16(pixel_pre16(x, res, p * C + c, c, k, m, a, b)));
         }
 }
 #define GN_HAVE_STREAM 1

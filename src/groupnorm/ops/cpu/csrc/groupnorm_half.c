@@ -37,10 +37,7 @@
 #include "groupnorm_cpu.h"
 #include "groupnorm_internal.h"
 
-typedef int64_t i64;
-
 enum { DT_FLOAT16 = 1, DT_BFLOAT16 = 2 };
-enum { ACT_NONE = 0 };
 
 /* float32 bytes per work buffer that a wave aims for: small enough that the buffers of a wave stay in cache
  * between the conversions and the kernel, large enough for the kernel's parallel passes; a wave holds at least
@@ -55,25 +52,10 @@ enum { ACT_NONE = 0 };
  * in that core's L2. */
 #define THREAD_SAMPLE_BYTES (1 << 20)
 
-#define BUFFERS 6
-static __thread void *buf_ptr[BUFFERS];
-static __thread size_t buf_size[BUFFERS];
+/* this file's work buffers: the calling thread's scratch slots from GN_HALF_SLOT0 on (see groupnorm_internal.h) */
+static void *buffer(int slot, size_t bytes) { return gni_scratch(GN_HALF_SLOT0 + slot, bytes); }
+static void release_large(void) { gni_release_scratch(GN_HALF_SLOT0, KEEP_BYTES); }
 
-static void *buffer(int slot, size_t bytes) {
-    if (bytes > buf_size[slot]) {
-        free(buf_ptr[slot]);
-        buf_ptr[slot] = malloc(bytes);
-        buf_size[slot] = buf_ptr[slot] ? bytes : 0;
-    }
-    return buf_ptr[slot];
-}
-
-static void release_large(void) {
-    for (int i = 0; i < BUFFERS; i++)
-        if (buf_size[i] > KEEP_BYTES) free(buf_ptr[i]), buf_ptr[i] = NULL, buf_size[i] = 0;
-}
-
-static i64 imin(i64 a, i64 b) { return a < b ? a : b; }
 
 static i64 samples_per_wave(i64 N, i64 per_sample) {
     const i64 n = WAVE_F32_BYTES / (per_sample * (i64)sizeof(float));
@@ -206,8 +188,6 @@ static int per_thread_samples(i64 N, i64 per_sample, int nthreads) {
  * first and the piece's result rounded straight into y. DRAM then sees x twice and y once in the 2-byte type, as
  * torch's own kernels do. Same blocks, same merges, same per-element formula: the float32 kernels' bits. */
 
-static i64 cdiv(i64 a, i64 b) { return (a + b - 1) / b; }
-static i64 imax(i64 a, i64 b) { return a > b ? a : b; }
 
 /* NCHW: runs of consecutive groups (a group is contiguous) of up to RUN_ELEMS elements, one run at a time per
  * thread: the run is converted into the thread's float32 tile (L2), then each group's statistics in the float32

@@ -4,9 +4,27 @@
 #ifndef GROUPNORM_INTERNAL_H
 #define GROUPNORM_INTERNAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define GN_INTERNAL __attribute__((visibility("hidden")))
+
+typedef int64_t i64;
+
+enum { ACT_NONE = 0, ACT_RELU = 1, ACT_SILU = 2, ACT_GELU = 3, ACT_GELU_TANH = 4 };
+
+static inline i64 imin(i64 a, i64 b) { return a < b ? a : b; }
+static inline i64 imax(i64 a, i64 b) { return a > b ? a : b; }
+static inline i64 cdiv(i64 a, i64 b) { return (a + b - 1) / b; }
+
+/* Work buffers kept per calling thread, by slot, that only grow (a fresh malloc of several hundred KiB per call is
+ * an mmap and its page faults): slots below GN_HALF_SLOT0 belong to the float32 kernels, the rest to
+ * groupnorm_half.c, which calls the float32 kernels while it holds its own. */
+#define GN_SCRATCH_SLOTS 9
+#define GN_HALF_SLOT0 3
+GN_INTERNAL void *gni_scratch(int slot, size_t bytes);
+/* frees the buffers of slots first.. that are larger than keep_bytes */
+GN_INTERNAL void gni_release_scratch(int first, size_t keep_bytes);
 
 #define NCS_BLOCK 2048 /* elements per statistics block, NCHW: 8 KiB stays in L1 for the second pass */
 /* elements per statistics block, channels_last (whole pixels, at least NSC_MIN_PIX): 64 KiB, L2-resident for the
