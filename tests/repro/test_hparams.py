@@ -28,8 +28,10 @@ def test_step_schedule_divides_by_ten_at_30_60_90_percent():
 def test_cosine_schedule_and_warmup():
     hp = HParams(batch_per_device=32, epochs=10, schedule="cosine", warmup_epochs=1)
     assert hp.lr_at(0.5) == pytest.approx(0.05)
-    assert hp.lr_at(5) == pytest.approx(0.05)
+    assert hp.lr_at(1) == pytest.approx(0.1)  # the cosine starts at the peak where the warm-up ends
+    assert hp.lr_at(5.5) == pytest.approx(0.05)  # halfway from the end of the warm-up to the last epoch
     assert hp.lr_at(10) == pytest.approx(0.0, abs=1e-12)
+    assert all(hp.lr_at(e) >= hp.lr_at(e + 0.25) for e in (1, 2, 4.5, 9))  # no jump down after the warm-up
 
 
 @pytest.mark.parametrize(

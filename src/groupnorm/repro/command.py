@@ -16,13 +16,13 @@ import os
 import shlex
 import sys
 
-from .hparams import NORMS, SCHEDULES, HParams
+from .hparams import NORMS, SCHEDULES, SHORTCUTS, HParams
 from .presets import PRESETS, preset
 
 # flags that set one HParams field of the same name (the list-valued ones are handled by the sweep)
 SCALAR_FIELDS = (
     "dataset", "model", "width", "devices", "epochs", "base_lr", "weight_decay", "schedule", "warmup_epochs",
-    "train_subset", "test_subset", "image_size", "seed", "momentum", "eval_batch",
+    "train_subset", "test_subset", "image_size", "seed", "momentum", "eval_batch", "shortcut", "val_split",
 )  # fmt: skip
 
 
@@ -96,6 +96,12 @@ def register(subparsers) -> None:
         "--test-subset", type=_positive_int, help="evaluate on this many test images (class-balanced)"
     )
     g.add_argument("--image-size", type=_positive_int, help="resize images to this square side")
+    g.add_argument(
+        "--val-split",
+        type=_positive_int,
+        help="hold out this many training images (class-balanced) and report the error on them, not on the "
+        "test set: for choosing a recipe",
+    )
     g = p.add_argument_group("sweep")
     g.add_argument("--norms", type=_norm_list, help=f"comma-separated, from {','.join(NORMS)}")
     g.add_argument("--batch-per-device", type=_int_list, help="images per device, e.g. 32,16,8,4,2")
@@ -112,9 +118,18 @@ def register(subparsers) -> None:
     g.add_argument("--momentum", type=float)
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--no-decay-norm", action="store_true", help="no weight decay on norm gamma/beta")
+    g.add_argument(
+        "--zero-init-last",
+        choices=["on", "off"],
+        help="gamma = 0 in the last norm of each residual block (default on, the paper's init)",
+    )
+    g.add_argument("--shortcut", choices=SHORTCUTS, help="CIFAR ResNets: pad (option A) or conv (option B)")
     g.add_argument("--schedule", choices=SCHEDULES)
     g.add_argument("--warmup-epochs", type=float)
     g.add_argument("--eval-batch", type=_positive_int)
+    g.add_argument(
+        "--channels-last", action="store_true", help="train in channels_last memory format (faster on CPU)"
+    )
     p.add_argument(
         "--run-on",
         choices=["auto", "cpu", "cuda"],
@@ -155,8 +170,13 @@ def build_spec(args: argparse.Namespace):
 
     s = settings(args)
     base_kw = {k: s[k] for k in SCALAR_FIELDS if k in s}
-    if args.no_decay_norm:
+    if args.no_decay_norm or s.get("decay_norm_params") is False:
         base_kw["decay_norm_params"] = False
+    if args.channels_last or s.get("channels_last"):
+        base_kw["channels_last"] = True
+    zero_init = args.zero_init_last or s.get("zero_init_last")
+    if zero_init is not None:
+        base_kw["zero_init_last"] = zero_init in ("on", True)
     base = HParams(**base_kw)
     return SweepSpec(
         base=base,

@@ -4,6 +4,8 @@ Specs accepted by :func:`load_dataset`:
 
 - ``digits`` — scikit-learn's handwritten digits (1797 images, 8x8 grayscale); ships with scikit-learn, so it
   works offline. It has no test set: a fixed stratified 20 % is held out.
+- ``shapes`` or ``shapes:key=value,...`` — the package's own generated set of ten shapes in colour over clutter
+  (:mod:`groupnorm.repro.synthetic`; 16x16 RGB, 3000 training and 2000 test images by default); offline.
 - ``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist`` — from ``root`` (default ``$GROUPNORM_DATA/<name>`` or
   ``~/.cache/groupnorm/data/<name>``): either an ImageFolder tree ``root/{train,test}/<class>/*.png|jpg`` or
   torchvision's own files, which torchvision downloads there when the machine is online.
@@ -145,6 +147,28 @@ class ImageData:
             self.augment,
         )
 
+    def validation_split(self, n: int) -> ImageData:
+        """Hold out ``n`` training images (a fixed class-balanced set) as the evaluation set; the test set goes.
+
+        The held-out images are the same for every run and seed, and none of them is trained on.
+        """
+        if not 0 < n < len(self.train_images):
+            raise ValueError(
+                f"val_split must be between 1 and the {len(self.train_images) - 1} training images less one, "
+                f"got {n}"
+            )
+        order = _balanced_order(self.train_labels)
+        held, kept = order[:n].sort().values, order[n:].sort().values
+        return ImageData(
+            f"{self.name} (validation split of {n})",
+            self.train_images[kept],
+            self.train_labels[kept],
+            self.train_images[held],
+            self.train_labels[held],
+            self.classes,
+            self.augment,
+        )
+
     def describe(self) -> dict:
         return {
             "name": self.name,
@@ -201,6 +225,10 @@ def load_dataset(
     """
     if spec == "digits":
         data = _load_digits()
+    elif spec == "shapes" or spec.startswith("shapes:"):
+        from .synthetic import load_shapes_spec
+
+        data = load_shapes_spec(spec.partition(":")[2])
     elif spec in TORCHVISION_SETS:
         data = _load_named(spec, Path(root) if root else default_root(spec), download, image_size)
     elif spec.startswith("imagefolder:"):
@@ -215,7 +243,9 @@ def load_dataset(
     elif spec.startswith("npz:"):
         data = _load_npz(spec.split(":", 1)[1])
     else:
-        names = ", ".join(["digits", *TORCHVISION_SETS, "imagefolder:PATH", "npz:TRAIN[,TEST]"])
+        names = ", ".join(
+            ["digits", "shapes[:OPTIONS]", *TORCHVISION_SETS, "imagefolder:PATH", "npz:TRAIN[,TEST]"]
+        )
         raise ValueError(f"dataset: unknown dataset {spec!r}; choose one of {names}")
     return data.subset(train_subset, test_subset)
 

@@ -1,8 +1,8 @@
 """Virtual devices: the paper's "BN statistics per GPU, not synchronized" on one CPU or GPU.
 
 A training step of K devices × b images is one tensor of K·b images. :class:`DeviceBatchNorm2d` computes the
-batch statistics of each device's b images separately, in one batched call — a reshape to (K, b, C, H, W) and a
-reduction per device — which is exactly what K unsynchronized BatchNorm replicas compute.
+batch statistics of each device's b images separately, in one batched call — the K devices' channels laid side by
+side as K·C channels of one BatchNorm — which is exactly what K unsynchronized BatchNorm replicas compute.
 
 Running statistics rule: every device makes torch's update with its own batch statistics,
 ``r_k = (1 - m)·r + m·s_k`` (s_k: mean, or unbiased variance, of device k), and the layer keeps their average,
@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -50,24 +51,27 @@ class DeviceBatchNorm2d(nn.BatchNorm2d):
         k = n // b
         if k == 1:  # one device: exactly torch's BatchNorm, with its fused kernel
             return super().forward(x)
-        xv = x.reshape(k, b, c, -1)
-        # Two-pass statistics per (device, channel) over that device's images and positions.
-        var, mean = torch.var_mean(xv, dim=(1, 3), correction=0)  # (K, C)
-        rstd = torch.rsqrt(var + self.eps)
-        y = (xv - mean[:, None, :, None]) * rstd[:, None, :, None]
-        if self.affine:
-            y = y * self.weight[None, None, :, None] + self.bias[None, None, :, None]
+        # Device k's channel c becomes channel k·C + c of a (b, K·C, H, W) tensor, so torch's fused BatchNorm
+        # kernel (forward and backward) computes every device's statistics in one call; the two transposing
+        # copies cost far less than the chain of elementwise autograd ops a reduction per device would take.
+        spatial = x.shape[2:]
+        xs = x.reshape(k, b, c, *spatial).transpose(0, 1).reshape(b, k * c, *spatial)
+        weight = self.weight.repeat(k) if self.affine else None
+        bias = self.bias.repeat(k) if self.affine else None
+        running_mean = running_var = None
+        factor = 0.0
         if self.track_running_stats:
-            self._update_running(mean.detach(), var.detach(), count=b * xv.shape[-1])
-        return y.reshape(x.shape)
-
-    @torch.no_grad()
-    def _update_running(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
-        self.num_batches_tracked.add_(1)
-        m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-        unbiased = var * (count / max(count - 1, 1))
-        self.running_mean.mul_(1 - m).add_(mean.mean(0), alpha=m)
-        self.running_var.mul_(1 - m).add_(unbiased.mean(0), alpha=m)
+            # Each device's replica of the running statistics makes torch's own update; the layer keeps their
+            # average (the module docstring's rule).
+            self.num_batches_tracked.add_(1)
+            factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            running_mean, running_var = self.running_mean.repeat(k), self.running_var.repeat(k)
+        y = F.batch_norm(xs, running_mean, running_var, weight, bias, True, factor, self.eps)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.running_mean.copy_(running_mean.view(k, c).mean(0))
+                self.running_var.copy_(running_var.view(k, c).mean(0))
+        return y.reshape(b, k, c, *spatial).transpose(0, 1).reshape(x.shape)
 
 
 def device_bn(batch_per_device: int) -> Callable[[int], nn.Module]:

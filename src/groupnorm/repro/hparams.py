@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 
 NORMS = ("bn", "syncbn", "gn", "ln", "in", "gn+ws", "none")
 SCHEDULES = ("step", "cosine")
+SHORTCUTS = ("pad", "conv")  # CIFAR ResNets: option A (zero-padded identity) or B (1x1 conv + norm)
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,16 @@ class HParams:
     )  # fractions of the epochs where the step schedule divides by 10
     warmup_epochs: float = 0.0  # linear warm-up from 0 (the paper uses none at 100 epochs)
     zero_init_last: bool = True  # gamma = 0 in the last norm of each residual block
+    shortcut: str = "pad"  # CIFAR ResNets' downsampling shortcut: pad (option A) or conv (option B)
     train_subset: int | None = None  # keep only this many training images (a fixed class-balanced subset)
     test_subset: int | None = None  # evaluate on this many test images (a fixed class-balanced subset)
     image_size: int | None = None  # resize images to this square side (ImageFolder data of mixed sizes)
+    # Hold this many training images out (a fixed class-balanced set) and report the error on them instead of
+    # the test set: the split a recipe is chosen on, so the test set is never looked at while choosing.
+    val_split: int | None = None
+    channels_last: bool = (
+        False  # train and evaluate in channels_last memory format (same math, faster on CPU)
+    )
     eval_batch: int = 500  # evaluation batch size (BN uses running statistics, so it does not matter)
     seed: int = 0  # initialization, data order and augmentation
 
@@ -55,6 +63,10 @@ class HParams:
             raise ValueError(
                 f"schedule: unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}"
             )
+        if self.shortcut not in SHORTCUTS:
+            raise ValueError(
+                f"shortcut: unknown shortcut {self.shortcut!r}; choose from {', '.join(SHORTCUTS)}"
+            )
         if not self.width > 0:
             raise ValueError(f"width must be > 0, got {self.width}")
         for name in ("devices", "batch_per_device", "epochs", "eval_batch"):
@@ -64,7 +76,7 @@ class HParams:
             raise ValueError(
                 f"give groups or group_size, not both (groups={self.groups}, group_size={self.group_size})"
             )
-        for name in ("groups", "group_size", "train_subset", "test_subset", "image_size"):
+        for name in ("groups", "group_size", "train_subset", "test_subset", "image_size", "val_split"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
@@ -84,8 +96,10 @@ class HParams:
         """Learning rate at a (fractional) epoch in [0, epochs)."""
         if self.warmup_epochs > 0 and epoch < self.warmup_epochs:
             return self.lr * epoch / self.warmup_epochs
-        if self.schedule == "cosine":
-            return self.lr * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
+        if self.schedule == "cosine":  # from the end of the warm-up to 0 at the last epoch
+            w = min(self.warmup_epochs, self.epochs)
+            progress = (epoch - w) / (self.epochs - w) if self.epochs > w else 1.0
+            return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
         drops = sum(epoch >= round(f * self.epochs) for f in self.milestones)
         return self.lr * 0.1**drops
 

@@ -50,12 +50,29 @@ def build_model(hp: HParams, num_classes: int, in_channels: int) -> nn.Module:
         kwargs["conv"] = groupnorm.WSConv2d
     if in_channels != 3:
         kwargs["in_channels"] = in_channels
-    if hp.model not in models.list_models():
-        m = re.fullmatch(r"resnet(\d+)", hp.model)
-        if m and (int(m.group(1)) - 2) % 6 == 0 and int(m.group(1)) < 200:
-            # any CIFAR-style depth 6n + 2 (resnet8, resnet14, resnet44, ...): small models for CPU budgets
-            return models.CifarResNet(int(m.group(1)), **kwargs)
+    depth = _cifar_depth(hp.model)
+    if depth is not None:
+        return models.CifarResNet(depth, shortcut=hp.shortcut, **kwargs)
+    if hp.shortcut != "pad":
+        raise ValueError(
+            f"shortcut={hp.shortcut!r} applies to CIFAR-style ResNets only, not model {hp.model!r}"
+        )
+    if hp.model in models.MODELS and hp.width != 1:
+        raise ValueError(f"width={hp.width} applies to CIFAR-style ResNets only, not model {hp.model!r}")
+    kwargs.pop("width")  # the ImageNet ResNets have torchvision's widths
     return models.get_model(hp.model, **kwargs)
+
+
+def _cifar_depth(name: str) -> int | None:
+    """The depth of a CIFAR-style ResNet name (``resnet20``, and any 6n + 2 such as ``resnet8``), else None."""
+    from groupnorm import models
+
+    if name in models.MODELS and not models.MODELS[name].__module__.endswith("cifar_resnet"):
+        return None  # an ImageNet ResNet (resnet50 is also 6n + 2)
+    m = re.fullmatch(r"resnet(\d+)", name)
+    if m and (int(m.group(1)) - 2) % 6 == 0 and int(m.group(1)) < 200:
+        return int(m.group(1))
+    return None
 
 
 def describe_norms(model: nn.Module) -> str:

@@ -112,15 +112,21 @@ def _base(label: str) -> str:
     return label.split(" ")[0]
 
 
-def _main_labels(labels: list[str]) -> list[str]:
-    """One row per norm for the main tables: its default grouping, or its only grouping when it has one."""
+def _main_labels(labels: list[str], batches: dict[str, set[int]] | None = None) -> list[str]:
+    """One row per norm for the main tables: its default grouping, its only grouping, or else the grouping run
+    at the most batch sizes (a sweep whose group ablation runs at 32 images/device only)."""
     main = []
+    batches = batches or {}
     for base in dict.fromkeys(_base(lb) for lb in labels):
         variants = [lb for lb in labels if _base(lb) == base]
         if base in variants:
             main.append(base)
         elif len(variants) == 1:
             main.append(variants[0])
+        else:
+            counts = sorted((len(batches.get(lb, ())), lb) for lb in variants)
+            if len(counts) > 1 and counts[-1][0] > counts[-2][0]:
+                main.append(counts[-1][1])
     return main
 
 
@@ -146,10 +152,21 @@ def write_report(out: str | os.PathLike, results: str | os.PathLike | None = Non
     val = cells(shown, "val_error")
     train = cells(shown, "train_error")
     secs = cells(shown, "seconds")
+    speed = cells([r for r in shown if all("images_per_second" in x for x in r.records)], "images_per_second")
     labels = sorted({k[0] for k in val}, key=_label_sort_key)
     bs = sorted({k[1] for k in val}, reverse=True)
-    main_labels = _main_labels(labels)
+    batches_of: dict[str, set[int]] = defaultdict(set)
+    for label, b in val:
+        batches_of[label].add(b)
+    main_labels = _main_labels(labels, batches_of)
     ablation_labels = [lb for lb in labels if lb not in main_labels]
+    # the batch sizes the ablation ran at; the main GN grouping is one point of the ablation there too
+    ablation_bs = sorted({b for lb in ablation_labels for b in batches_of[lb]}, reverse=True)
+    if ablation_labels:
+        ablation_labels = sorted(
+            ablation_labels + [lb for lb in main_labels if _base(lb) == "gn" and " " in lb],
+            key=_ablation_sort_key,
+        )
     # the main rows keyed by their norm alone ("gn" for "gn G=8" when that is the sweep's only GN grouping)
     main_val = {(_base(lb), b): v for (lb, b), v in val.items() if lb in main_labels}
     cfg = shown[0].config
@@ -210,8 +227,20 @@ def write_report(out: str | os.PathLike, results: str | os.PathLike | None = Non
         _table(labels, bs, plain_cell(secs)),
         "",
     ]
+    if speed:
+        md += [
+            "## Training images per second",
+            "",
+            "Images trained per second of an epoch's training loop (evaluation excluded), median of the last "
+            f"{MEDIAN_OF_LAST} epochs, mean over seeds; one run per process, as the sweep ran them.",
+            "",
+            _table(
+                labels, bs, lambda label, b: f"{speed[(label, b)][0]:.0f}" if (label, b) in speed else "—"
+            ),
+            "",
+        ]
     if ablation_labels:
-        md += _ablation_section(val, ablation_labels, bs)
+        md += _ablation_section(val, ablation_labels, ablation_bs)
     md += ["## Against the paper", ""] + [f"- {line}" for line in findings(main_val, bs)] + [""]
     machine = meta.get("machine") or shown[0].records[-1].get("machine")
     if machine:
@@ -221,10 +250,20 @@ def write_report(out: str | os.PathLike, results: str | os.PathLike | None = Non
         "",
     ]
 
-    _plots(out, shown, val, main_labels, ablation_labels, bs)
+    _plots(out, shown, val, main_labels, ablation_labels, bs, ablation_bs)
     path = out / "report.md"
     atomic_write_text(path, "\n".join(md))
     return path
+
+
+def _ablation_sort_key(label: str) -> tuple:
+    """Group counts from many to few, then channels per group from few to many (Table 3's order)."""
+    base, _, grouping = label.partition(" ")
+    if grouping.startswith("G="):
+        return (_label_sort_key(base), 0, -int(grouping[2:]))
+    if grouping.endswith("ch"):
+        return (_label_sort_key(base), 1, int(grouping[:-2]))
+    return (_label_sort_key(base), 2, 0)
 
 
 def _ablation_section(val: dict, labels: list[str], bs: list[int]) -> list[str]:
@@ -293,7 +332,15 @@ def findings(val: dict, bs: list[int]) -> list[str]:
     return lines
 
 
-def _plots(out: Path, runs: list, val: dict, labels: list[str], ablation: list[str], bs: list[int]) -> None:
+def _plots(
+    out: Path,
+    runs: list,
+    val: dict,
+    labels: list[str],
+    ablation: list[str],
+    bs: list[int],
+    ablation_bs: list[int],
+) -> None:
     try:
         import matplotlib
 
@@ -353,7 +400,7 @@ def _plots(out: Path, runs: list, val: dict, labels: list[str], ablation: list[s
 
     if ablation:
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        keys = [(lb, b) for lb in ablation for b in bs if (lb, b) in val]
+        keys = [(lb, b) for lb in ablation for b in ablation_bs if (lb, b) in val]
         ax.bar(range(len(keys)), [val[k][0] for k in keys], yerr=[val[k][1] or 0 for k in keys], capsize=3)
         ax.set_xticks(range(len(keys)), [f"{_display(lb)}\nb={b}" for lb, b in keys], fontsize=7)
         ax.set_ylabel("validation error (%)")

@@ -53,31 +53,53 @@ class SweepSpec:
     # per-norm images-per-device lists replacing ``batch_per_device`` for that norm (e.g. LN and IN only at 32,
     # as the paper's Table 1), so a CPU budget is spent on the cells the paper compares
     batch_for_norm: dict[str, list[int]] = field(default_factory=dict)
+    # images per device at which the group ablation (``groups``/``group_sizes``) runs; empty: every batch size.
+    # The main GN grouping is the base's (``base.groups``/``base.group_size``), run at every batch size.
+    ablation_batch: list[int] = field(default_factory=list)
+    # seeds per cell at some batch sizes (e.g. {32: 2, 2: 2}); ``seeds`` elsewhere; not for ablation cells
+    seeds_at: dict[int, int] = field(default_factory=dict)
     data_root: str | None = None
     download: bool = True
 
+    def _groupings(self, norm: str) -> list[tuple[int | None, int | None, bool]]:
+        """(groups, group_size, is_ablation) of every grouping a norm runs with."""
+        main = (self.base.groups, self.base.group_size)
+        if norm not in GN_NORMS:
+            return [(None, None, False)]
+        if not (self.groups or self.group_sizes):
+            return [(*main, False)]
+        ablation = [(g, None) for g in self.groups] + [(None, s) for s in self.group_sizes]
+        if main == (None, None) and not self.ablation_batch:
+            return [(*g, False) for g in ablation]  # a plain grouping sweep: every grouping is a main row
+        return [(*main, False)] + [(*g, True) for g in ablation if g != main]
+
     def runs(self) -> list[HParams]:
-        """Every configuration of the grid, in the order they run."""
-        out = []
-        for norm in self.norms:
-            if norm in GN_NORMS and (self.groups or self.group_sizes):
-                groupings = [(g, None) for g in self.groups] + [(None, s) for s in self.group_sizes]
-            else:
-                groupings = [(None, None)]
-            for groups, size in groupings:
-                for b in self.batch_for_norm.get(norm, self.batch_per_device):
-                    for seed in range(self.base.seed, self.base.seed + self.seeds):
-                        out.append(
-                            replace(
-                                self.base,
-                                norm=norm,
-                                groups=groups,
-                                group_size=size,
-                                batch_per_device=b,
-                                seed=seed,
-                            )
+        """Every configuration of the grid, in the order they run.
+
+        First seed before further seeds, main cells before ablation cells, then batch sizes in the order given
+        (so ``32,2,16,8,4`` finishes the cells the paper compares first), then norms in the order given.
+        """
+        keyed = []
+        for ni, norm in enumerate(self.norms):
+            batches = self.batch_for_norm.get(norm, self.batch_per_device)
+            for groups, size, ablation in self._groupings(norm):
+                for b in batches:
+                    if ablation and self.ablation_batch and b not in self.ablation_batch:
+                        continue
+                    seeds = 1 if ablation and self.seeds_at else self.seeds_at.get(b, self.seeds)
+                    for si, seed in enumerate(range(self.base.seed, self.base.seed + seeds)):
+                        hp = replace(
+                            self.base,
+                            norm=norm,
+                            groups=groups,
+                            group_size=size,
+                            batch_per_device=b,
+                            seed=seed,
                         )
-        return out
+                        bi = self.batch_per_device.index(b) if b in self.batch_per_device else len(batches)
+                        keyed.append(((si > 0, ablation, bi, ni), hp))
+        keyed.sort(key=lambda kv: kv[0])  # stable: equal keys keep the grid's order
+        return [hp for _, hp in keyed]
 
     def to_dict(self) -> dict:
         return {
@@ -88,6 +110,8 @@ class SweepSpec:
             "group_sizes": self.group_sizes,
             "seeds": self.seeds,
             "batch_for_norm": self.batch_for_norm,
+            "ablation_batch": self.ablation_batch,
+            "seeds_at": {str(b): n for b, n in self.seeds_at.items()},
         }
 
 
@@ -171,6 +195,8 @@ def run_sweep(
         test_subset=base.test_subset,
         image_size=base.image_size,
     )
+    if base.val_split is not None:
+        data = data.validation_split(base.val_split)
     if me.main:
         d = data.describe()
         progress.write(
