@@ -24,10 +24,13 @@ def _pair(c=6, b=3):
     return ours, ref
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
 @pytest.mark.parametrize("k,b", [(4, 3), (1, 5), (3, 1)], ids=["4 devices", "one device", "b=1 per device"])
-def test_each_device_uses_its_own_statistics(k, b):
+def test_each_device_uses_its_own_statistics(k, b, channels_last):
     ours, ref = _pair(b=b)
     x = torch.randn(k * b, 6, 5, 7, dtype=torch.float64) * 3 + 2
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
     ours, ref = ours.double(), ref.double()
     x1 = x.clone().requires_grad_()
     y = ours(x1)
@@ -41,6 +44,7 @@ def test_each_device_uses_its_own_statistics(k, b):
         vars_.append(replica.running_var)
     y_ref = torch.cat(outs)
     torch.testing.assert_close(y, y_ref)
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     torch.testing.assert_close(ours.running_mean, torch.stack(means).mean(0))
     torch.testing.assert_close(ours.running_var, torch.stack(vars_).mean(0))
     assert int(ours.num_batches_tracked) == 1

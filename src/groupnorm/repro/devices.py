@@ -55,7 +55,14 @@ class DeviceBatchNorm2d(nn.BatchNorm2d):
         # kernel (forward and backward) computes every device's statistics in one call; the two transposing
         # copies cost far less than the chain of elementwise autograd ops a reduction per device would take.
         spatial = x.shape[2:]
-        xs = x.reshape(k, b, c, *spatial).transpose(0, 1).reshape(b, k * c, *spatial)
+        channels_last = (
+            x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        )
+        if channels_last:  # the same regrouping on the (N, H, W, C) memory, so the result stays channels_last
+            xs = x.permute(0, 2, 3, 1).reshape(k, b, *spatial, c).permute(1, 2, 3, 0, 4)
+            xs = xs.reshape(b, *spatial, k * c).permute(0, 3, 1, 2)
+        else:
+            xs = x.reshape(k, b, c, *spatial).transpose(0, 1).reshape(b, k * c, *spatial)
         weight = self.weight.repeat(k) if self.affine else None
         bias = self.bias.repeat(k) if self.affine else None
         running_mean = running_var = None
@@ -71,6 +78,9 @@ class DeviceBatchNorm2d(nn.BatchNorm2d):
             with torch.no_grad():
                 self.running_mean.copy_(running_mean.view(k, c).mean(0))
                 self.running_var.copy_(running_var.view(k, c).mean(0))
+        if channels_last:
+            y = y.permute(0, 2, 3, 1).reshape(b, *spatial, k, c).permute(3, 0, 1, 2, 4).contiguous()
+            return y.view(n, *spatial, c).permute(0, 3, 1, 2)
         return y.reshape(b, k, c, *spatial).transpose(0, 1).reshape(x.shape)
 
 
