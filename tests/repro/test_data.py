@@ -38,6 +38,19 @@ def test_imagefolder_train_and_test(tmp_path):
     assert x.shape == (4, 3, 10, 12) and x.dtype == torch.float32 and y.tolist() == [0, 0, 0, 0]
 
 
+def test_unreadable_image_is_named_with_a_clear_error(tmp_path, capsys):
+    pytest.importorskip("PIL")
+    from groupnorm.cli import main
+
+    _write_tree(tmp_path, "train", ["cat", "dog"], 2)
+    bad = tmp_path / "train" / "dog" / "broken.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(DataUnavailable, match=r"cannot read image .*broken\.png"):
+        load_dataset(f"imagefolder:{tmp_path}")
+    code = main(["repro", "--dataset", f"imagefolder:{tmp_path}", "--out", str(tmp_path / "out"), "--quiet"])
+    assert code == 2 and "broken.png" in capsys.readouterr().err
+
+
 def test_imagefolder_without_test_split_holds_out_and_resizes(tmp_path):
     pytest.importorskip("PIL")
     _write_tree(tmp_path, "train", ["a", "b", "c"], 5)

@@ -345,12 +345,15 @@ def _to_nchw(arr) -> torch.Tensor:
 
 
 def _list_tree(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-    items = []
-    for ci, c in enumerate(classes):
-        for f in sorted((split_dir / c).iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                items.append((f, ci))
+    try:
+        classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+        items = []
+        for ci, c in enumerate(classes):
+            for f in sorted((split_dir / c).iterdir()):
+                if f.suffix.lower() in IMAGE_SUFFIXES:
+                    items.append((f, ci))
+    except OSError as e:  # e.g. a directory without read permission
+        raise DataUnavailable(f"cannot list the images under {split_dir}: {type(e).__name__}: {e}") from e
     return classes, items
 
 
@@ -361,13 +364,19 @@ def _read_images(items: list[tuple[Path, int]], size: tuple[int, int] | None, wh
     arrays = []
     mode = None
     for path, _ in items:
-        with Image.open(path) as im:
-            if mode is None:  # the first image decides grayscale vs colour for the whole set
-                mode = "L" if im.mode in ("L", "1", "I;16", "I") else "RGB"
-            im = im.convert(mode)
-            if size is not None and im.size != size:
-                im = im.resize(size, Image.BILINEAR)
-            arrays.append(np.asarray(im))
+        try:
+            with Image.open(path) as im:
+                if mode is None:  # the first image decides grayscale vs colour for the whole set
+                    mode = "L" if im.mode in ("L", "1", "I;16", "I") else "RGB"
+                im = im.convert(mode)
+                if size is not None and im.size != size:
+                    im = im.resize(size, Image.BILINEAR)
+                arrays.append(np.asarray(im))
+        except (
+            OSError,
+            ValueError,
+        ) as e:  # PIL's UnidentifiedImageError is an OSError; so is a truncated file
+            raise DataUnavailable(f"cannot read image {path}: {type(e).__name__}: {e}") from e
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ValueError(
