@@ -56,7 +56,8 @@ class SweepSpec:
     # images per device at which the group ablation (``groups``/``group_sizes``) runs; empty: every batch size.
     # The main GN grouping is the base's (``base.groups``/``base.group_size``), run at every batch size.
     ablation_batch: list[int] = field(default_factory=list)
-    # seeds per cell at some batch sizes (e.g. {32: 2, 2: 2}); ``seeds`` elsewhere; not for ablation cells
+    # seeds per cell at some batch sizes (e.g. {32: 2, 2: 2}) for the norms run at every batch size (Figure 1's),
+    # main groupings only; ``seeds`` everywhere else
     seeds_at: dict[int, int] = field(default_factory=dict)
     data_root: str | None = None
     download: bool = True
@@ -86,7 +87,9 @@ class SweepSpec:
                 for b in batches:
                     if ablation and self.ablation_batch and b not in self.ablation_batch:
                         continue
-                    seeds = 1 if ablation and self.seeds_at else self.seeds_at.get(b, self.seeds)
+                    seeds = self.seeds
+                    if norm not in self.batch_for_norm and not ablation:
+                        seeds = self.seeds_at.get(b, self.seeds)
                     for si, seed in enumerate(range(self.base.seed, self.base.seed + seeds)):
                         hp = replace(
                             self.base,
