@@ -111,3 +111,21 @@ def test_sweep_with_validation_split_channels_last_and_ablation_report(tmp_path,
     ablation = report.split("## Group ablation")[1].split("## Against")[0]
     assert "| GN G=2 | 4 |" in ablation and "| GN 4ch | 4 |" in ablation and "| GN 4ch | 2 |" not in ablation
     assert "## Training images per second" in report
+
+
+def test_grid_flags_build_the_spec():
+    from groupnorm.repro.command import spec_from_args
+
+    spec = spec_from_args(["--dataset", "digits", "--norms", "bn,gn", "--batch-per-device", "32,2",
+                           "--gn-group-size", "4", "--groups", "2,8", "--ablation-batch", "32",
+                           "--seeds-at", "32:2,2:3"])  # fmt: skip
+    assert (spec.base.groups, spec.base.group_size) == (None, 4)
+    assert spec.ablation_batch == [32] and spec.seeds_at == {32: 2, 2: 3} and spec.groups == [2, 8]
+    seeds = [(h.norm, h.groups, h.batch_per_device, h.seed) for h in spec.runs()]
+    assert seeds.count(("gn", None, 2, 2)) == 1 and ("gn", 2, 2, 0) not in seeds
+
+
+def test_bad_seeds_at_is_named(capsys):
+    with pytest.raises(SystemExit):
+        main(["repro", "--seeds-at", "32=2"])
+    assert "expected BATCH:SEEDS pairs like 32:2,2:2, got '32=2'" in capsys.readouterr().err

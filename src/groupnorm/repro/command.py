@@ -46,6 +46,19 @@ def _norm_list(text: str) -> list[str]:
     return values
 
 
+def _seeds_at(text: str) -> dict[int, int]:
+    """``32:2,2:2`` -> {32: 2, 2: 2}."""
+    out = {}
+    for item in (v.strip() for v in text.split(",") if v.strip()):
+        b, sep, n = item.partition(":")
+        if not (sep and b.isdigit() and n.isdigit() and int(b) > 0 and int(n) > 0):
+            raise argparse.ArgumentTypeError(f"expected BATCH:SEEDS pairs like 32:2,2:2, got {text!r}")
+        out[int(b)] = int(n)
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected BATCH:SEEDS pairs like 32:2,2:2, got {text!r}")
+    return out
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -108,7 +121,23 @@ def register(subparsers) -> None:
     g.add_argument("--devices", type=_positive_int, help="virtual devices per step (the paper: 8)")
     g.add_argument("--groups", type=_int_list, help="GN group counts to sweep, e.g. 64,32,16 (Table 3)")
     g.add_argument("--group-size", type=_int_list, help="GN channels per group to sweep, e.g. 16,8 (Table 3)")
+    g.add_argument(
+        "--gn-groups", type=_positive_int, help="the main GN grouping: this many groups in every layer"
+    )
+    g.add_argument(
+        "--gn-group-size", type=_positive_int, help="the main GN grouping: this many channels per group"
+    )
+    g.add_argument(
+        "--ablation-batch",
+        type=_int_list,
+        help="images per device at which --groups/--group-size run (default: every batch size)",
+    )
     g.add_argument("--seeds", type=_positive_int, help="seeds per cell (mean ± std)")
+    g.add_argument(
+        "--seeds-at",
+        type=_seeds_at,
+        help="seeds per cell at some batch sizes, e.g. 32:2,2:2 (norms run at every batch size)",
+    )
     g.add_argument("--seed", type=int, help="first seed (default 0)")
     g = p.add_argument_group("training")
     g.add_argument("--model", help="resnet20/32/56/110 (CIFAR-style) or resnet18/34/50/101")
@@ -149,7 +178,15 @@ def register(subparsers) -> None:
 def settings(args: argparse.Namespace) -> dict:
     """Preset values overridden by the flags given."""
     merged = preset(args.preset) if args.preset else {}
-    for key in (*SCALAR_FIELDS, "norms", "batch_per_device", "seeds", "threads"):
+    for key in (
+        *SCALAR_FIELDS,
+        "norms",
+        "batch_per_device",
+        "seeds",
+        "threads",
+        "ablation_batch",
+        "seeds_at",
+    ):
         value = getattr(args, key, None)
         if value is not None:
             merged[key] = value
@@ -158,6 +195,10 @@ def settings(args: argparse.Namespace) -> dict:
     ):  # a grouping flag replaces the preset's grouping
         merged.pop("groups", None)
         merged.pop("group_sizes", None)
+    if args.gn_groups is not None or args.gn_group_size is not None:  # likewise for the main grouping
+        merged.pop("gn_groups", None)
+        merged.pop("gn_group_size", None)
+        merged.update({k: getattr(args, k) for k in ("gn_groups", "gn_group_size") if getattr(args, k)})
     if args.groups is not None:
         merged["groups"] = args.groups
     if args.group_size is not None:
@@ -177,6 +218,7 @@ def build_spec(args: argparse.Namespace):
     zero_init = args.zero_init_last or s.get("zero_init_last")
     if zero_init is not None:
         base_kw["zero_init_last"] = zero_init in ("on", True)
+    base_kw["groups"], base_kw["group_size"] = s.get("gn_groups"), s.get("gn_group_size")
     base = HParams(**base_kw)
     return SweepSpec(
         base=base,
@@ -187,9 +229,18 @@ def build_spec(args: argparse.Namespace):
         seeds=s.get("seeds", 1),
         # a preset's per-norm batch lists hold only while --batch-per-device is not given
         batch_for_norm={} if args.batch_per_device is not None else s.get("batch_for_norm", {}),
+        ablation_batch=s.get("ablation_batch", []),
+        seeds_at=s.get("seeds_at", {}),
         data_root=args.data_root,
         download=not args.no_download,
     )
+
+
+def spec_from_args(argv: list[str]):
+    """The sweep that ``groupnorm repro ARGV`` would run, e.g. ``spec_from_args(["--preset", "demo"])``."""
+    parser = argparse.ArgumentParser(prog="groupnorm")
+    register(parser.add_subparsers())
+    return build_spec(parser.parse_args(["repro", *argv]))
 
 
 def _error(msg: str) -> int:

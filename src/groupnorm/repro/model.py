@@ -35,14 +35,18 @@ def norm_factory(hp: HParams):
     return hp.norm  # ln, in, none
 
 
-def build_model(hp: HParams, num_classes: int, in_channels: int) -> nn.Module:
-    """The network of ``hp`` for ``num_classes`` classes and images of ``in_channels`` channels."""
+def build_model(hp: HParams, num_classes: int, in_channels: int, norm=None) -> nn.Module:
+    """The network of ``hp`` for ``num_classes`` classes and images of ``in_channels`` channels.
+
+    ``norm`` (a kind or a ``channels -> module`` callable) replaces the one ``hp`` names, e.g. to build the same
+    model with ``torch.nn.GroupNorm`` for a comparison.
+    """
     import groupnorm
     from groupnorm import models
 
     kwargs = {
         "num_classes": num_classes,
-        "norm": norm_factory(hp),
+        "norm": norm if norm is not None else norm_factory(hp),
         "zero_init_last": hp.zero_init_last,
         "width": hp.width,
     }
