@@ -72,9 +72,12 @@ def test_weight_decay_on_norm_params_can_be_turned_off():
     assert len(decay["params"]) == 2 and len(no_decay["params"]) == 4 and no_decay["weight_decay"] == 0
 
 
-def test_validation_error_is_median_of_last_five_epochs():
+def test_validation_error_is_median_of_the_last_five_percent_of_epochs():
     recs = [
         {"val_error": v, "train_error": 0.0, "train_loss": 1.0, "seconds": 1.0}
         for v in [50, 9, 1, 7, 3, 8, 2]
     ]
-    assert run_summary(recs)["val_error"] == 3  # median of 1, 7, 3, 8, 2
+    assert run_summary(recs)["val_error"] == 2  # 7 epochs: the last one (5 % of the epochs, at least one)
+    hundred = [{**recs[0], "val_error": float(v), "config": {"epochs": 100}} for v in range(100)]
+    hundred[-5:] = [{**hundred[0], "val_error": v} for v in (1, 7, 3, 8, 2)]
+    assert run_summary(hundred)["val_error"] == 3  # the paper's median of the last 5 of 100 epochs

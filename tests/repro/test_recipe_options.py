@@ -75,16 +75,17 @@ def test_shortcut_and_init_build_the_model_asked_for():
 def test_grid_order_seeds_at_and_ablation_at_one_batch_size():
     base = HParams(dataset="digits", group_size=4)
     spec = SweepSpec(
-        base=base, norms=["bn", "gn", "ln"], batch_per_device=[32, 2, 8], batch_for_norm={"ln": [32]},
+        base=base, norms=["bn", "gn", "ln", "gn+ws"], batch_per_device=[32, 2, 8],
+        batch_for_norm={"ln": [32], "gn+ws": [32]},
         groups=[2, 8], group_sizes=[4, 8], ablation_batch=[32], seeds_at={32: 2, 2: 2},
     )  # fmt: skip
     cells = [(h.norm, h.groups, h.group_size, h.batch_per_device, h.seed) for h in spec.runs()]
     assert cells == [
         # first seeds of the main cells, batch sizes in the order given, norms in the order given
-        ("bn", None, None, 32, 0), ("gn", None, 4, 32, 0), ("ln", None, None, 32, 0),
+        ("bn", None, None, 32, 0), ("gn", None, 4, 32, 0), ("ln", None, None, 32, 0), ("gn+ws", None, 4, 32, 0),
         ("bn", None, None, 2, 0), ("gn", None, 4, 2, 0),
         ("bn", None, None, 8, 0), ("gn", None, 4, 8, 0),
-        # the ablation at 32 only, one seed, the main grouping (4 channels) not repeated
+        # GN's ablation at 32 only, one seed, the main grouping (4 channels) not repeated; none for GN+WS
         ("gn", 2, None, 32, 0), ("gn", 8, None, 32, 0), ("gn", None, 8, 32, 0),
         # further seeds last, for the norms of Figure 1 (LN runs at 32 only: one seed)
         ("bn", None, None, 32, 1), ("gn", None, 4, 32, 1),

@@ -33,17 +33,17 @@ def _write(path, recs):
 def test_report_tables_plots_and_findings(tmp_path):
     recs = []
     for seed, jitter in ((0, 0.0), (1, 1.0)):
-        recs += _records("bn", 32, seed, [60, 50, 30, 30 + jitter, 31, 30, 29])
+        recs += _records("bn", 32, seed, [60, 50, 30, 30 + jitter, 31, 29, 30])
         recs += _records("bn", 2, seed, [70, 60, 45, 45, 45 + jitter, 45, 45])
         recs += _records("gn", 32, seed, [60, 50, 33, 33, 33, 33 + jitter, 33])
-        recs += _records("gn", 2, seed, [60, 50, 33, 34, 34, 34, 34 + jitter])
+        recs += _records("gn", 2, seed, [60, 50, 33, 34, 34, 34 + jitter, 34])
     recs += _records("gn", 32, 0, [40, 36, 36, 36, 36], groups=8)
     recs += _records("ln", 32, 0, [40, 35], epochs=5)  # unfinished: left out of the tables
     _write(tmp_path / "results.jsonl", recs)
     path = write_report(tmp_path)
     text = path.read_text()
     assert path == tmp_path / "report.md"
-    # BN at b=32 over seeds: medians of last five are 30 and 30 -> 30.00 ± 0.00; paper number beside it
+    # BN at b=32 over seeds: 7 epochs are judged on the last one, 30 and 30 -> 30.00 ± 0.00; paper beside it
     assert "| BN | 30.00 ± 0.00 · paper 23.6 | 45.00 ± 0.00 · paper 34.7 |" in text
     assert "| GN | 33.00 ± 0.00 (+3.00) · paper 24.1 | 34.00 ± 0.00 (-11.00) · paper 24.1 |" in text
     assert "1 run(s) unfinished" in text and "| LN |" not in text

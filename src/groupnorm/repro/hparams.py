@@ -3,7 +3,7 @@
 Defaults follow the paper's ImageNet protocol (§4.1), scaled by epochs: SGD with momentum 0.9, weight decay
 1e-4 on every weight including gamma and beta, learning rate ``base_lr × batch_per_device / 32``, divided by 10 at
 30 %, 60 % and 90 % of the epochs, the same number of epochs for every batch size, gamma = 0 in the last norm of
-each residual block, and validation error = median of the last 5 epochs.
+each residual block, and validation error = median of the last 5 epochs of 100 (the last 5 % of any run).
 """
 
 from __future__ import annotations

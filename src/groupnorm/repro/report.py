@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import paper
 from .checkpoint import atomic_write_text
-from .train import MEDIAN_OF_LAST
+from .train import final_epochs
 
 NORM_ORDER = ["bn", "syncbn", "gn", "gn+ws", "ln", "in", "none"]
 COLORS = {"bn": "C0", "gn": "C1", "ln": "C2", "in": "C3", "syncbn": "C4", "gn+ws": "C5", "none": "C7"}
@@ -47,7 +47,7 @@ class Run:
         return len(self.records) >= self.config["epochs"]
 
     def final(self, key: str) -> float:
-        return statistics.median(r[key] for r in self.records[-MEDIAN_OF_LAST:])
+        return statistics.median(r[key] for r in self.records[-final_epochs(self.config["epochs"]) :])
 
     @property
     def label(self) -> str:
@@ -195,7 +195,8 @@ def write_report(out: str | os.PathLike, results: str | os.PathLike | None = Non
         f"(width ×{cfg.get('width', 1)}), {cfg['devices']} virtual devices, {cfg['epochs']} epochs, "
         f"{cfg['schedule']} schedule, base LR {cfg['base_lr']} for 32 images/device scaled linearly, "
         f"weight decay {cfg['weight_decay']}, up to {seeds} seed(s) per cell. Validation error is the median of "
-        f"the last {MEDIAN_OF_LAST} epochs, in %. Paper numbers: {paper.SETTING}.",
+        f"the last {final_epochs(cfg['epochs'])} epoch(s) (the paper's last 5 of 100 epochs, scaled: the last 5 %), "
+        f"in %. Paper numbers: {paper.SETTING}.",
         "",
     ]
     if unfinished:
@@ -232,7 +233,7 @@ def write_report(out: str | os.PathLike, results: str | os.PathLike | None = Non
             "## Training images per second",
             "",
             "Images trained per second of an epoch's training loop (evaluation excluded), median of the last "
-            f"{MEDIAN_OF_LAST} epochs, mean over seeds; one run per process, as the sweep ran them.",
+            f"{final_epochs(cfg['epochs'])} epoch(s), mean over seeds; one run per process, as the sweep ran them.",
             "",
             _table(
                 labels, bs, lambda label, b: f"{speed[(label, b)][0]:.0f}" if (label, b) in speed else "—"
