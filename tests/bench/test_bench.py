@@ -176,4 +176,8 @@ def test_crossover_tools_measure_both_routes():
         (layout, mode) for layout in ("nchw", "channels_last") for mode in ("fwd", "fwd+bwd")
     }
     assert all(r["kernels_us"] > 0 and r["torch_us"] > 0 for r in rows)
+    rows = small_calls.measure([1024], rounds=1, epilogue="relu+residual")
+    assert len(rows) == 4 and {r["epilogue"] for r in rows} == {"relu+residual"}
+    with pytest.raises(ValueError, match="epilogue must be one of"):
+        small_calls.measure([1024], epilogue="silu")
     assert "GROUPNORM_CPU_SMALL_NUMEL" not in os.environ  # the tool restores the environment

@@ -151,3 +151,34 @@ def test_small_call_thresholds_are_sizes_per_layout():
     cl = torch.empty(2, 8, n // 16, 1).contiguous(memory_format=torch.channels_last)
     assert not eager.served_by_torch(cl, None, None, 2, "none", None, None, None)
     assert eager.served_by_torch(cl[:, :, :-1], None, None, 2, "none", None, None, None)
+
+
+@pytest.mark.parametrize("with_residual", [True, False], ids=["relu+residual", "relu"])
+def test_small_relu_residual_calls_are_torchs_ops(with_residual):
+    x = torch.randn(2, 8, 5, 6, requires_grad=True)
+    r = torch.randn(2, 8, 5, 6, requires_grad=True) if with_residual else None
+    w, b = torch.randn(8, requires_grad=True), torch.randn(8, requires_grad=True)
+    y = group_norm(x, 4, w, b, activation="relu", residual=r)
+    assert "GroupNormFunction" not in type(y.grad_fn).__name__
+    pre = torch.nn.functional.group_norm(x, 4, w, b)
+    ref = torch.relu(pre + r if with_residual else pre)
+    assert torch.equal(y, ref)
+    inputs = (x, w, b, r) if with_residual else (x, w, b)
+    grad = torch.randn_like(y)
+    for a, b_ in zip(torch.autograd.grad(y, inputs, grad), torch.autograd.grad(ref, inputs, grad)):
+        assert torch.equal(a, b_)
+
+
+def test_relu_residual_thresholds_are_their_own():
+    n = eager.DEFAULT_SMALL_CPU_NUMEL_RELU_CHANNELS_LAST
+    cl = torch.empty(2, 8, n // 16, 1).contiguous(memory_format=torch.channels_last)
+    res = torch.empty_like(cl)
+    assert not eager.served_by_torch(cl, None, None, 2, "relu", res, None, None)
+    small = cl[:, :, :-1]
+    assert eager.served_by_torch(small, None, None, 2, "relu", torch.empty_like(small), None, None)
+    # a residual of another dtype, scale/shift, or another activation keep the fused kernel
+    assert not eager.served_by_torch(
+        small, None, None, 2, "relu", torch.empty_like(small).double(), None, None
+    )
+    assert not eager.served_by_torch(small, None, None, 2, "silu", None, None, None)
+    assert not eager.served_by_torch(small, None, None, 2, "relu", None, torch.empty(2, 8), None)

@@ -5,7 +5,8 @@
 about 25 microseconds. This times ``groupnorm.group_norm`` on the kernels (``GROUPNORM_CPU_SMALL_NUMEL=0``) against
 ``torch.nn.functional.group_norm`` itself, forward and forward+backward, NCHW and channels_last, in interleaved
 rounds, with freed memory kept mapped as in ``groupnorm bench``; the crossover sets
-``groupnorm.ops.eager.DEFAULT_SMALL_CPU_NUMEL``. Run ``python -m groupnorm.bench.small_calls``.
+``groupnorm.ops.eager.DEFAULT_SMALL_CPU_NUMEL``. The same for a ResNet block's end (GN, + residual, ReLU; one fused
+call against three torch ops) sets ``DEFAULT_SMALL_CPU_NUMEL_RELU``. Run ``python -m groupnorm.bench.small_calls``.
 """
 
 from __future__ import annotations
@@ -22,18 +23,43 @@ _CLOCK = Clock("cpu")
 NUMELS = [1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 19, 1 << 20]
 
 
-def _runners(fn, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, groups: int) -> dict:
+EPILOGUES = ("none", "relu+residual")
+
+
+def _runners(fn, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, groups: int, r=None) -> dict:
     xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
     dy = torch.randn_like(x)
+    if r is None:
+        return {
+            "fwd": lambda: fn(x, groups, w, b),
+            "fwd+bwd": lambda: torch.autograd.grad(fn(xg, groups, wg, bg), (xg, wg, bg), dy),
+        }
+    rg = r.detach().requires_grad_()
     return {
-        "fwd": lambda: fn(x, groups, w, b),
-        "fwd+bwd": lambda: torch.autograd.grad(fn(xg, groups, wg, bg), (xg, wg, bg), dy),
+        "fwd": lambda: fn(x, groups, w, b, r),
+        "fwd+bwd": lambda: torch.autograd.grad(fn(xg, groups, wg, bg, rg), (xg, wg, bg, rg), dy),
     }
 
 
-def measure(numels: list[int], channels: int = 64, groups: int = 32, rounds: int = 9) -> list[dict]:
+def _fused_relu_residual(x, groups, w, b, r):
     from groupnorm.functional import group_norm
 
+    return group_norm(x, groups, w, b, activation="relu", residual=r)
+
+
+def _torch_relu_residual(x, groups, w, b, r):
+    return F.relu(F.group_norm(x, groups, w, b) + r)
+
+
+def measure(
+    numels: list[int], channels: int = 64, groups: int = 32, rounds: int = 9, epilogue: str = "none"
+) -> list[dict]:
+    """Kernels vs torch per size, layout and mode; ``epilogue="relu+residual"`` times a ResNet block's end
+    (GN, + residual, ReLU: fused on the kernels, three ops in torch)."""
+    from groupnorm.functional import group_norm
+
+    if epilogue not in EPILOGUES:
+        raise ValueError(f"epilogue must be one of {EPILOGUES}, got {epilogue!r}")
     rows = []
     for numel in numels:
         for layout in ("nchw", "channels_last"):
@@ -42,8 +68,13 @@ def measure(numels: list[int], channels: int = 64, groups: int = 32, rounds: int
             if layout == "channels_last":
                 x = x.contiguous(memory_format=torch.channels_last)
             w, b = torch.randn(channels), torch.randn(channels)
-            ours = _runners(group_norm, x, w, b, groups)
-            theirs = _runners(F.group_norm, x, w, b, groups)
+            if epilogue == "none":
+                ours = _runners(group_norm, x, w, b, groups)
+                theirs = _runners(F.group_norm, x, w, b, groups)
+            else:
+                r = torch.randn_like(x)
+                ours = _runners(_fused_relu_residual, x, w, b, groups, r)
+                theirs = _runners(_torch_relu_residual, x, w, b, groups, r)
             for mode in ours:
                 iters = max(5, min(500, int(2e6 // max(x.numel(), 1))))
                 times = {"kernels": [], "torch": []}
@@ -57,7 +88,14 @@ def measure(numels: list[int], channels: int = 64, groups: int = 32, rounds: int
                     os.environ.pop("GROUPNORM_CPU_SMALL_NUMEL", None)
                 k, t = statistics.median(times["kernels"]), statistics.median(times["torch"])
                 rows.append(
-                    dict(numel=x.numel(), layout=layout, mode=mode, kernels_us=k * 1e6, torch_us=t * 1e6)
+                    dict(
+                        numel=x.numel(),
+                        layout=layout,
+                        mode=mode,
+                        epilogue=epilogue,
+                        kernels_us=k * 1e6,
+                        torch_us=t * 1e6,
+                    )
                 )
     return rows
 
@@ -66,17 +104,17 @@ def main() -> int:
     from groupnorm.bench import allocator
 
     allocator.keep_freed_memory()  # as groupnorm bench does: page faults of fresh allocations are not the kernels
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32, 2 x 64 x H x W, G = 32")
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; plain epilogue, float32, 2 x 64 x H x W"
+        "| numel | layout | epilogue | mode | kernels us | torch us | kernels speed-up |\n"
+        "|---:|---|---|---|---:|---:|---:|"
     )
-    print(
-        "| numel | layout | mode | kernels us | torch us | kernels speed-up |\n|---:|---|---|---:|---:|---:|"
-    )
-    for r in measure(NUMELS):
-        print(
-            f"| {r['numel']} | {r['layout']} | {r['mode']} | {r['kernels_us']:.1f} | {r['torch_us']:.1f} "
-            f"| {r['torch_us'] / r['kernels_us']:.2f}x |"
-        )
+    for epilogue in EPILOGUES:
+        for r in measure(NUMELS, epilogue=epilogue):
+            print(
+                f"| {r['numel']} | {r['layout']} | {epilogue} | {r['mode']} | {r['kernels_us']:.1f} | "
+                f"{r['torch_us']:.1f} | {r['torch_us'] / r['kernels_us']:.2f}x |"
+            )
     return 0
 
 

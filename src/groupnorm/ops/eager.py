@@ -12,7 +12,10 @@ export, ONNX, ``make_fx``, vmap, FakeTensor) still goes through ``torch.ops.grou
 
 One exception, for speed: a small plain float32 CPU call (no activation, residual or scale/shift, fewer than
 :data:`DEFAULT_SMALL_CPU_NUMEL` elements, or :data:`DEFAULT_SMALL_CPU_NUMEL_CHANNELS_LAST` in channels_last) is
-handed to ``torch.nn.functional.group_norm``, whose whole call costs less than the Python path to the kernels.
+handed to ``torch.nn.functional.group_norm``, whose whole call costs less than the Python path to the kernels;
+likewise a small call with a ReLU and/or a residual (a ResNet block's end, under
+:data:`DEFAULT_SMALL_CPU_NUMEL_RELU` / :data:`DEFAULT_SMALL_CPU_NUMEL_RELU_CHANNELS_LAST`) runs as torch's
+``group_norm``, an in-place add and an in-place ReLU.
 Such calls have torch's own numerics and determinism, so their bits can differ in the last place from the same
 call inside a compiled graph, which always runs the op.
 
@@ -119,25 +122,33 @@ class _GroupNormFunction(torch.autograd.Function):
 # (docs/results/bench-cpu/kernel-choice.md). GROUPNORM_CPU_SMALL_NUMEL overrides both (0: always the kernels).
 DEFAULT_SMALL_CPU_NUMEL = 1 << 20
 DEFAULT_SMALL_CPU_NUMEL_CHANNELS_LAST = 1 << 13
+# A ResNet block's end, GN with a ReLU and/or a residual, is one fused call on the kernels and up to three torch
+# ops (group_norm, add, relu, each a few us in C++ with its autograd node); below these sizes the three ops cost
+# less than the Python path to the fused kernel (`python -m groupnorm.bench.small_calls`, relu+residual rows).
+DEFAULT_SMALL_CPU_NUMEL_RELU = 1 << 20
+DEFAULT_SMALL_CPU_NUMEL_RELU_CHANNELS_LAST = 1 << 17
 
 
-def small_cpu_numel(channels_last: bool = False) -> int:
-    """The size below which a plain float32 CPU call is served by torch's own group_norm."""
+def small_cpu_numel(channels_last: bool = False, epilogue: bool = False) -> int:
+    """The size below which a float32 CPU call (plain, or with ``epilogue`` a ReLU/residual) goes to torch."""
     override = os.environ.get("GROUPNORM_CPU_SMALL_NUMEL")
     if override is not None:
         return int(override)
+    if epilogue:
+        return DEFAULT_SMALL_CPU_NUMEL_RELU_CHANNELS_LAST if channels_last else DEFAULT_SMALL_CPU_NUMEL_RELU
     return DEFAULT_SMALL_CPU_NUMEL_CHANNELS_LAST if channels_last else DEFAULT_SMALL_CPU_NUMEL
 
 
 def served_by_torch(x, weight, bias, num_groups, activation, residual, scale, shift) -> bool:
-    """Whether an eligible call goes to ``torch.nn.functional.group_norm`` (small, plain, float32, CPU).
+    """Whether an eligible call goes to ``torch.nn.functional.group_norm`` (small, float32, CPU, no scale/shift,
+    an activation of none or ReLU).
 
     Single-element groups stay with the kernels (torch raises there; the op normalizes them to 0).
     """
     if not (
         x.device.type == "cpu"
-        and activation == "none"
-        and residual is None
+        and activation in ("none", "relu")
+        and (residual is None or residual.dtype == x.dtype)
         and scale is None
         and shift is None
         and x.dtype == torch.float32
@@ -146,7 +157,8 @@ def served_by_torch(x, weight, bias, num_groups, activation, residual, scale, sh
         and x.numel() > x.shape[0] * num_groups
     ):
         return False
-    return x.numel() < small_cpu_numel(channels_last=not x.is_contiguous())
+    epilogue = activation != "none" or residual is not None
+    return x.numel() < small_cpu_numel(channels_last=not x.is_contiguous(), epilogue=epilogue)
 
 
 def group_norm(
@@ -162,11 +174,16 @@ def group_norm(
 ) -> Tensor:
     """``y`` of the op's forward for an :func:`eligible` call, with autograd when a tensor requires grad.
 
-    Small plain float32 CPU calls (see :func:`served_by_torch`) go to torch's own ``group_norm`` instead.
+    Small float32 CPU calls without scale/shift (see :func:`served_by_torch`) go to torch's own ``group_norm``
+    instead, followed by the residual add and the ReLU when the call has them.
     """
     check_forward_args(x, weight, bias, num_groups, eps, activation, residual, scale, shift)
     if served_by_torch(x, weight, bias, num_groups, activation, residual, scale, shift):
-        return F.group_norm(x, num_groups, weight, bias, eps)
+        y = F.group_norm(x, num_groups, weight, bias, eps)
+        # in place: group_norm's backward does not read its output, relu's reads only its own
+        if residual is not None:
+            y = y.add_(residual)
+        return y.relu_() if activation == "relu" else y
     args = (x, weight, bias, num_groups, eps, activation, residual, scale, shift)
     if torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bias, residual, scale, shift)
