@@ -72,3 +72,17 @@ def test_later_record_of_an_epoch_wins(tmp_path):
     _write(tmp_path / "results.jsonl", recs)
     (run,) = load_runs(tmp_path / "results.jsonl")
     assert [r["val_error"] for r in run.records] == [50, 12.0]
+
+
+def test_summary_is_the_validation_table_and_the_comparison(tmp_path, capsys):
+    from groupnorm.cli import main
+    from groupnorm.repro.report import report_summary
+
+    recs = _records("bn", 32, 0, [40, 30]) + _records("bn", 2, 0, [50, 45]) + _records("gn", 2, 0, [40, 35])
+    _write(tmp_path / "results.jsonl", recs)
+    summary = report_summary(write_report(tmp_path))
+    assert summary.startswith("Validation error (%) by images per device")
+    assert "| BN | 30.00 · paper 23.6 | 45.00 · paper 34.7 |" in summary and "Against the paper" in summary
+    assert "Training error" not in summary and "![" not in summary
+    assert main(["repro", "report", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith(summary)

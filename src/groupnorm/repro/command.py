@@ -254,10 +254,12 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "report":
         if not args.dir:
             return _error("report needs the sweep directory: groupnorm repro report DIR")
-        from .report import write_report
+        from .report import report_summary, write_report
 
         try:
-            print(f"report: {write_report(args.dir)}")
+            path = write_report(args.dir)
+            print(report_summary(path), flush=True)
+            print(f"report: {path}")
         except (FileNotFoundError, ValueError) as e:
             return _error(str(e))
         return 0

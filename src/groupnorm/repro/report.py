@@ -257,6 +257,18 @@ def write_report(out: str | os.PathLike, results: str | os.PathLike | None = Non
     return path
 
 
+def report_summary(report: str | os.PathLike) -> str:
+    """The part of a ``report.md`` a terminal shows: the validation table and the comparison with the paper."""
+    text = Path(report).read_text()
+    keep = []
+    for section in text.split("\n## ")[1:]:
+        title = section.split("\n", 1)[0]
+        if title.startswith(("Validation error", "Against the paper")):
+            body = [ln for ln in section.splitlines()[1:] if not ln.startswith("![")]
+            keep.append("\n".join([title, *body]).strip())
+    return "\n\n".join(keep) + "\n"
+
+
 def _ablation_sort_key(label: str) -> tuple:
     """Group counts from many to few, then channels per group from few to many (Table 3's order)."""
     base, _, grouping = label.partition(" ")

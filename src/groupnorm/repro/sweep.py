@@ -249,8 +249,9 @@ def run_sweep(
     if me.main:
         aggregate(out, run_ids)
         if report:
-            from .report import write_report
+            from .report import report_summary, write_report
 
             path = write_report(out)
+            print(report_summary(path), flush=True)
             print(f"report: {path}", flush=True)
     return results
