@@ -92,3 +92,20 @@ def test_tiny_sweep_end_to_end_with_group_ablation(tmp_path, capsys):
     assert json.loads((out / "meta.json").read_text())["command"]
     report = (out / "report.md").read_text()
     assert "| GN G=4 |" in report and "| GN+WS G=4 |" in report  # a norm's only grouping is its main row
+
+
+def test_demo_preset_data_loads_without_network(monkeypatch):
+    import socket
+
+    from groupnorm.repro.command import spec_from_args
+    from groupnorm.repro.data import load_dataset
+
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    spec = spec_from_args(["--preset", "demo"])
+    data = load_dataset(spec.base.dataset, spec.data_root, download=spec.download)
+    assert data.num_train > 1000 and data.num_classes == 10
+    assert len(spec.runs()) >= 2 * 3 * 2  # BN and GN at three batch sizes, at least two seeds each

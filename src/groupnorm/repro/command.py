@@ -98,7 +98,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="output directory (default runs/<preset or dataset>)")
     g = p.add_argument_group("data")
     g.add_argument(
-        "--dataset", help="digits, cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH, npz:PATH"
+        "--dataset",
+        help="digits, textures[:key=value,...], cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH, npz:PATH",
     )
     g.add_argument("--data-root", help="where the dataset lies (default $GROUPNORM_DATA/<name>)")
     g.add_argument("--no-download", action="store_true", help="never download; read only local files")

@@ -4,8 +4,9 @@ Specs accepted by :func:`load_dataset`:
 
 - ``digits`` — scikit-learn's handwritten digits (1797 images, 8x8 grayscale); ships with scikit-learn, so it
   works offline. It has no test set: a fixed stratified 20 % is held out.
-- ``shapes`` or ``shapes:key=value,...`` — the package's own generated set of ten shapes in colour over clutter
-  (:mod:`groupnorm.repro.synthetic`; 16x16 RGB, 3000 training and 2000 test images by default); offline.
+- ``textures`` or ``textures:key=value,...`` — the package's own generated set: noisy striped textures of ten
+  classes, each image with its own contrast, brightness and tint (:mod:`groupnorm.repro.synthetic`; 16x16 RGB,
+  3000 training and 2000 test images by default); offline, deterministic.
 - ``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist`` — from ``root`` (default ``$GROUPNORM_DATA/<name>`` or
   ``~/.cache/groupnorm/data/<name>``): either an ImageFolder tree ``root/{train,test}/<class>/*.png|jpg`` or
   torchvision's own files, which torchvision downloads there when the machine is online.
@@ -225,10 +226,10 @@ def load_dataset(
     """
     if spec == "digits":
         data = _load_digits()
-    elif spec == "shapes" or spec.startswith("shapes:"):
-        from .synthetic import load_shapes_spec
+    elif spec == "textures" or spec.startswith("textures:"):
+        from .synthetic import load_textures_spec
 
-        data = load_shapes_spec(spec.partition(":")[2])
+        data = load_textures_spec(spec.partition(":")[2])
     elif spec in TORCHVISION_SETS:
         data = _load_named(spec, Path(root) if root else default_root(spec), download, image_size)
     elif spec.startswith("imagefolder:"):
@@ -244,7 +245,7 @@ def load_dataset(
         data = _load_npz(spec.split(":", 1)[1])
     else:
         names = ", ".join(
-            ["digits", "shapes[:OPTIONS]", *TORCHVISION_SETS, "imagefolder:PATH", "npz:TRAIN[,TEST]"]
+            ["digits", "textures[:OPTIONS]", *TORCHVISION_SETS, "imagefolder:PATH", "npz:TRAIN[,TEST]"]
         )
         raise ValueError(f"dataset: unknown dataset {spec!r}; choose one of {names}")
     return data.subset(train_subset, test_subset)
