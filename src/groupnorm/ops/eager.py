@@ -124,9 +124,11 @@ DEFAULT_SMALL_CPU_NUMEL = 1 << 20
 DEFAULT_SMALL_CPU_NUMEL_CHANNELS_LAST = 1 << 13
 # A ResNet block's end, GN with a ReLU and/or a residual, is one fused call on the kernels and up to three torch
 # ops (group_norm, add, relu, each a few us in C++ with its autograd node); below these sizes the three ops cost
-# less than the Python path to the fused kernel (`python -m groupnorm.bench.small_calls`, relu+residual rows).
-DEFAULT_SMALL_CPU_NUMEL_RELU = 1 << 20
-DEFAULT_SMALL_CPU_NUMEL_RELU_CHANNELS_LAST = 1 << 17
+# less than the Python path to the fused kernel. Measured with `python -m groupnorm.bench.small_calls` (one thread,
+# as in a training worker; docs/results/cifar10-cpu/small-calls.md): forward+backward, the fused kernel is 0.82x
+# torch's three ops at 131k elements NCHW and 1.12x at 259k; in channels_last 0.82x at 15k and 1.43x at 62k.
+DEFAULT_SMALL_CPU_NUMEL_RELU = 1 << 18
+DEFAULT_SMALL_CPU_NUMEL_RELU_CHANNELS_LAST = 1 << 15
 
 
 def small_cpu_numel(channels_last: bool = False, epilogue: bool = False) -> int:

@@ -54,15 +54,15 @@ PRESETS: dict[str, dict] = {
         # the cells the paper compares first (32 and 2), then the rest of Figure 1
         "batch_per_device": [32, 2, 16, 8, 4],
         "batch_for_norm": {"ln": [32], "in": [32], "gn+ws": [32]},
-        "gn_group_size": 4,
+        "gn_groups": 8,  # 2, 4 and 8 channels per group in the 16-, 32- and 64-channel layers
         "groups": [16, 8, 4, 2],
-        "group_sizes": [2, 8, 16],
+        "group_sizes": [2, 4, 8, 16],
         "ablation_batch": [32],
         "seeds": 1,
         "seeds_at": {32: 2, 2: 2},
         "devices": 4,
         "epochs": 10,
-        "base_lr": 0.05,
+        "base_lr": 0.1,
         "schedule": "cosine",
         "warmup_epochs": 1.5,
         "weight_decay": 5e-4,
