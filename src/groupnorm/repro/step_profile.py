@@ -7,8 +7,8 @@ operators into convolution, normalization, elementwise/other, loss and optimizer
 
 Example (the numbers of docs/results/cifar10-cpu/step-profile.md; run it on an otherwise idle machine)::
 
-    python -m groupnorm.repro.step_profile --preset cifar10-cpu --batch-per-device 32,2 --gn-torch \\
-        --out docs/results/cifar10-cpu/step-profile.md
+    python -m groupnorm.repro.step_profile --preset cifar10-cpu --batch-per-device 32,8,2 --gn-torch \\
+        --rounds 9 --steps 10 --out docs/results/cifar10-cpu/step-profile.md
 """
 
 from __future__ import annotations
@@ -133,20 +133,20 @@ def _torch_gn_model(hp: HParams, data: ImageData) -> nn.Module:
     return build_model(hp, data.num_classes, data.image_shape[0], norm=lambda c: nn.GroupNorm(groups[c], c))
 
 
-def profile_markdown(hps: dict[str, HParams], rounds: int, gn_torch: bool) -> str:
+def profile_markdown(hps: dict[str, HParams], rounds: int, gn_torch: bool, steps: int = 5) -> str:
     data = synthetic_cifar()
     runners = {name: StepRunner(hp, data) for name, hp in hps.items()}
     if gn_torch:
         for name, hp in list(hps.items()):
             if hp.norm == "gn":
                 runners[f"{name} torch.nn.GroupNorm"] = StepRunner(hp, data, _torch_gn_model(hp, data))
-    phases = time_phases(runners, rounds=rounds)
+    phases = time_phases(runners, rounds=rounds, steps=steps)
     kinds = {name: operator_kinds(r) for name, r in runners.items()}
     threads = torch.get_num_threads()
     lines = [
         "# Where a training step goes",
         "",
-        f"torch {torch.__version__}, {threads} thread(s); medians of {rounds} interleaved rounds of 5 steps; "
+        f"torch {torch.__version__}, {threads} thread(s); medians of {rounds} interleaved rounds of {steps} steps; "
         "random CIFAR-shaped images.",
         "",
         "| configuration | images/s | ms/step | spread | data | forward | backward | optimizer |",
@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--norms", default="bn,gn", help="comma-separated norms")
     p.add_argument("--batch-per-device", default="32,2", help="comma-separated images per device")
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--steps", type=int, default=5, help="steps per configuration in each round")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--gn-torch", action="store_true", help="also time GN built from torch.nn.GroupNorm")
     p.add_argument("--out", help="write the markdown here (default: print it)")
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         for b in args.batch_per_device.split(",")
         for norm in args.norms.split(",")
     }
-    md = profile_markdown(hps, args.rounds, args.gn_torch)
+    md = profile_markdown(hps, args.rounds, args.gn_torch, args.steps)
     if args.out:
         atomic_write_text(Path(args.out), md)
     print(md)
