@@ -81,9 +81,11 @@ def test_grid_order_seeds_at_and_ablation_at_one_batch_size():
     )  # fmt: skip
     cells = [(h.norm, h.groups, h.group_size, h.batch_per_device, h.seed) for h in spec.runs()]
     assert cells == [
-        # first seeds of the main cells, batch sizes in the order given, norms in the order given
-        ("bn", None, None, 32, 0), ("gn", None, 4, 32, 0), ("ln", None, None, 32, 0), ("gn+ws", None, 4, 32, 0),
+        # first seeds of the main cells: Figure 1's first two batch sizes, then the norms with a batch list of
+        # their own (LN, GN+WS at 32), then the remaining batch sizes; norms in the order given
+        ("bn", None, None, 32, 0), ("gn", None, 4, 32, 0),
         ("bn", None, None, 2, 0), ("gn", None, 4, 2, 0),
+        ("ln", None, None, 32, 0), ("gn+ws", None, 4, 32, 0),
         ("bn", None, None, 8, 0), ("gn", None, 4, 8, 0),
         # GN's ablation at 32 only, one seed, the main grouping (4 channels) not repeated; none for GN+WS
         ("gn", 2, None, 32, 0), ("gn", 8, None, 32, 0), ("gn", None, 8, 32, 0),

@@ -80,7 +80,9 @@ class SweepSpec:
         """Every configuration of the grid, in the order they run.
 
         First seed before further seeds, main cells before ablation cells, then batch sizes in the order given
-        (so ``32,2,16,8,4`` finishes the cells the paper compares first), then norms in the order given.
+        (so ``32,2,16,8,4`` finishes the cells the paper compares first), then norms in the order given. The norms
+        with a batch list of their own (``batch_for_norm``: Table 1's LN, IN, GN+WS at 32) come right after the
+        first two batch sizes of the others (Figure 1's two ends), before the rest of Figure 1.
         """
         keyed = []
         for ni, norm in enumerate(self.norms):
@@ -101,8 +103,12 @@ class SweepSpec:
                             batch_per_device=b,
                             seed=seed,
                         )
-                        bi = self.batch_per_device.index(b) if b in self.batch_per_device else len(batches)
-                        keyed.append(((si > 0, ablation, bi, ni), hp))
+                        if norm in self.batch_for_norm:
+                            slot, extra = min(2, len(self.batch_per_device)), 0
+                        else:
+                            slot = self.batch_per_device.index(b) if b in self.batch_per_device else len(batches)
+                            extra = 1
+                        keyed.append(((si > 0, ablation, slot, extra, ni), hp))
         keyed.sort(key=lambda kv: kv[0])  # stable: equal keys keep the grid's order
         return [hp for _, hp in keyed]
 
