@@ -106,7 +106,9 @@ class SweepSpec:
                         if norm in self.batch_for_norm:
                             slot, extra = min(2, len(self.batch_per_device)), 0
                         else:
-                            slot = self.batch_per_device.index(b) if b in self.batch_per_device else len(batches)
+                            slot = (
+                                self.batch_per_device.index(b) if b in self.batch_per_device else len(batches)
+                            )
                             extra = 1
                         keyed.append(((si > 0, ablation, slot, extra, ni), hp))
         keyed.sort(key=lambda kv: kv[0])  # stable: equal keys keep the grid's order
