@@ -3,8 +3,9 @@
 - ``demo``: scikit-learn digits (ships with scikit-learn, no download), BN vs GN (G=8) over 32/8/2 images per
   device and LN, IN at 32, three seeds. It shows the mechanics end to end in ~5 minutes on two CPU cores; digits
   are too easy for BN's small-batch failure to show clearly (BN doubles, by ~1 point; see the preset's comment).
-- ``cifar10-cpu``: the paper's Figure 1 and Table 1 on CIFAR-10, sized to finish on two CPU cores (see
-  docs/results/cifar10-cpu for the measured budget).
+- ``cifar10-cpu``: the paper's Figure 1, Table 1 and Table 3 on all 50k CIFAR-10 images, sized for two CPU cores
+  (about 4 hours with two single-thread workers; docs/results/cifar10-cpu/BUDGET.md has the budget and the
+  recipe search behind it).
 - ``cifar10``: CIFAR-10 at full scale (ResNet-20 on all 50k images), for a GPU.
 - ``imagenet``: the paper's own setting: ResNet-50, 8 devices, 100 epochs, an ImageFolder root
   (``--dataset imagefolder:PATH`` with ``PATH/train`` and ``PATH/val``), streamed from disk with the ImageNet
