@@ -28,6 +28,7 @@ from .checkpoint import atomic_write_text
 from .data import ImageData
 from .hparams import HParams
 from .model import build_model
+from .train import param_groups
 
 PHASES = ("data", "forward", "backward", "optimizer")
 # operator-name fragments -> kind, first match wins (names as torch.profiler reports them)
@@ -61,9 +62,8 @@ class StepRunner:
         self.memory_format = torch.channels_last if hp.channels_last else torch.contiguous_format
         model = model if model is not None else build_model(hp, data.num_classes, data.image_shape[0])
         self.model = model.to(memory_format=self.memory_format).train()
-        self.optimizer = torch.optim.SGD(
-            model.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=1e-4
-        )
+        # the run's own optimizer setup (weight decay groups as the sweep trains)
+        self.optimizer = torch.optim.SGD(param_groups(model, hp), lr=hp.lr, momentum=hp.momentum)
         self.step_index = 0
 
     def step(self) -> dict[str, float]:
