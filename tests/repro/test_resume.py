@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from groupnorm.cli import main
 from groupnorm.repro.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
@@ -126,6 +127,32 @@ def test_checkpoint_checksum_detects_damage(tmp_path):
     with pytest.raises(CorruptCheckpoint, match="header"):
         load_checkpoint(path)
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+_CALLED: list[str] = []
+
+
+def _mark_called(tag: str) -> str:
+    _CALLED.append(tag)
+    return tag
+
+
+class _RunsCodeWhenUnpickled:
+    """A payload whose unpickling calls a function: what a crafted checkpoint would do with ``os.system``."""
+
+    def __reduce__(self):
+        return (_mark_called, ("unpickled",))
+
+
+def test_a_checkpoint_that_pickles_a_callable_is_refused_unrun(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"hparams": {}, "records": [], "payload": _RunsCodeWhenUnpickled()})  # valid checksum
+    _CALLED.clear()
+    with pytest.raises(CorruptCheckpoint, match="cannot be read"):
+        load_checkpoint(path)
+    assert _CALLED == []  # refused before the callable ran
+    save_checkpoint(path, {"model": {"w": torch.ones(2)}, "records": [{"epoch": 1, "loss": 0.5}]})
+    assert load_checkpoint(path)["records"] == [{"epoch": 1, "loss": 0.5}]  # plain contents still load
 
 
 def test_a_run_locked_by_another_process_is_skipped(tmp_path):

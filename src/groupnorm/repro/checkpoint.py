@@ -3,6 +3,11 @@
 Every file is written to a temporary name in the same directory, flushed to disk and renamed over the old one
 (``os.replace`` is atomic), so a process killed at any moment leaves either the old or the new file, never half of
 one. Checkpoints carry a SHA-256 of their payload, so a file damaged some other way is detected, not half-loaded.
+
+The checksum is no defence against a crafted file (whoever writes it computes the digest too), so checkpoints are
+unpickled with ``weights_only=True``: tensors, containers and plain values load, anything that would call code
+(a pickled callable, an arbitrary class) is refused as :class:`CorruptCheckpoint` without running it. What a
+checkpoint holds (hyper-parameters, state dicts, epoch records) needs nothing more.
 """
 
 from __future__ import annotations
@@ -58,7 +63,11 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint`; raise :class:`CorruptCheckpoint` if it is damaged."""
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Raises :class:`CorruptCheckpoint` if the file is damaged, or if its payload holds anything but tensors,
+    containers and plain values (it is then refused unread: loading never runs code from the file).
+    """
     raw = Path(path).read_bytes()
     if not raw.startswith(MAGIC) or len(raw) < len(MAGIC) + 65:
         raise CorruptCheckpoint(f"{path} is not a groupnorm checkpoint (bad header)")
@@ -66,6 +75,6 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if hashlib.sha256(payload).hexdigest() != digest:
         raise CorruptCheckpoint(f"{path} fails its checksum (truncated or altered)")
     try:
-        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means the file cannot be used
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure (weights_only refusals included) means the file cannot be used
         raise CorruptCheckpoint(f"{path} cannot be read: {e}") from e
