@@ -15,3 +15,13 @@ def test_readme_python_blocks_run():
     namespace: dict = {}
     for i, block in enumerate(blocks):
         exec(compile(block, f"README.md python block {i}", "exec"), namespace)  # noqa: S102
+
+
+def test_readme_tables_are_the_committed_runs():
+    """The README's reproduction tables equal what the committed runs give (``python scripts/readme_tables.py``)."""
+    from groupnorm.repro.report import summary_tables
+
+    text = README.read_text()
+    for folder in ("docs/results/demo", "docs/results/cifar10-cpu"):
+        tables = summary_tables(README.parent / folder)
+        assert tables in text, f"README.md is stale for {folder}: run python scripts/readme_tables.py"

@@ -74,15 +74,47 @@ def test_later_record_of_an_epoch_wins(tmp_path):
     assert [r["val_error"] for r in run.records] == [50, 12.0]
 
 
-def test_summary_is_the_validation_table_and_the_comparison(tmp_path, capsys):
+def test_summary_is_the_error_table_and_the_comparison(tmp_path, capsys):
     from groupnorm.cli import main
     from groupnorm.repro.report import report_summary
 
     recs = _records("bn", 32, 0, [40, 30]) + _records("bn", 2, 0, [50, 45]) + _records("gn", 2, 0, [40, 35])
     _write(tmp_path / "results.jsonl", recs)
     summary = report_summary(write_report(tmp_path))
-    assert summary.startswith("Validation error (%) by images per device")
+    assert summary.startswith("Test error (%) by images per device")  # cifar10 scored on its test split
     assert "| BN | 30.00 · paper 23.6 | 45.00 · paper 34.7 |" in summary and "Against the paper" in summary
     assert "Training error" not in summary and "![" not in summary
     assert main(["repro", "report", str(tmp_path)]) == 0
     assert capsys.readouterr().out.startswith(summary)
+
+
+def test_the_error_is_named_by_the_evaluation_set(tmp_path):
+    recs = _records("bn", 32, 0, [40, 30])
+    for r in recs:
+        r["config"] = {**r["config"], "val_split": 5000}
+    _write(tmp_path / "results.jsonl", recs)
+    text = write_report(tmp_path).read_text()
+    assert "## Validation error (%) by images per device" in text
+    assert "on 5000 training images held out of training" in text and "Test error" not in text
+
+
+def test_summary_tables_mark_planned_cells_pending(tmp_path):
+    from groupnorm.repro.report import summary_tables
+
+    recs = _records("bn", 32, 0, [40, 30]) + _records("gn", 32, 0, [45, 35]) + _records("gn", 32, 1, [45, 37])
+    recs += _records("bn", 2, 0, [50, 45, 44])[:2]  # unfinished: 2 of 3 epochs
+    recs[-1]["config"]["epochs"] = recs[-2]["config"]["epochs"] = 3
+    _write(tmp_path / "results.jsonl", recs)
+    sweep = {"norms": ["bn", "gn", "ln"], "batch_per_device": [32, 2], "batch_for_norm": {"ln": [32]}}
+    (tmp_path / "meta.json").write_text(json.dumps({"sweep": sweep}))
+    tables = summary_tables(tmp_path)
+    assert (
+        "| test error (%), cifar10, resnet20, 2 epochs, ± std over up to 2 seeds | 32 / device | 2 / device |"
+        in tables
+    )
+    assert "| BN | 30.00 | pending |" in tables  # the b=2 run has not finished
+    assert "| GN | 36.00 ± 1.41 | pending |" in tables
+    assert (
+        "| at 32 / device | BN | GN | LN |" in tables
+        and "| test error (%) | 30.00 | 36.00 ± 1.41 | pending |" in tables
+    )

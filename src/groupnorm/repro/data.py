@@ -51,6 +51,10 @@ TORCHVISION_SETS = {
         "FashionMNIST/raw/train-images-idx3-ubyte (and the other three idx files)",
     ),
 }
+# Data sets without a test split of their own: the evaluation set is held out of their images, so a report calls
+# its error "validation" error (the rest are scored on their test split unless ``val_split`` holds images out).
+HELD_OUT_EVAL_DATASETS = ("digits",)
+
 # A fixed seed for held-out splits and subsets: the same images are held out in every run and every seed,
 # so runs differ only in what the run seed controls (initialization, order, augmentation).
 SPLIT_SEED = 20180322

@@ -1,9 +1,10 @@
 """``report.md`` and plots from a sweep directory (only its ``results.jsonl`` is required).
 
-Tables in the paper's style: validation error per norm × images per device (mean ± std over seeds, Δ vs BN,
-the paper's ImageNet number beside ours), training error, time per epoch, the group ablation; plots of error vs
-batch size (Figure 1), training/validation curves (Figure 4) and the group ablation; a plain statement of where
-our outcome agrees with the paper and where it does not.
+Tables in the paper's style: the evaluation error (validation or test, named by the run's evaluation set) per
+norm × images per device (mean ± std over seeds, Δ vs BN, the paper's ImageNet number beside ours), training
+error, time per epoch, the group ablation; plots of error vs batch size (Figure 1), training/validation curves
+(Figure 4) and the group ablation; a plain statement of where our outcome agrees with the paper and where it does
+not. :func:`summary_tables` gives the two tables a README shows.
 
 Example::
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from . import paper
 from .checkpoint import atomic_write_text
+from .data import HELD_OUT_EVAL_DATASETS
 from .train import final_epochs
 
 NORM_ORDER = ["bn", "syncbn", "gn", "gn+ws", "ln", "in", "none"]
@@ -52,6 +54,14 @@ class Run:
     @property
     def label(self) -> str:
         return norm_label(self.config)
+
+
+def error_name(config: dict) -> str:
+    """``"test"`` when a run was scored on its data set's test split, ``"validation"`` when on held-out training
+    images (``val_split``, or a data set without a test split such as ``digits``)."""
+    if config.get("val_split") or config.get("dataset") in HELD_OUT_EVAL_DATASETS:
+        return "validation"
+    return "test"
 
 
 def norm_label(config: dict) -> str:
@@ -189,12 +199,24 @@ def write_report(out: str | os.PathLike, results: str | os.PathLike | None = Non
     md = [f"# Group Normalization reproduction: {cfg['dataset']}, {cfg['model']}", ""]
     if meta.get("command"):
         md += ["Made by:", "", "```", meta["command"], "```", ""]
+    if (out / "BUDGET.md").exists():
+        md += [
+            "How the recipe was chosen (on held-out training images) and what the grid costs: [BUDGET.md](BUDGET.md).",
+            "",
+        ]
     seeds = max(v[2] for v in val.values())
+    error = error_name(cfg)
+    evaluated_on = (
+        f"{cfg['val_split']} training images held out of training"
+        if cfg.get("val_split")
+        else ("the data set's held-out split" if error == "validation" else "the data set's test split")
+    )
     md += [
         f"Setting: {cfg['dataset']} ({cfg.get('train_subset') or 'all'} training images), {cfg['model']} "
         f"(width ×{cfg.get('width', 1)}), {cfg['devices']} virtual devices, {cfg['epochs']} epochs, "
         f"{cfg['schedule']} schedule, base LR {cfg['base_lr']} for 32 images/device scaled linearly, "
-        f"weight decay {cfg['weight_decay']}, up to {seeds} seed(s) per cell. Validation error is the median of "
+        f"weight decay {cfg['weight_decay']}, {_recipe(cfg)}, up to {seeds} seed(s) per cell. "
+        f"{error.capitalize()} error (on {evaluated_on}) is the median of "
         f"the last {final_epochs(cfg['epochs'])} epoch(s) (the paper's last 5 of 100 epochs, scaled: the last 5 %), "
         f"in %. Paper numbers: {paper.SETTING}.",
         "",
@@ -211,7 +233,7 @@ def write_report(out: str | os.PathLike, results: str | os.PathLike | None = Non
         md += ["GN grouping used: " + "; ".join(f"`{g}`" for g in groupings if g), ""]
 
     md += [
-        "## Validation error (%) by images per device",
+        f"## {error.capitalize()} error (%) by images per device",
         "",
         "Mean ± std over seeds; (Δ vs BN at the same batch); the paper's ImageNet number where it has one.",
         "",
@@ -258,15 +280,74 @@ def write_report(out: str | os.PathLike, results: str | os.PathLike | None = Non
 
 
 def report_summary(report: str | os.PathLike) -> str:
-    """The part of a ``report.md`` a terminal shows: the validation table and the comparison with the paper."""
+    """The part of a ``report.md`` a terminal shows: the error table and the comparison with the paper."""
     text = Path(report).read_text()
     keep = []
     for section in text.split("\n## ")[1:]:
         title = section.split("\n", 1)[0]
-        if title.startswith(("Validation error", "Against the paper")):
+        if title.endswith("error (%) by images per device") or title.startswith("Against the paper"):
             body = [ln for ln in section.splitlines()[1:] if not ln.startswith("![")]
             keep.append("\n".join([title, *body]).strip())
     return "\n\n".join(keep) + "\n"
+
+
+def summary_tables(out: str | os.PathLike) -> str:
+    """The two tables a README shows for a sweep: error by images per device (Figure 1) and by norm at the
+    largest batch (Table 1), mean ± std over the finished runs' seeds; cells the sweep plans but has not finished
+    read ``pending``.
+
+    Example::
+
+        print(summary_tables("docs/results/cifar10-cpu"))
+    """
+    out = Path(out)
+    finished = [r for r in load_runs(out / "results.jsonl") if r.records and r.finished]
+    meta_path = out / "meta.json"
+    sweep = json.loads(meta_path.read_text()).get("sweep", {}) if meta_path.exists() else {}
+    val = cells(finished, "val_error")
+    cfg = (finished[0].config if finished else sweep.get("base")) or {}
+    bs = sorted(set(sweep.get("batch_per_device", [])) | {b for _, b in val}, reverse=True)
+    main = _main_labels(
+        sorted({lb for lb, _ in val}, key=_label_sort_key),
+        {lb: {b for lb2, b in val if lb2 == lb} for lb, _ in val},
+    )
+    main_by_base = {_base(lb): lb for lb in main}
+    planned = sweep.get("norms") or [_base(lb) for lb in main]
+    only_at = sweep.get("batch_for_norm", {})
+
+    def cell(norm: str, b: int) -> str:
+        label = main_by_base.get(norm)
+        if label is None or (label, b) not in val:
+            return "pending"
+        m, s, _ = val[(label, b)]
+        return _fmt(m, s)
+
+    def name(norm: str) -> str:
+        return _display(main_by_base.get(norm, norm))
+
+    seeds = max((v[2] for v in val.values()), default=0)
+    title = (
+        f"{error_name(cfg)} error (%), {cfg.get('dataset')}, {cfg.get('model')}, {cfg.get('epochs')} epochs"
+    )
+    if seeds > 1:
+        title += f", ± std over up to {seeds} seeds"
+    figure1 = [n for n in planned if n not in only_at]
+    lines = [f"| {title} | " + " | ".join(f"{b} / device" for b in bs) + " |", "|---|" + "---|" * len(bs)]
+    lines += [f"| {name(n)} | " + " | ".join(cell(n, b) for b in bs) + " |" for n in figure1]
+    if bs and len(planned) > len(figure1):
+        big = bs[0]
+        lines += ["", f"| at {big} / device | " + " | ".join(name(n) for n in planned) + " |"]
+        lines += ["|---|" + "---|" * len(planned)]
+        lines += [f"| {error_name(cfg)} error (%) | " + " | ".join(cell(n, big) for n in planned) + " |"]
+    return "\n".join(lines) + "\n"
+
+
+def _recipe(cfg: dict) -> str:
+    shortcut = {"conv": "1×1-convolution shortcuts", "pad": "zero-padded identity shortcuts"}.get(
+        cfg.get("shortcut", "pad"), f"{cfg.get('shortcut')} shortcuts"
+    )
+    init = "γ = 0 in each block's last norm" if cfg.get("zero_init_last", True) else "γ = 1 in every norm"
+    return f"{shortcut}, {init}"
 
 
 def _ablation_sort_key(label: str) -> tuple:
@@ -380,7 +461,7 @@ def _plots(
     ax.set_xticks(bs, [str(b) for b in bs])
     ax.invert_xaxis()
     ax.set_xlabel("images per device")
-    ax.set_ylabel("validation error (%)")
+    ax.set_ylabel(f"{error_name(runs[0].config)} error (%)")
     ax.set_title("Error vs batch size (Figure 1)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -416,7 +497,7 @@ def _plots(
         keys = [(lb, b) for lb in ablation for b in ablation_bs if (lb, b) in val]
         ax.bar(range(len(keys)), [val[k][0] for k in keys], yerr=[val[k][1] or 0 for k in keys], capsize=3)
         ax.set_xticks(range(len(keys)), [f"{_display(lb)}\nb={b}" for lb, b in keys], fontsize=7)
-        ax.set_ylabel("validation error (%)")
+        ax.set_ylabel(f"{error_name(runs[0].config)} error (%)")
         ax.set_title("Group ablation (Table 3)")
         fig.tight_layout()
         fig.savefig(out / "fig_groups.png", dpi=110)
