@@ -8,6 +8,7 @@ import pytest
 MODULES = [
     "groupnorm",
     "groupnorm.functional",
+    "groupnorm.stats",
     "groupnorm.reference",
     "groupnorm.testing",
     "groupnorm.activations",

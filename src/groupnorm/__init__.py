@@ -21,6 +21,14 @@ from groupnorm.layers import (
 )
 from groupnorm.patch import PatchReport, patch
 from groupnorm.reference import group_norm_ref
+from groupnorm.stats import (
+    BackwardSums,
+    GroupStats,
+    PartGradients,
+    group_norm_backward_sums,
+    group_norm_part_backward,
+    group_stats,
+)
 
 __all__ = [
     "__version__",
@@ -38,4 +46,10 @@ __all__ = [
     "patch",
     "PatchReport",
     "models",
+    "GroupStats",
+    "group_stats",
+    "BackwardSums",
+    "PartGradients",
+    "group_norm_backward_sums",
+    "group_norm_part_backward",
 ]

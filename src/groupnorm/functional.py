@@ -8,6 +8,7 @@ import groupnorm.ops  # noqa: F401  (registers torch.ops.groupnorm.*)
 from groupnorm.activations import canonical_activation
 from groupnorm.ops import eager
 from groupnorm.ops.checks import check_input, resolve_num_groups
+from groupnorm.stats import GroupStats, check_stats, normalize_with_stats
 
 
 def group_norm(
@@ -22,6 +23,7 @@ def group_norm(
     residual: torch.Tensor | None = None,
     scale: torch.Tensor | None = None,
     shift: torch.Tensor | None = None,
+    stats: GroupStats | None = None,
 ) -> torch.Tensor:
     """Group Normalization with an optional fused epilogue.
 
@@ -33,6 +35,12 @@ def group_norm(
     ``"gelu_tanh"``. Statistics are computed in float32 (float64 for float64 inputs); the output keeps the input's
     dtype and memory format. Gradients flow to every tensor argument.
 
+    ``stats`` (a :class:`groupnorm.GroupStats` of shape (N, G) in the accumulation dtype) normalizes with given
+    statistics instead of the input's own: a tile or spatial slice of an image normalized with the merged
+    statistics of all parts (see :mod:`groupnorm.stats`). The group count may then be left out (it is the
+    statistics'). That path runs plain torch ops recorded by autograd, so gradients also flow through ``stats``
+    to the parts they were computed from.
+
     Example::
 
         >>> import torch, groupnorm
@@ -41,8 +49,22 @@ def group_norm(
         >>> y2 = groupnorm.group_norm(x, group_size=16, residual=x)
         >>> y.shape
         torch.Size([2, 64, 8, 8])
+        >>> left = groupnorm.group_stats(x[..., :3], 32)
+        >>> whole = left.merge(groupnorm.group_stats(x[..., 3:], 32))
+        >>> y3 = groupnorm.group_norm(x[..., :3], 32, stats=whole, activation="silu")  # == y[..., :3]
     """
     check_input(input)
+    if stats is not None:
+        if not isinstance(stats, GroupStats):
+            raise TypeError(
+                f"stats must be a groupnorm.GroupStats or None, got stats of type {type(stats).__name__}"
+            )
+        if num_groups is None and group_size is None:
+            num_groups = stats.num_groups
+        check_stats(stats, input, resolve_num_groups(input.shape[1], num_groups, group_size))
+        return normalize_with_stats(
+            input, stats, weight, bias, float(eps), activation, residual, scale, shift
+        )
     groups = resolve_num_groups(input.shape[1], num_groups, group_size)
     args = (input, weight, bias, groups, float(eps), canonical_activation(activation), residual, scale, shift)
     if eager.eligible(input, weight, bias, residual, scale, shift):
