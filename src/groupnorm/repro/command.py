@@ -7,6 +7,9 @@ Examples::
         --devices 4 --epochs 30 --out runs/c10
     torchrun --nproc_per_node 2 -m groupnorm repro --preset demo --out runs/demo-ddp   # the same, 2 processes
     groupnorm repro report runs/demo
+
+The transfer experiments have their own commands: ``groupnorm repro detection --help`` (Mask R-CNN, §6.1) and
+``groupnorm repro video --help`` (3-D ResNets on clips, §6.2).
 """
 
 from __future__ import annotations
@@ -77,6 +80,22 @@ def _positive_float(text: str) -> float:
     if not v > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return v
+
+
+# `groupnorm repro NAME ...` handed to another module's ``main(argv) -> int`` with the rest of the arguments
+SUBCOMMANDS = {
+    "detection": "groupnorm.repro.detection.command",
+    "video": "groupnorm.repro.video.command",
+}
+
+
+def run_subcommand(name: str, argv: list[str]) -> int | None:
+    """Run ``groupnorm repro NAME ARGV`` if NAME is one of :data:`SUBCOMMANDS`; None otherwise."""
+    if name not in SUBCOMMANDS:
+        return None
+    import importlib
+
+    return importlib.import_module(SUBCOMMANDS[name]).main(argv)
 
 
 def register(subparsers) -> None:

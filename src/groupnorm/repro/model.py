@@ -91,6 +91,9 @@ def describe_norms(model: nn.Module) -> str:
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             counts[f"{m.num_features}ch"] += 1
             kinds[name] += 1
+        elif name == "FrozenBatchNorm2d":  # torchvision's BN* (buffers only, no num_features)
+            counts[f"{m.weight.numel()}ch"] += 1
+            kinds[name] += 1
     if not kinds:
         return "no normalization"
     parts = ", ".join(f"{k} ×{v}" for k, v in counts.items())

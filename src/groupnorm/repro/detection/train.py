@@ -1,0 +1,146 @@
+"""Fine-tune (or train from scratch) one Mask R-CNN variant, in rounds of steps that survive SIGKILL.
+
+A step takes ``devices × images_per_device`` images in an order fixed by (seed, epoch) (the classification
+sweep's :func:`~groupnorm.repro.train.epoch_order`); the loss is the sum of Mask R-CNN's losses averaged over
+them. BatchNorm statistics are per virtual device (``DeviceBatchNorm2d``), and under torchrun the step's images
+are split over the processes (DDP averages the gradients; :func:`~groupnorm.repro.devices.average_buffers` the
+BN running statistics). After each round: a checkpoint, then box/mask AP on the test split (rank 0).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..devices import average_buffers
+from ..model import describe_norms
+from ..rounds import RoundTrainer
+from ..train import epoch_order, param_groups
+from .config import DetectionConfig
+from .data import DetectionData, normalize_image
+from .evaluate import evaluate_model
+from .model import build_maskrcnn
+
+
+class _Subset:
+    def __init__(self, split, n: int) -> None:
+        self.split, self.n = split, min(n, len(split))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return self.split[i]
+
+
+def pick_device(device: str, rank: int) -> torch.device:
+    """``auto`` (CUDA when there is one), ``cpu`` or ``cuda``; under torchrun the local rank's GPU."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
+    if device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    d = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    torch.cuda.set_device(d)
+    return d
+
+
+class DetectionTrainer(RoundTrainer):
+    """One detection run; ``run()`` resumes from ``run_dir`` (see :class:`~groupnorm.repro.rounds.RoundTrainer`)."""
+
+    def __init__(
+        self, cfg: DetectionConfig, data: DetectionData, run_dir, *, device: str = "auto", **kw
+    ) -> None:
+        super().__init__(cfg, run_dir, **kw)
+        if cfg.devices % self.dist.world:
+            raise ValueError(
+                f"devices={cfg.devices} cannot be spread evenly over {self.dist.world} processes"
+            )
+        if cfg.images_per_step > len(data.train):
+            raise ValueError(
+                f"a step of devices × images_per_device = {cfg.images_per_step} images exceeds the "
+                f"{len(data.train)} training images"
+            )
+        self.cfg, self.data = cfg, data
+        self.test = data.test if cfg.test_images is None else _Subset(data.test, cfg.test_images)
+        self.device = pick_device(device, self.dist.rank)
+        torch.manual_seed(cfg.seed)
+        canvas = int(data.train[0][0].shape[-1])
+        model, self.backbone_origin = build_maskrcnn(cfg, data.num_classes, canvas)
+        self.model = model.to(self.device)
+        self.grouping = describe_norms(self.model)
+        self.optimizer = torch.optim.SGD(param_groups(self.model, cfg), lr=cfg.lr, momentum=cfg.momentum)
+        self.ddp = self.model
+        if self.dist.world > 1:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                # RoIs without a positive sample leave the mask head unused in a step
+                self.ddp = nn.parallel.DistributedDataParallel(
+                    self.model, broadcast_buffers=False, find_unused_parameters=True
+                )
+
+    def steps_per_round(self) -> int:
+        return self.cfg.steps_per_round
+
+    def describe(self) -> dict:
+        return {"grouping": self.grouping, "backbone_init": self.backbone_origin}
+
+    def _images_of_step(self, step: int) -> list[int]:
+        """This process's share of the step's images: positions step·B .. step·B + B of the endless epoch stream."""
+        n, b = len(self.data.train), self.cfg.images_per_step
+        positions = range(step * b, (step + 1) * b)
+        local = b // self.dist.world
+        mine = list(positions)[self.dist.rank * local : (self.dist.rank + 1) * local]
+        orders: dict[int, torch.Tensor] = {}
+        out = []
+        for p in mine:
+            epoch = p // n
+            if epoch not in orders:
+                orders[epoch] = epoch_order(n, self.cfg.seed, epoch)
+            out.append(int(orders[epoch][p % n]))
+        return out
+
+    def train_round(self, r: int) -> dict:
+        cfg = self.cfg
+        self.ddp.train()
+        steps = range(r * cfg.steps_per_round, min(cfg.steps, (r + 1) * cfg.steps_per_round))
+        sums: dict[str, float] = {}
+        for i, step in enumerate(steps):
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.lr_at(step)
+            items = [self.data.train[j] for j in self._images_of_step(step)]
+            images = [normalize_image(im).to(self.device) for im, _ in items]
+            targets = [{k: v.to(self.device) for k, v in t.items()} for _, t in items]
+            losses = self.ddp(images, targets)
+            loss = sum(losses.values())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            average_buffers(self.model)
+            value = float(loss.detach())
+            sums["train_loss"] = sums.get("train_loss", 0.0) + value
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            if self.progress is not None:
+                self.progress.step(r, i, len(steps), value)
+            if not math.isfinite(value):
+                self.log(f"warning: run {self.run_dir.name}: loss is {value} at step {step + 1}")
+        stats = {k: v / len(steps) for k, v in sums.items()}
+        stats.update({"step": steps[-1] + 1, "lr": cfg.lr_at(steps[-1])})
+        return stats
+
+    def evaluate(self) -> dict:
+        metrics = {}
+        if self.dist.main:
+            metrics = evaluate_model(self.model, self.test, self.data.num_classes, device=self.device)
+        if self.dist.world > 1:
+            box = [metrics]
+            dist.broadcast_object_list(box, src=0)
+            metrics = box[0]
+        return metrics
