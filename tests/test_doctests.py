@@ -21,6 +21,7 @@ MODULES = [
     "groupnorm.layers.describe",
     "groupnorm.convert",
     "groupnorm.patch",
+    "groupnorm.patching.activations",
     "groupnorm.models",
     "groupnorm.export",
     "groupnorm.repro.augment",
