@@ -11,6 +11,7 @@ from groupnorm._version import __version__
 from groupnorm.convert import ConversionSummary, convert_norms
 from groupnorm.functional import group_norm
 from groupnorm.layers import (
+    DistributedGroupNorm,
     GroupingWarning,
     GroupNorm,
     WSConv2d,
@@ -35,6 +36,7 @@ __all__ = [
     "group_norm",
     "group_norm_ref",
     "GroupNorm",
+    "DistributedGroupNorm",
     "GroupingWarning",
     "WSConv2d",
     "describe_norms",

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from groupnorm.activations import module_activation_name
+from groupnorm.layers.distributed import DistributedGroupNorm
 from groupnorm.layers.group_norm import GroupNorm
 from groupnorm.layers.grouping import GroupChange
 from groupnorm.layers.norm_registry import GroupingWarning, NormLayer, norm_layer
@@ -162,8 +163,10 @@ class _Converter:
         source: str,
         keep_eps: bool,
         bn_kwargs: dict[str, object],
+        process_group: object | None = None,
     ) -> None:
         self.kind = kind
+        self.process_group = process_group
         self.layer = layer
         self.bn_kwargs = bn_kwargs
         self.source = source
@@ -183,6 +186,8 @@ class _Converter:
         if base is None:
             return None
         if self.source == "gn" and isinstance(m, GroupNorm):
+            if self.process_group is not None and not isinstance(m, DistributedGroupNorm):
+                return ("plain", "GroupNorm")  # fused already (e.g. by groupnorm.patch); becomes distributed
             return None  # already on the fused op
         if self.kind in ("bn", "syncbn") and self.source == "bn":
             if isinstance(m, nn.SyncBatchNorm) == (self.kind == "syncbn"):
@@ -207,6 +212,8 @@ class _Converter:
     def _new_norm(self, m: nn.Module, path: str) -> nn.Module:
         channels = _num_channels(m)
         if self.source == "gn":
+            if self.process_group is not None:
+                return DistributedGroupNorm.from_module(m, process_group=self.process_group)
             return GroupNorm.from_module(m)
         if self.layer is not None:
             layer = self.layer
@@ -229,6 +236,13 @@ class _Converter:
         if ref is not None:  # before copying, so parameters are not rounded through the default dtype
             new = new.to(device=ref.device, dtype=ref.dtype)
         _copy_state(m, new, self.keep_eps)
+        if self.process_group is not None:
+            if not isinstance(new, GroupNorm):
+                raise ValueError(
+                    "process_group= builds DistributedGroupNorm layers, so kind must give group norms "
+                    f"('gn', 'ln', 'in'), got kind={self.kind!r} building {type(new).__name__} at {path or '<root>'}"
+                )
+            new = DistributedGroupNorm.from_module(new, process_group=self.process_group)
         return new.train(m.training)
 
     def _without_affine(self, layer: NormLayer) -> NormLayer:
@@ -303,6 +317,7 @@ def convert_norms(
     min_group_size: int = 2,
     eps: float | None = None,
     source: str = "bn",
+    process_group: object | None = None,
     **norm_kwargs: object,
 ) -> tuple[nn.Module, ConversionSummary]:
     """Replace every batch norm in ``model`` (in place) by ``kind``; return ``(model, summary)``.
@@ -320,6 +335,11 @@ def convert_norms(
 
     ``kind="bn"`` turns ``SyncBatchNorm`` back into single-process batch norms; ``kind="syncbn"`` does the
     reverse. ``source="gn"`` converts ``torch.nn.GroupNorm`` layers to :class:`groupnorm.GroupNorm` instead.
+
+    ``process_group`` (a ``torch.distributed`` group, or ``dist.group.WORLD`` for the default one) makes every new
+    group norm a :class:`groupnorm.DistributedGroupNorm` over that group, for inputs split spatially over its
+    ranks; with ``source="gn"`` it also converts :class:`groupnorm.GroupNorm` layers (e.g. after
+    :func:`groupnorm.patch`, keeping their fused activations).
 
     Example::
 
@@ -372,7 +392,9 @@ def convert_norms(
             f"kind must be a norm kind name or a channels -> nn.Module callable, got kind={kind!r}"
         )
 
-    converter = _Converter(name, layer, source, keep_eps=eps is None, bn_kwargs=norm_kwargs)
+    converter = _Converter(
+        name, layer, source, keep_eps=eps is None, bn_kwargs=norm_kwargs, process_group=process_group
+    )
     model = converter.convert(model, "")
     converter.apply()
     summary = converter.summary

@@ -1,6 +1,8 @@
-"""Modules: the drop-in ``GroupNorm``, ``WSConv2d`` (Weight Standardization) and the ``norm_layer`` registry."""
+"""Modules: the drop-in ``GroupNorm``, ``DistributedGroupNorm`` (inputs split over ranks), ``WSConv2d`` (Weight
+Standardization) and the ``norm_layer`` registry."""
 
 from groupnorm.layers.describe import NormInfo, describe_norms
+from groupnorm.layers.distributed import DistributedGroupNorm
 from groupnorm.layers.group_norm import GroupNorm
 from groupnorm.layers.grouping import GroupChange, GroupChoice, auto_num_groups, resolve_groups
 from groupnorm.layers.norm_registry import (
@@ -16,6 +18,7 @@ from groupnorm.layers.weight_standardization import WSConv2d, standardize_weight
 
 __all__ = [
     "BatchNormNd",
+    "DistributedGroupNorm",
     "GroupChange",
     "GroupChoice",
     "GroupNorm",
