@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -e '.[dev,vision,onnx,repro,docs]'
+	$(PY) -m pip install -e '.[dev,vision,onnx,repro,docs,diffusers]'
 	$(PY) -m groupnorm.ops.cpu.build
 	touch $(STAMP)
 
