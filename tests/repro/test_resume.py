@@ -146,7 +146,9 @@ class _RunsCodeWhenUnpickled:
 
 def test_a_checkpoint_that_pickles_a_callable_is_refused_unrun(tmp_path):
     path = tmp_path / "c.pt"
-    save_checkpoint(path, {"hparams": {}, "records": [], "payload": _RunsCodeWhenUnpickled()})  # valid checksum
+    save_checkpoint(
+        path, {"hparams": {}, "records": [], "payload": _RunsCodeWhenUnpickled()}
+    )  # valid checksum
     _CALLED.clear()
     with pytest.raises(CorruptCheckpoint, match="cannot be read"):
         load_checkpoint(path)
