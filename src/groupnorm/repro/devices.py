@@ -106,3 +106,21 @@ def average_buffers(model: nn.Module) -> None:
         if buf.is_floating_point():
             dist.all_reduce(buf, op=dist.ReduceOp.SUM)
             buf.div_(world)
+
+
+class DeviceBatchNorm3d(DeviceBatchNorm2d):
+    """:class:`DeviceBatchNorm2d` for clips (N, C, T, H, W): statistics over T, H, W and each device's clips.
+
+    >>> bn = DeviceBatchNorm3d(8, batch_per_device=2)
+    >>> bn(torch.randn(4, 8, 3, 5, 5)).shape   # 2 devices of 2 clips
+    torch.Size([4, 8, 3, 5, 5])
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() != 5:
+            raise ValueError(f"expected a 5-D input (N, C, T, H, W), got {input.dim()}-D")
+
+
+def device_bn3d(batch_per_device: int) -> Callable[[int], nn.Module]:
+    """The ``channels -> module`` factory of :class:`DeviceBatchNorm3d`."""
+    return lambda channels: DeviceBatchNorm3d(channels, batch_per_device=batch_per_device)

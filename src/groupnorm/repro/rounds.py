@@ -16,6 +16,8 @@ import statistics
 import time
 from pathlib import Path
 
+import torch
+
 from .checkpoint import (
     CorruptCheckpoint,
     atomic_write_json,
@@ -24,6 +26,19 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .train import Dist, machine_info
+
+
+def pick_device(device: str, rank: int) -> torch.device:
+    """``auto`` (CUDA when there is one), ``cpu`` or ``cuda``; under torchrun the local rank's GPU."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
+    if device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    d = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    torch.cuda.set_device(d)
+    return d
 
 
 class RoundTrainer:

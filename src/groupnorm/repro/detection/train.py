@@ -10,7 +10,6 @@ BN running statistics). After each round: a checkpoint, then box/mask AP on the 
 from __future__ import annotations
 
 import math
-import os
 import warnings
 
 import torch
@@ -19,7 +18,7 @@ from torch import nn
 
 from ..devices import average_buffers
 from ..model import describe_norms
-from ..rounds import RoundTrainer
+from ..rounds import RoundTrainer, pick_device
 from ..train import epoch_order, param_groups
 from .config import DetectionConfig
 from .data import DetectionData, normalize_image
@@ -36,19 +35,6 @@ class _Subset:
 
     def __getitem__(self, i: int):
         return self.split[i]
-
-
-def pick_device(device: str, rank: int) -> torch.device:
-    """``auto`` (CUDA when there is one), ``cpu`` or ``cuda``; under torchrun the local rank's GPU."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
-    if device == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    d = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
-    torch.cuda.set_device(d)
-    return d
 
 
 class DetectionTrainer(RoundTrainer):
