@@ -9,6 +9,7 @@ MODULES = [
     "groupnorm",
     "groupnorm.functional",
     "groupnorm.stats",
+    "groupnorm.tiled",
     "groupnorm.reference",
     "groupnorm.testing",
     "groupnorm.activations",

@@ -30,6 +30,7 @@ from groupnorm.stats import (
     group_norm_part_backward,
     group_stats,
 )
+from groupnorm.tiled import tiled_decode
 
 __all__ = [
     "__version__",
@@ -54,4 +55,5 @@ __all__ = [
     "PartGradients",
     "group_norm_backward_sums",
     "group_norm_part_backward",
+    "tiled_decode",
 ]
