@@ -143,19 +143,31 @@ def _activation_name(module: nn.Module | None) -> str | None:
 
 
 def _group_norm(grid: TileGrid, norm: nn.Module, activation: nn.Module | None = None) -> TileGrid:
-    """GroupNorm with the whole grid's statistics, followed by ``activation`` (fused when the op has it)."""
+    """GroupNorm with the whole grid's statistics (and its own fused activation, for a :class:`groupnorm.GroupNorm`),
+    followed by ``activation`` (fused into the same call when the norm has none of its own and the op has it)."""
     if not isinstance(norm, nn.GroupNorm):
         raise _unsupported(norm, "expected a GroupNorm")
     stats = GroupStats.merge(*(group_stats(t, norm.num_groups) for t in grid.flat()))
-    fused = _activation_name(activation)
+    fused = getattr(norm, "activation", None)
+    after = None if activation is None or isinstance(activation, nn.Identity) else activation
+    if fused is None and after is not None and _activation_name(after) is not None:
+        fused, after = _activation_name(after), None
     out = grid.map(
         lambda t: group_norm(
             t, norm.num_groups, norm.weight, norm.bias, norm.eps, stats=stats, activation=fused
         )
     )
-    if activation is not None and fused is None and not isinstance(activation, nn.Identity):
-        out = out.map(activation)
-    return out
+    return out if after is None else out.map(after)
+
+
+def _nonlinearity_after_norms(block: nn.Module) -> nn.Module | None:
+    """The activation a residual block applies after each norm: diffusers' forward applies ``nonlinearity``;
+    :func:`groupnorm.patch`'s rewrite of it has the norms compute their SiLU themselves (``norm.activation``)."""
+    if type(block).forward.__module__.split(".")[0] == "diffusers":
+        return block.nonlinearity
+    if getattr(block.norm1, "activation", None) is not None and getattr(block.norm2, "activation", None):
+        return None
+    raise _unsupported(block, f"its forward comes from {type(block).forward.__module__}, not diffusers")
 
 
 def _resnet(grid: TileGrid, block: nn.Module) -> TileGrid:
@@ -166,9 +178,10 @@ def _resnet(grid: TileGrid, block: nn.Module) -> TileGrid:
     # without a time embedding, "default" and "group" both mean norm2 alone
     if getattr(block, "time_embedding_norm", "default") not in ("default", "group"):
         raise _unsupported(block, f"time_embedding_norm={block.time_embedding_norm!r} is not supported")
-    h = _group_norm(grid, block.norm1, block.nonlinearity)
+    act = _nonlinearity_after_norms(block)
+    h = _group_norm(grid, block.norm1, act)
     h = _conv(h, block.conv1)
-    h = _group_norm(h, block.norm2, block.nonlinearity)
+    h = _group_norm(h, block.norm2, act)
     h = _conv(h.map(block.dropout), block.conv2)
     shortcut = grid if block.conv_shortcut is None else _conv(grid, block.conv_shortcut)
     scale = block.output_scale_factor
