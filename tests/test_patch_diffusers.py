@@ -2,6 +2,8 @@
 and gradients as the stock model, same state_dict, training flag kept."""
 
 import copy
+import importlib
+import importlib.util
 import pickle
 
 import pytest
@@ -66,9 +68,15 @@ def _randomized(model):
 
 def _eligible_pairs(model):
     """GN -> SiLU pairs counted from the stock structure: two per diffusers ResNet block whose nonlinearity is
-    SiLU, one per conv_norm_out GroupNorm followed by a SiLU conv_act."""
+    SiLU, one per conv_norm_out GroupNorm followed by a SiLU conv_act, one per GroupNorm, SiLU pair of adjacent
+    Sequential children."""
     count = 0
     for m in model.modules():
+        if isinstance(m, nn.Sequential):
+            children = list(m)
+            count += sum(
+                isinstance(a, nn.GroupNorm) and isinstance(b, nn.SiLU) for a, b in zip(children, children[1:])
+            )
         if type(m).__name__ in ("ResnetBlock2D", "TemporalResnetBlock") and isinstance(
             m.nonlinearity, nn.SiLU
         ):
@@ -231,9 +239,12 @@ def test_a_non_silu_nonlinearity_is_left_alone():
 
 @pytest.mark.parametrize("name", sorted(diffusers_rules.PAIR_RULES))
 def test_output_norm_rules_hold_for_the_installed_source(name):
-    from diffusers.models.autoencoders import vae
-
-    cls = getattr(diffusers, name, None) or getattr(vae, name, None)
+    names = (
+        "diffusers.models.autoencoders.vae",
+        "diffusers.models.autoencoders.autoencoder_kl_temporal_decoder",
+    )
+    modules = [diffusers] + [importlib.import_module(n) for n in names if importlib.util.find_spec(n)]
+    cls = next((getattr(m, name) for m in modules if hasattr(m, name)), None)
     if cls is None:
         pytest.skip(f"{name} is not in this diffusers version")
     for rule in diffusers_rules.PAIR_RULES[name]:
@@ -250,3 +261,62 @@ def test_torch_compile_of_a_patched_block_matches_eager():
     x, temb = torch.randn(2, 16, 4, 4), torch.randn(2, 8)
     compiled = torch.compile(patched, backend="eager", fullgraph=True)
     assert_close_verbose(compiled(x, temb), patched(x, temb), **TOL, name="compiled block")
+
+
+def test_spatio_temporal_blocks_fused_and_equal():
+    # SpatioTemporalResBlock = ResnetBlock2D on frames + TemporalResnetBlock on a permuted 5-D view;
+    # TemporalConvLayer is GN -> SiLU Sequentials over (N, C, T, H, W).
+    from diffusers.models.resnet import SpatioTemporalResBlock, TemporalConvLayer
+
+    class Video(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.res = SpatioTemporalResBlock(32, 32, temb_channels=8)
+            self.conv = TemporalConvLayer(32, norm_num_groups=8)
+
+        def forward(self, x, temb, indicator):
+            return self.conv(self.res(x, temb, indicator), num_frames=indicator.shape[-1])
+
+    stock = _randomized(Video()).train()
+    with torch.no_grad():  # TemporalConvLayer zero-initializes its last conv; give it weights that show
+        stock.conv.conv4[-1].weight.normal_(0, 0.1)
+    patched, report = groupnorm.patch(copy.deepcopy(stock))
+    assert type(patched.res.temporal_res_block).__name__ == "TemporalResnetBlock"
+    expected = {
+        f"res.{b}.{n}" for b in ("spatial_res_block", "temporal_res_block") for n in ("norm1", "norm2")
+    }
+    expected |= {f"conv.conv{i}.0" for i in range(1, 5)}
+    assert {norm for norm, *_ in report.fused} == expected and report.left == []
+    _check_structure(stock, patched, report)
+    torch.manual_seed(4)
+    frames, temb = _leaf(2 * 3, 32, 4, 4), _leaf(2 * 3, 8)
+    indicator = torch.zeros(2, 3)
+    _check_gradients(
+        stock, patched, (frames[0], temb[0]), (frames[1], temb[1]), lambda m, x, t: m(x, t, indicator)
+    )
+
+
+def test_deprecated_scale_argument_warns_as_in_diffusers():
+    block = diffusers.models.resnet.ResnetBlock2D(in_channels=16, groups=4, temb_channels=8)
+    stock = copy.deepcopy(block)
+    patched, _ = groupnorm.patch(block)
+    x, temb = torch.randn(1, 16, 4, 4), torch.randn(1, 8)
+    with pytest.warns(FutureWarning, match="`scale` argument is deprecated") as stock_warnings:
+        stock(x, temb, scale=1.0)
+    with pytest.warns(FutureWarning, match="`scale` argument is deprecated") as patched_warnings:
+        assert_close_verbose(patched(x, temb, scale=1.0), stock(x, temb), **TOL)
+    assert len(stock_warnings) == len(patched_warnings)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.bfloat16, 3e-2)])
+def test_patched_block_keeps_the_dtype(dtype, tol):
+    block = diffusers.models.resnet.ResnetBlock2D(
+        in_channels=16, out_channels=32, groups=4, temb_channels=8, time_embedding_norm="scale_shift"
+    )
+    stock = _randomized(block).to(dtype)
+    patched, report = groupnorm.patch(copy.deepcopy(stock))
+    assert len(report.fused) == 2 and all(p.dtype == dtype for p in patched.parameters())
+    x, temb = torch.randn(2, 16, 5, 5, dtype=dtype), torch.randn(2, 8, dtype=dtype)
+    out = patched(x, temb)
+    assert out.dtype == dtype
+    assert_close_verbose(out, stock(x, temb), atol=tol, rtol=tol, name=str(dtype))

@@ -203,7 +203,7 @@ def fused_class(cls: type) -> type:
                 "_groupnorm_stock": owner,
                 "_groupnorm_warn_scale_deprecated": _warn_scale_deprecated,
                 "__module__": __name__,
-                "__qualname__": f"fused {cls.__qualname__}",
+                "__qualname__": f"fused_class.<locals>.{cls.__name__}",
                 "__doc__": cls.__doc__,
             },
         )
