@@ -27,6 +27,13 @@ MODULES = [
     "groupnorm.export",
     "groupnorm.repro.augment",
     "groupnorm.repro.devices",
+    "groupnorm.repro.shapes",
+    "groupnorm.repro.config_flags",
+    "groupnorm.repro.detection.scenes",
+    "groupnorm.repro.detection.evaluate",
+    "groupnorm.repro.video.clips",
+    "groupnorm.repro.video.data",
+    "groupnorm.repro.video.model",
 ]
 
 
@@ -38,6 +45,8 @@ def test_docstring_examples(name, monkeypatch):
     monkeypatch.setattr(norm_registry, "_NORMS", dict(norm_registry._NORMS))
     if name == "groupnorm.convert":
         pytest.importorskip("torchvision")
+    if name == "groupnorm.repro.detection.evaluate":
+        pytest.importorskip("pycocotools")
     module = importlib.import_module(name)
     result = doctest.testmod(
         module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False

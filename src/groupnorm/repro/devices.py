@@ -120,6 +120,10 @@ class DeviceBatchNorm3d(DeviceBatchNorm2d):
         if input.dim() != 5:
             raise ValueError(f"expected a 5-D input (N, C, T, H, W), got {input.dim()}-D")
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)  # also on the per-device path, which never reaches BatchNorm's own check
+        return super().forward(x)
+
 
 def device_bn3d(batch_per_device: int) -> Callable[[int], nn.Module]:
     """The ``channels -> module`` factory of :class:`DeviceBatchNorm3d`."""

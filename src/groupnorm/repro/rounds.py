@@ -6,7 +6,8 @@ dict of statistics) and ``evaluate()`` (return a dict of metrics); ``run()`` the
 optimizer, round records; checksummed, atomic) and then ``rounds.jsonl``, and at the end ``result.json`` with the
 last round's metrics, the machine and ``complete: true``. As in :mod:`groupnorm.repro.train`, a kill between the
 two writes leaves ``rounds.jsonl`` one round behind and the resumed run rewrites it from the checkpoint, so no
-round is missing or repeated. A checkpoint of other hyper-parameters, or a damaged one, restarts the run.
+round is missing or repeated; the checkpoint also holds torch's random state, so a resumed run continues exactly
+as an uninterrupted one. A checkpoint of other hyper-parameters, or a damaged one, restarts the run.
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ class RoundTrainer:
                 raise CorruptCheckpoint(f"{self.checkpoint_path} belongs to other hyper-parameters")
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if (
+                "rng" in state
+            ):  # Mask R-CNN samples anchors and RoIs with torch's generator: resume it exactly
+                torch.set_rng_state(state["rng"])
         except CorruptCheckpoint as e:
             self.log(f"warning: {e}; restarting run {self.run_dir.name} from scratch")
             return []
@@ -94,8 +99,13 @@ class RoundTrainer:
     def _save(self, records: list[dict]) -> None:
         if not self.dist.main:
             return
-        state = {"hparams": self.config.to_dict(), "model": self.model.state_dict(),
-                 "optimizer": self.optimizer.state_dict(), "records": records}  # fmt: skip
+        state = {
+            "hparams": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "records": records,
+            "rng": torch.get_rng_state(),
+        }
         save_checkpoint(self.checkpoint_path, state)
         atomic_write_jsonl(self.run_dir / "rounds.jsonl", records)
 

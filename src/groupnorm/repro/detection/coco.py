@@ -11,6 +11,7 @@ the skips are counted and the report lists them.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -103,7 +104,9 @@ class CocoSplit:
                 rle = seg
             else:
                 raise ValueError(f"coco: {self.json_path}: annotation {a.get('id')} has no segmentation")
-            masks.append(torch.from_numpy(mask_utils.decode(rle)))
+            with warnings.catch_warnings():  # pycocotools' numpy-2 copy= notice, once per mask
+                warnings.simplefilter("ignore", DeprecationWarning)
+                masks.append(torch.from_numpy(mask_utils.decode(rle)))
             x, y, bw, bh = a["bbox"]
             boxes.append([max(0.0, x), max(0.0, y), min(float(w), x + bw), min(float(h), y + bh)])
             labels.append(self.label_of[a["category_id"]])

@@ -29,15 +29,32 @@ MOTIONS: tuple[str, ...] = ("right", "left", "down", "up")
 DEFAULTS = {"train": 4000, "test": 800, "size": 32, "seed": 0}
 
 
+def object_side(size: int) -> int:
+    return max(4, size * 3 // 8)
+
+
+def track(g: torch.Generator, frames: int, size: int, motion: str) -> list[tuple[int, int]]:
+    """The moving object's top-left corner (y, x) in each frame. Leftward (upward) tracks are rightward
+    (downward) ones mirrored in space, not in time, so both visit the same distribution of positions."""
+    travel = size - object_side(size)  # along the motion axis, from one edge towards the other
+    length = int(travel * (0.5 + 0.5 * float(torch.rand((), generator=g))))
+    start = int(torch.randint(0, travel - length + 1, (), generator=g))
+    across = int(torch.randint(0, travel + 1, (), generator=g))
+    out = []
+    for t in range(frames):
+        along = start + round(length * t / max(1, frames - 1))
+        if motion in ("left", "up"):
+            along = travel - along
+        out.append((along, across) if motion in ("down", "up") else (across, along))
+    return out
+
+
 def _clip(g: torch.Generator, frames: int, size: int, label: int) -> torch.Tensor:
     shape, motion = APPEARANCES[label // len(MOTIONS)], MOTIONS[label % len(MOTIONS)]
     low = F.interpolate(torch.rand(1, 3, 4, 4, generator=g), size=(size, size), mode="bilinear")[0]
     background = 50 + 60 * low
-    side = max(4, size * 3 // 8)
-    travel = size - side  # along the motion axis, from one edge towards the other
-    length = int(travel * (0.5 + 0.5 * float(torch.rand((), generator=g))))
-    start = int(torch.randint(0, travel - length + 1, (), generator=g))
-    across = int(torch.randint(0, size - side + 1, (), generator=g))
+    side = object_side(size)
+    path = track(g, frames, size, motion)
     patch, mask = texture(side, g), shape_mask(shape, side, g)
     d_side = max(4, size // 4)
     d_kind = APPEARANCES[int(torch.randint(len(APPEARANCES), (), generator=g))]
@@ -47,10 +64,7 @@ def _clip(g: torch.Generator, frames: int, size: int, label: int) -> torch.Tenso
     for t in range(frames):
         frame = background + 25 * torch.rand(3, size, size, generator=g)
         frame[:, dy : dy + d_side, dx : dx + d_side][:, d_mask] = d_patch[:, d_mask].float()
-        along = start + round(length * t / max(1, frames - 1))
-        if motion in ("left", "up"):  # the mirror path: the same positions, visited backwards
-            along = travel - along
-        y, x = (along, across) if motion in ("down", "up") else (across, along)
+        y, x = path[t]
         frame[:, y : y + side, x : x + side][:, mask] = patch[:, mask].float()
         clip[:, t] = frame
     return clip.clamp(0, 255).to(torch.uint8)
