@@ -16,6 +16,7 @@ from groupnorm.patching.pairs import back_to_back
 from groupnorm.testing import assert_close_verbose
 
 diffusers = pytest.importorskip("diffusers")
+resnet = pytest.importorskip("diffusers.models.resnet")
 
 TOL = dict(atol=2e-5, rtol=2e-5)
 
@@ -186,7 +187,7 @@ def test_unet2d_condition_fused_and_equal():
 
 def test_scale_shift_with_a_caller_supplied_spatial_embedding_falls_back_to_the_stock_arithmetic():
     # Without time_emb_proj the caller's temb is used as is; a spatial one cannot be the op's (N, C) scale/shift.
-    block = diffusers.models.resnet.ResnetBlock2D(
+    block = resnet.ResnetBlock2D(
         in_channels=16, groups=4, temb_channels=None, time_embedding_norm="scale_shift"
     )
     _randomized(block)
@@ -198,7 +199,7 @@ def test_scale_shift_with_a_caller_supplied_spatial_embedding_falls_back_to_the_
 
 
 def test_patched_block_keeps_its_class_name_and_pickles():
-    block = _randomized(diffusers.models.resnet.ResnetBlock2D(in_channels=16, groups=4, temb_channels=8))
+    block = _randomized(resnet.ResnetBlock2D(in_channels=16, groups=4, temb_channels=8))
     stock = copy.deepcopy(block)
     patched, _ = groupnorm.patch(block)
     assert isinstance(patched, type(stock)) and type(patched).__name__ == "ResnetBlock2D"
@@ -223,18 +224,23 @@ def test_a_forward_of_another_version_is_left_alone(monkeypatch):
     # written for: the block keeps its own forward and the report says why.
     forward, names = diffusers_rules._BLOCKS["ResnetBlock2D"]
     monkeypatch.setitem(diffusers_rules._BLOCKS, "ResnetBlock2D", (forward, names - {"skip_time_act"}))
-    block = diffusers.models.resnet.ResnetBlock2D(in_channels=16, groups=4, temb_channels=8)
+    block = resnet.ResnetBlock2D(in_channels=16, groups=4, temb_channels=8)
     patched, report = groupnorm.patch(block, trace=False)
-    assert type(patched) is diffusers.models.resnet.ResnetBlock2D and report.fused == []
+    assert type(patched) is resnet.ResnetBlock2D and report.fused == []
     assert dict(report.left)["norm1"].endswith("reads skip_time_act, unknown to the fused forward")
 
 
-def test_a_non_silu_nonlinearity_is_left_alone():
-    block = diffusers.models.resnet.ResnetBlock2D(
-        in_channels=16, groups=4, temb_channels=8, non_linearity="mish"
-    )
-    _, report = groupnorm.patch(block, trace=False)
-    assert report.fused == [] and "Mish" in dict(report.left)["norm2"]
+def test_the_block_nonlinearity_is_fused_when_the_op_has_it():
+    def make(act):
+        return resnet.ResnetBlock2D(in_channels=16, groups=4, temb_channels=8, non_linearity=act)
+
+    _, report = groupnorm.patch(make("mish"), trace=False)
+    assert report.fused == [] and "Mish, which the op has no fused form of" in dict(report.left)["norm2"]
+    stock = _randomized(make("gelu"))
+    patched, report = groupnorm.patch(copy.deepcopy(stock))
+    assert [name for _, _, name, _ in report.fused] == ["gelu", "gelu"]
+    x, temb = torch.randn(2, 16, 4, 4), torch.randn(2, 8)
+    assert_close_verbose(patched(x, temb), stock(x, temb), **TOL, name="gelu block")
 
 
 @pytest.mark.parametrize("name", sorted(diffusers_rules.PAIR_RULES))
@@ -253,9 +259,7 @@ def test_output_norm_rules_hold_for_the_installed_source(name):
 
 def test_torch_compile_of_a_patched_block_matches_eager():
     block = _randomized(
-        diffusers.models.resnet.ResnetBlock2D(
-            in_channels=16, groups=4, temb_channels=8, time_embedding_norm="scale_shift"
-        )
+        resnet.ResnetBlock2D(in_channels=16, groups=4, temb_channels=8, time_embedding_norm="scale_shift")
     ).eval()
     patched, _ = groupnorm.patch(block)
     x, temb = torch.randn(2, 16, 4, 4), torch.randn(2, 8)
@@ -266,13 +270,11 @@ def test_torch_compile_of_a_patched_block_matches_eager():
 def test_spatio_temporal_blocks_fused_and_equal():
     # SpatioTemporalResBlock = ResnetBlock2D on frames + TemporalResnetBlock on a permuted 5-D view;
     # TemporalConvLayer is GN -> SiLU Sequentials over (N, C, T, H, W).
-    from diffusers.models.resnet import SpatioTemporalResBlock, TemporalConvLayer
-
     class Video(nn.Module):
         def __init__(self):
             super().__init__()
-            self.res = SpatioTemporalResBlock(32, 32, temb_channels=8)
-            self.conv = TemporalConvLayer(32, norm_num_groups=8)
+            self.res = resnet.SpatioTemporalResBlock(32, 32, temb_channels=8)
+            self.conv = resnet.TemporalConvLayer(32, norm_num_groups=8)
 
         def forward(self, x, temb, indicator):
             return self.conv(self.res(x, temb, indicator), num_frames=indicator.shape[-1])
@@ -297,7 +299,7 @@ def test_spatio_temporal_blocks_fused_and_equal():
 
 
 def test_deprecated_scale_argument_warns_as_in_diffusers():
-    block = diffusers.models.resnet.ResnetBlock2D(in_channels=16, groups=4, temb_channels=8)
+    block = resnet.ResnetBlock2D(in_channels=16, groups=4, temb_channels=8)
     stock = copy.deepcopy(block)
     patched, _ = groupnorm.patch(block)
     x, temb = torch.randn(1, 16, 4, 4), torch.randn(1, 8)
@@ -310,7 +312,7 @@ def test_deprecated_scale_argument_warns_as_in_diffusers():
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.bfloat16, 3e-2)])
 def test_patched_block_keeps_the_dtype(dtype, tol):
-    block = diffusers.models.resnet.ResnetBlock2D(
+    block = resnet.ResnetBlock2D(
         in_channels=16, out_channels=32, groups=4, temb_channels=8, time_embedding_norm="scale_shift"
     )
     stock = _randomized(block).to(dtype)

@@ -3,7 +3,8 @@
 * ``ResnetBlock2D`` and ``TemporalResnetBlock`` apply one ``nonlinearity`` module three times: after ``norm1``,
   to the time embedding and after ``norm2``. The activation module cannot become the identity, so the block's
   ``forward`` is replaced instead: the block's class becomes a subclass (same name, same ``repr``, ``isinstance``
-  still holds, no new state) whose ``forward`` is the installed one with the two norms computing the SiLU, and,
+  still holds, no new state) whose ``forward`` is the installed one with the two norms computing the
+  nonlinearity (SiLU, or ReLU/GELU when the block was built with those), and,
   for ``time_embedding_norm="scale_shift"``, ``norm2`` computing ``(x_hat * w + b) * (1 + scale) + shift`` in its
   epilogue. The pre-norm ``+ temb`` of the default mode stays outside. The rewrite is used only when the
   installed ``forward`` reads no name the fused one does not handle (another diffusers version might compute
@@ -89,7 +90,7 @@ def _resnet_block_2d_forward(
     self, input_tensor: torch.Tensor, temb: torch.Tensor, *args, **kwargs
 ) -> torch.Tensor:
     # diffusers' ResnetBlock2D.forward, with norm1 -> nonlinearity and norm2 [-> scale/shift] -> nonlinearity
-    # computed by the norms (patch sets their activation to SiLU).
+    # computed by the norms (patch sets their activation to the nonlinearity's).
     if len(args) > 0 or kwargs.get("scale", None) is not None:
         self._groupnorm_warn_scale_deprecated()
     hidden_states = self.norm1(input_tensor)
@@ -129,7 +130,7 @@ def _resnet_block_2d_forward(
 
 
 def _temporal_resnet_block_forward(self, input_tensor: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-    # diffusers' TemporalResnetBlock.forward, with both norms computing the SiLU that follows them.
+    # diffusers' TemporalResnetBlock.forward, with both norms computing the nonlinearity that follows them.
     hidden_states = self.norm1(input_tensor)
     hidden_states = self.conv1(hidden_states)
     if self.time_emb_proj is not None:
@@ -239,8 +240,8 @@ def fuse_block(
     reason = None
     if unknown:
         reason = f"{label}.forward of this diffusers version reads {', '.join(unknown)}, unknown to the fused forward"
-    elif activation_name(nonlinearity) != "silu":
-        reason = f"{label}.nonlinearity is {type(nonlinearity).__name__}; the fused forward handles SiLU"
+    elif activation_name(nonlinearity) in (None, "none"):
+        reason = f"{label}.nonlinearity is {type(nonlinearity).__name__}, which the op has no fused form of"
     elif "forward" in vars(block):
         reason = f"{label}'s forward is replaced on the instance (hooks?), so what runs is not known"
     elif (
@@ -254,8 +255,9 @@ def fuse_block(
     block.__class__ = fused_class(cls)
     prefix = f"{path}." if path else ""
     scale_shift = getattr(block, "time_embedding_norm", None) == "scale_shift"
+    activation = activation_name(nonlinearity)
     for name, norm in zip(("norm1", "norm2"), norms):
-        norm.activation = "silu"
+        norm.activation = activation
         how = f"{label}, scale/shift in the epilogue" if name == "norm2" and scale_shift else label
-        report.fused.append((prefix + name, prefix + "nonlinearity", "silu", how))
+        report.fused.append((prefix + name, prefix + "nonlinearity", activation, how))
     return True
