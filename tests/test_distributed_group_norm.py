@@ -7,6 +7,8 @@ more than the checks); a failed check raises inside a worker and fails the test 
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -160,6 +162,11 @@ def _check_ddp_and_convert(rank: int, world: int, group) -> None:
     # DDP averages over ranks; each rank's loss is its part of the whole image's loss
     for (name, p), q in zip(ddp.module.named_parameters(), single.parameters()):
         torch.testing.assert_close(p.grad * world, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+    # a copy of the model (an EMA model, say) shares the process group, which cannot be copied
+    ema = copy.deepcopy(ddp.module)
+    assert ema[1].process_group is group and ema[1].weight is not ddp.module[1].weight
+    with torch.no_grad():
+        torch.testing.assert_close(ema(part), ddp.module(part))
 
 
 def _worker(rank: int, world: int, init_file: str) -> None:

@@ -46,6 +46,8 @@ Example (the layer is built like GroupNorm; it needs a process group only when c
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -238,6 +240,16 @@ class DistributedGroupNorm(GroupNorm):
             self._exchange,
             group,
         )
+
+    def __deepcopy__(self, memo: dict) -> DistributedGroupNorm:
+        # A process group is a communicator, not data, and cannot be copied: a copy of the model (an EMA model,
+        # say) shares it.
+        if self.process_group is not None:
+            memo[id(self.process_group)] = self.process_group
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__setstate__(copy.deepcopy(self.__dict__, memo))
+        return new
 
     @classmethod
     def from_module(
