@@ -43,6 +43,14 @@ class BranchesEndInNorm(nn.Module):
         return x
 
 
+class OptionalNorm(nn.Module):
+    def forward(self, x):
+        if self.norm is not None:
+            x = self.norm(x)
+            x = self.act(x)
+        return x
+
+
 class ActNotRightAfter(nn.Module):
     def forward(self, x):
         x = self.norm(x)
@@ -58,6 +66,7 @@ RULE = PairRule("norm", "act")
     "cls, rule, reason",
     [
         (NormThenAct, RULE, None),
+        (OptionalNorm, RULE, None),
         (BranchesEndInNorm, PairRule("norm", "act", between=("drop",)), None),
         (BranchesEndInNorm, RULE, "does not apply act right after norm"),
         (ActUsedTwice, RULE, "uses act elsewhere too"),

@@ -76,14 +76,26 @@ def _statement_lists(tree: ast.AST) -> list[list[ast.stmt]]:
     return lists
 
 
+def _is_presence_test(node: ast.AST, attr: str) -> bool:
+    """``self.<attr>``, ``self.<attr> is None`` or ``self.<attr> is not None`` (what ``if`` tests may read)."""
+    if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.Is | ast.IsNot):
+        comparator = node.comparators[0]
+        return (
+            isinstance(comparator, ast.Constant)
+            and comparator.value is None
+            and _self_attr(node.left) == attr
+        )
+    return _self_attr(node) == attr
+
+
 def _references(methods: list[ast.FunctionDef], attr: str) -> tuple[int, int]:
-    """``(loads of self.<attr>, loads that are a whole if-test such as ``if self.<attr>:``)``."""
+    """``(loads of self.<attr>, those that only test it, as in ``if self.<attr>:``)``."""
     loads = tests = 0
     for method in methods:
         for node in ast.walk(method):
             if _self_attr(node) == attr and isinstance(node.ctx, ast.Load):
                 loads += 1
-            if isinstance(node, ast.If) and _self_attr(node.test) == attr:
+            if isinstance(node, ast.If) and _is_presence_test(node.test, attr):
                 tests += 1
     return loads, tests
 
