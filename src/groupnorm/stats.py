@@ -41,6 +41,8 @@ from torch import Tensor
 
 from groupnorm.activations import activation_derivative, apply_activation, canonical_activation
 from groupnorm.ops.checks import accumulation_dtype, check_forward_args, check_input, resolve_num_groups
+
+# the op's own plain-torch pieces, so that a split normalization computes exactly the op's arithmetic
 from groupnorm.ops.torch_impl import _affine, _channel_view, _group_view, _pre_activation, normalized
 
 __all__ = [
@@ -227,7 +229,7 @@ def check_stats(stats: object, x: Tensor, num_groups: int) -> GroupStats:
     return stats
 
 
-def _epilogue_output(
+def epilogue_output(
     x: Tensor,
     mean: Tensor,
     rstd: Tensor,
@@ -269,7 +271,7 @@ def normalize_with_stats(
     num_groups = stats.num_groups
     check_forward_args(x, weight, bias, num_groups, eps, activation, residual, scale, shift)
     check_stats(stats, x, num_groups)
-    return _epilogue_output(
+    return epilogue_output(
         x, stats.mean, stats.rstd(eps), num_groups, weight, bias, activation, residual, scale, shift
     )
 

@@ -58,8 +58,8 @@ from groupnorm.ops.checks import check_forward_args
 from groupnorm.stats import (
     BackwardSums,
     GroupStats,
-    _epilogue_output,
     epilogue_backward,
+    epilogue_output,
     group_stats,
     input_gradient,
     local_sums,
@@ -145,7 +145,7 @@ class _DistributedGroupNormFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, residual, scale, shift, num_groups, eps, activation, exchange, group):
         merged = exchange.merged_stats(group_stats(x, num_groups), x.shape[1], group)
         rstd = merged.rstd(eps)
-        y = _epilogue_output(
+        y = epilogue_output(
             x, merged.mean, rstd, num_groups, weight, bias, activation, residual, scale, shift
         )
         ctx.save_for_backward(x, weight, bias, residual, scale, shift, merged.mean, rstd, merged.count)
