@@ -21,7 +21,8 @@ Every weight is kept bit for bit (same ``state_dict`` keys and values, device, d
    ``module.activation``.
 
 The returned :class:`PatchReport` lists what was swapped and fused, and every GroupNorm left without an activation
-with the reason. A model with nothing to fuse is returned unchanged, and the report says so.
+with the reason. A model with nothing to move or fuse is returned unchanged, and the report says so; one whose
+GroupNorms have no activation to take gets the swap alone (the report starts "nothing to fuse").
 
 Example::
 
