@@ -69,7 +69,9 @@ DEVICE = torch.device("cuda" if ON_CUDA else "cpu")
 # Launch configurations that force each path of the planner on any shape (see planner.py), sized for the
 # interpreter, which pays per program: "one_pass" is the default tuning on a device no wider than the units;
 # "split" spreads each unit over several small-tile programs (about 16 programs in all); "waves" adds an L2 of
-# 4 KiB, so a unit of more than 2 KiB is read twice and smaller ones go in waves of a few units. On channels_last
+# 4 KiB, so a unit of more than 2 KiB is read twice and smaller ones go in waves of a few units (up to 64 waves;
+# the default allows one). Where a unit count reaches 16, "split" gets one program per unit: the looped path,
+# statistics and apply in one program. On channels_last
 # inputs, split and waves take units of several groups (rows of 8 and 16 channels).
 PATHS: dict[str, tuple[DeviceSpec, Tuning]] = {
     "one_pass": (DeviceSpec(sm_count=1, l2_bytes=1 << 30), Tuning()),
@@ -85,7 +87,7 @@ PATHS: dict[str, tuple[DeviceSpec, Tuning]] = {
     ),
     "waves": (
         DeviceSpec(sm_count=2, l2_bytes=4096),
-        Tuning(max_onepass_elems=1, tile_elems=64, max_block_c=8, channels_last_width=16),
+        Tuning(max_onepass_elems=1, tile_elems=64, max_block_c=8, channels_last_width=16, max_waves=64),
     ),
 }
 
@@ -175,3 +177,28 @@ def pytest_generate_tests(metafunc):
         chosen.update(n.strip() for n in names.split(",")) if isinstance(names, str) else chosen.update(names)
     if "path" in metafunc.fixturenames and "path" not in chosen:
         metafunc.parametrize("path", list(PATHS))
+
+
+_TEST_TIMEOUT_S = int(os.environ.get("GROUPNORM_TEST_TIMEOUT_S", "0"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """With ``GROUPNORM_TEST_TIMEOUT_S`` set (scripts/gpu_check.sh does), a test that runs longer fails with a
+    clear message instead of using up the run's time limit (SIGALRM: main thread, POSIX)."""
+    import signal
+
+    if _TEST_TIMEOUT_S <= 0 or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expire(_signum, _frame):
+        raise TimeoutError(f"{item.nodeid} ran longer than GROUPNORM_TEST_TIMEOUT_S={_TEST_TIMEOUT_S} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(_TEST_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

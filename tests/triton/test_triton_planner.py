@@ -17,18 +17,35 @@ def test_small_groups_with_many_of_them_take_one_pass():
     assert p.block_s >= 28 * 28 and p.block_c >= 8 and p.block_g == 1
 
 
-def test_batch_one_vae_shape_splits_and_uses_l2_waves():
+WAVES = Tuning(max_waves=64)
+
+
+def test_batch_one_vae_shape_splits_and_uses_l2_waves_when_allowed():
     # 1 x 512 x 256 x 256 bf16, G = 32: 32 groups of 2 MiB; one program per group would starve 132 SMs.
-    p = plan(1, 32, 16, 256 * 256, 2, H100)
+    p = plan(1, 32, 16, 256 * 256, 2, H100, WAVES)
     assert not p.one_pass
     assert p.roofline == "l2-wave" and p.waves > 1
     assert p.units_per_wave * 16 * 256 * 256 * 2 <= H100.l2_bytes * Tuning().l2_fraction
     assert p.units_per_wave * p.split >= H100.sm_count  # each wave still fills the GPU
 
 
+def test_default_is_one_wave_read_twice():
+    # The same shape by default: one wave (two forward launches), pass 2 re-reading x from HBM.
+    p = plan(1, 32, 16, 256 * 256, 2, H100)
+    assert not p.one_pass and p.waves == 1 and p.units_per_wave == p.units
+    assert p.roofline == "read-twice" and p.units * p.split >= H100.sm_count
+
+
+def test_many_units_too_big_for_one_pass_loop_in_one_program():
+    # 32 x 256 x 56 x 56: 1024 groups of 8 x 3136, more than one program holds; splitting gains nothing.
+    p = plan(32, 32, 8, 56 * 56, 2, H100)
+    assert not p.one_pass and p.split == 1 and p.chunk_s >= 56 * 56 and p.waves == 1
+    assert p.describe().startswith("looped")
+
+
 def test_channels_last_takes_several_groups_per_row():
     # channels innermost, 8 channels per group: a unit of 8 groups reads rows of 64 contiguous channels.
-    p = plan(1, 32, 16, 256 * 256, 2, H100, channels_innermost=True)
+    p = plan(1, 32, 16, 256 * 256, 2, H100, WAVES, channels_innermost=True)
     assert p.block_g * p.block_c == Tuning().channels_last_width
     assert p.group_blocks == 32 // p.block_g and p.units == p.group_blocks
     assert p.units_per_wave * p.block_g * 16 * 256 * 256 * 2 <= H100.l2_bytes * Tuning().l2_fraction

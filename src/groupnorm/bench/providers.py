@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -138,17 +139,35 @@ def _setup_torch(inp: Inputs, mode: str):
     return _autograd_runner(inp, mode, fn)
 
 
-_compiled: dict[tuple[int, str], Callable] = {}
+_compiled: dict[tuple, Callable] = {}
+
+
+def _raise_recompile_limit(limit: int = 256) -> None:
+    """Dynamo keeps one cache of compiled graphs per code object, with a small limit; every benchmark case
+    compiles the same code for another shape, so the limit would end in silent eager fallbacks."""
+    import torch._dynamo
+
+    for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit",
+                 "accumulated_recompile_limit"):  # fmt: skip
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(limit, getattr(torch._dynamo.config, name)))
 
 
 def _setup_torch_compile(inp: Inputs, mode: str):
-    key = (inp.groups, inp.activation)
+    # One compiled function per case (shape, strides, dtype, epilogue, mode): never a recompile of another's.
+    key = (
+        tuple(inp.x.shape), inp.x.stride(), inp.x.dtype, inp.x.device.type, inp.groups, inp.activation,
+        inp.residual is not None, mode,
+    )  # fmt: skip
     if key not in _compiled:
+        _raise_recompile_limit()
 
         def fn(x, w, b, r):
             return torch_eager(x, w, b, r, groups=inp.groups, activation=inp.activation)
 
-        _compiled[key] = torch.compile(fn, dynamic=False)
+        # GROUPNORM_BENCH_COMPILE_BACKEND: another backend than inductor (a dry run uses aot_eager: no codegen).
+        backend = os.environ.get("GROUPNORM_BENCH_COMPILE_BACKEND", "inductor")
+        _compiled[key] = torch.compile(fn, dynamic=False, backend=backend)
     return _autograd_runner(inp, mode, _compiled[key])
 
 
@@ -169,6 +188,6 @@ register_provider("torch", _setup_torch, description="torch eager: F.group_norm,
 register_provider(
     "torch-compile",
     _setup_torch_compile,
-    description="torch.compile of the eager code (slow to compile; only when named)",
+    description="torch.compile of the eager code, one compiled function per case (slow to compile; only when named)",
     default=False,
 )

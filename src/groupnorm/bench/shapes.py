@@ -46,7 +46,23 @@ VIDEO = [Shape("video-3d-128x8x64", (1, 128, 8, 64, 64), 32, "3-D video VAE bloc
 
 SEQUENCE = [Shape("seq-1d-512x1024", (4, 512, 1024), 32, "1-D sequence (audio/conformer), batch 4")]
 
-ALL = RESNET50 + DIFFUSION + VIDEO + SEQUENCE
+# The shapes the GPU check reports on: batch-1 VAE decoder blocks at 512-2048 px, a video VAE block and ResNet-50
+# training shapes (``scripts/gpu_check.sh``, ``scripts/host_overhead.py``, ``scripts/triton_compile_check.py``).
+KEY_SHAPES = [
+    Shape("vae-512x64", (1, 512, 64, 64), 32, "VAE decoder mid block, batch 1"),
+    Shape("vae-256x256", (1, 256, 256, 256), 32, "VAE decoder up block (256 channels at 256x256), batch 1"),
+    Shape(
+        "vae-128x512", (1, 128, 512, 512), 32, "VAE decoder last up block (128 channels at 512x512), batch 1"
+    ),
+    Shape(
+        "video-vae-128x20x256", (1, 128, 20, 256, 256), 32, "video VAE decoder block (T=20, 256x256), batch 1"
+    ),
+    Shape("resnet50-s1-n32", (32, 256, 56, 56), 32, "ResNet-50 stage 1, batch 32"),
+    Shape("resnet50-s4-n32", (32, 2048, 7, 7), 32, "ResNet-50 stage 4, batch 32"),
+    Shape("resnet50-s3-n8", (8, 1024, 14, 14), 32, "ResNet-50 stage 3, batch 8"),
+]
+
+ALL = RESNET50 + DIFFUSION + VIDEO + SEQUENCE + [s for s in KEY_SHAPES if not s.name.startswith("resnet50")]
 BY_NAME = {s.name: s for s in ALL}
 
 # The quick preset: one shape per family, sizes from cache-resident to DRAM-bound, under 2 minutes on 2 cores.

@@ -104,6 +104,29 @@ def bwd_onepass_kernel(
 
 
 @triton.jit
+def _chunk_pq(
+    X, DY, RES, n, ch, cmask, s_begin, s_end, mean, rstd, gain, offset,
+    x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss,
+    HAS_RES: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
+):  # fmt: skip
+    """(P, Q) ``[BLOCK_G, BLOCK_CG]`` of channels ``ch`` over positions ``[s_begin, s_end)``."""
+    offs_s = index_range(BLOCK_S, INT64)
+    acc_p = tl.zeros([BLOCK_G, BLOCK_CG], tl.float32)
+    acc_q = tl.zeros([BLOCK_G, BLOCK_CG], tl.float32)
+    for s0 in range(s_begin, s_end, BLOCK_S):
+        s = s0 + offs_s
+        mask = (s < s_end)[:, None, None] & cmask[None, :, :]
+        xhat, dp = _grad_tile(
+            X, DY, RES, n, s, ch, mask, mean, rstd, gain, offset,
+            x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss, HAS_RES, ACT,
+        )  # fmt: skip
+        acc_p += tl.sum(dp, axis=0)
+        acc_q += tl.sum(dp * xhat, axis=0)
+    return acc_p, acc_q
+
+
+@triton.jit
 def bwd_partial_kernel(
     DY, X, W, B, SCALE, SHIFT, RES, MEAN, RSTD, PART_P, PART_Q,
     C, S, G, CG, GROUP_BLOCKS, CHUNK_S, SPLIT, unit_start,
@@ -120,24 +143,16 @@ def bwd_partial_kernel(
     mean, rstd = _load_stats(MEAN, RSTD, n * G + g, gmask)
     s_begin = chunk * CHUNK_S
     s_end = tl.minimum(s_begin + CHUNK_S, S)
-    offs_s = index_range(BLOCK_S, INT64)
     row = (n * SPLIT + chunk) * C
     for cb in range(0, CG, BLOCK_CG):
         ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG)
         _w, gain, offset = channel_coefficients(
             W, B, SCALE, SHIFT, n, ch, cmask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
         )
-        acc_p = tl.zeros([BLOCK_G, BLOCK_CG], tl.float32)
-        acc_q = tl.zeros([BLOCK_G, BLOCK_CG], tl.float32)
-        for s0 in range(s_begin, s_end, BLOCK_S):
-            s = s0 + offs_s
-            mask = (s < s_end)[:, None, None] & cmask[None, :, :]
-            xhat, dp = _grad_tile(
-                X, DY, RES, n, s, ch, mask, mean, rstd, gain, offset,
-                x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss, HAS_RES, ACT,
-            )  # fmt: skip
-            acc_p += tl.sum(dp, axis=0)
-            acc_q += tl.sum(dp * xhat, axis=0)
+        acc_p, acc_q = _chunk_pq(
+            X, DY, RES, n, ch, cmask, s_begin, s_end, mean, rstd, gain, offset,
+            x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss, HAS_RES, ACT, INT64, BLOCK_S, BLOCK_G, BLOCK_CG,
+        )  # fmt: skip
         tl.store(PART_P + row + ch, acc_p, mask=cmask)
         tl.store(PART_Q + row + ch, acc_q, mask=cmask)
 
@@ -181,9 +196,13 @@ def bwd_dx_kernel(
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
     HAS_RES: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr,
     WANT_DX: tl.constexpr, WANT_DRES: tl.constexpr,
-    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, FUSED_PQ: tl.constexpr,
 ):  # fmt: skip
-    """Split path, pass 3: the groups' two sums from the per-channel totals (N, C), then dx of one chunk."""
+    """Split path, pass 3: the groups' two sums from the per-channel totals (N, C), then dx of one chunk.
+
+    ``FUSED_PQ`` (``SPLIT == 1``, the looped path): the one program of a unit computes P and Q over the whole
+    unit itself first and writes them to TOTAL_* (N, 1, C) for the parameter gradients: one launch, not three.
+    """
     pid = tl.program_id(0)
     n, g0 = unit_coords(unit_start + pid // SPLIT, GROUP_BLOCKS, BLOCK_G, INT64)
     chunk = pid % SPLIT
@@ -192,7 +211,22 @@ def bwd_dx_kernel(
 
     sum_dxhat = tl.zeros([BLOCK_G], tl.float32)
     sum_dxhat_xhat = tl.zeros([BLOCK_G], tl.float32)
-    if WANT_DX:
+    if FUSED_PQ:
+        for cb in range(0, CG, BLOCK_CG):
+            ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG)
+            _w, gain, offset = channel_coefficients(
+                W, B, SCALE, SHIFT, n, ch, cmask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
+            )
+            p, q = _chunk_pq(
+                X, DY, RES, n, ch, cmask, 0, S, mean, rstd, gain, offset,
+                x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss, HAS_RES, ACT, INT64,
+                BLOCK_S, BLOCK_G, BLOCK_CG,
+            )  # fmt: skip
+            tl.store(TOTAL_P + n * C + ch, p, mask=cmask)
+            tl.store(TOTAL_Q + n * C + ch, q, mask=cmask)
+            sum_dxhat += tl.sum(gain * p, axis=1)
+            sum_dxhat_xhat += tl.sum(gain * q, axis=1)
+    elif WANT_DX:
         for cb in range(0, CG, BLOCK_CG):
             ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG)
             _w, gain, _offset = channel_coefficients(
@@ -229,12 +263,13 @@ def bwd_dx_kernel(
 @triton.jit
 def bwd_param_kernel(
     W, B, SCALE, PART_P, PART_Q, DW, DB, DSCALE, DSHIFT,
-    N, C, SPLIT,
+    N, C,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, INT64: tl.constexpr,
     WANT_DW: tl.constexpr, WANT_DB: tl.constexpr, WANT_DSCALE: tl.constexpr, WANT_DSHIFT: tl.constexpr,
-    BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """Per-channel gradients from the partials: samples, then chunks, in a fixed order. Vectors are [1, BLOCK_C]."""
+    """Per-channel gradients from the (N, 1, C) per-sample sums P and Q: ``BLOCK_N`` samples at a time in
+    ``[BLOCK_N, BLOCK_C]`` tiles, summed over samples in a fixed order (deterministic, no atomics)."""
     ch = (tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C))[None, :]
     cmask = ch < C
     w = tl.full([1, BLOCK_C], 1.0, tl.float32)
@@ -243,22 +278,26 @@ def bwd_param_kernel(
         w = tl.load(W + ch, mask=cmask, other=1.0).to(tl.float32)
     if HAS_B:
         b = tl.load(B + ch, mask=cmask, other=0.0).to(tl.float32)
-    acc_w = tl.zeros([1, BLOCK_C], tl.float32)
-    acc_b = tl.zeros([1, BLOCK_C], tl.float32)
-    for n in range(0, N):
-        p = _sum_partials(PART_P, n, ch, cmask, C, SPLIT, INT64, BLOCK_K)
-        q = _sum_partials(PART_Q, n, ch, cmask, C, SPLIT, INT64, BLOCK_K)
+    offs_n = index_range(BLOCK_N, INT64)[:, None]
+    acc_w = tl.zeros([BLOCK_N, BLOCK_C], tl.float32)
+    acc_b = tl.zeros([BLOCK_N, BLOCK_C], tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        rows = n0 + offs_n
+        mask = (rows < N) & cmask
+        at = rows * C + ch
+        p = tl.load(PART_P + at, mask=mask, other=0.0)
+        q = tl.load(PART_Q + at, mask=mask, other=0.0)
         if WANT_DSCALE:
-            tl.store(DSCALE + n * C + ch, to_dtype(w * q + b * p, DSCALE.dtype.element_ty), mask=cmask)
+            tl.store(DSCALE + at, to_dtype(w * q + b * p, DSCALE.dtype.element_ty), mask=mask)
         if WANT_DSHIFT:
-            tl.store(DSHIFT + n * C + ch, to_dtype(p, DSHIFT.dtype.element_ty), mask=cmask)
+            tl.store(DSHIFT + at, to_dtype(p, DSHIFT.dtype.element_ty), mask=mask)
         if HAS_SCALE:
-            factor = 1.0 + tl.load(SCALE + n * C + ch, mask=cmask, other=0.0).to(tl.float32)
+            factor = 1.0 + tl.load(SCALE + at, mask=mask, other=0.0).to(tl.float32)
             p = p * factor
             q = q * factor
         acc_w += q
         acc_b += p
     if WANT_DW:
-        tl.store(DW + ch, to_dtype(acc_w, DW.dtype.element_ty), mask=cmask)
+        tl.store(DW + ch, to_dtype(tl.sum(acc_w, axis=0)[None, :], DW.dtype.element_ty), mask=cmask)
     if WANT_DB:
-        tl.store(DB + ch, to_dtype(acc_b, DB.dtype.element_ty), mask=cmask)
+        tl.store(DB + ch, to_dtype(tl.sum(acc_b, axis=0)[None, :], DB.dtype.element_ty), mask=cmask)

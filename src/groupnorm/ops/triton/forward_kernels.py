@@ -67,20 +67,12 @@ def fwd_onepass_kernel(
 
 
 @triton.jit
-def fwd_partial_stats_kernel(
-    X, PART_MEAN, PART_M2,
-    S, G, CG, GROUP_BLOCKS, CHUNK_S, SPLIT, unit_start,
-    x_sn, x_sc, x_ss,
+def _chunk_stats(
+    X, n, g0, pivot, s_begin, s_end, G, CG, x_sn, x_sc, x_ss,
     INT64: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
 ):  # fmt: skip
-    """Split path, pass 1: (mean, M2) of x - pivot over one chunk of ``CHUNK_S`` positions, for each group."""
-    pid = tl.program_id(0)
-    n, g0 = unit_coords(unit_start + pid // SPLIT, GROUP_BLOCKS, BLOCK_G, INT64)
-    chunk = pid % SPLIT
-    g, gmask = unit_groups(g0, G, BLOCK_G)
-    pivot = _pivot(X, n, g, gmask, CG, x_sn, x_sc)
-    s_begin = chunk * CHUNK_S
-    s_end = tl.minimum(s_begin + CHUNK_S, S)
+    """(mean, M2) ``[BLOCK_G]`` of x - pivot over positions ``[s_begin, s_end)`` of the unit's groups, and the
+    number of elements per group they cover."""
     offs_s = index_range(BLOCK_S, INT64)
     count = 0.0
     mean = tl.zeros([BLOCK_G], tl.float32)
@@ -104,6 +96,27 @@ def fwd_partial_stats_kernel(
             mean += delta * (tile_count / new_count)
             m2 += tile_m2 + delta * delta * (count * (tile_count / new_count))
             count = new_count
+    return mean, m2, count
+
+
+@triton.jit
+def fwd_partial_stats_kernel(
+    X, PART_MEAN, PART_M2,
+    S, G, CG, GROUP_BLOCKS, CHUNK_S, SPLIT, unit_start,
+    x_sn, x_sc, x_ss,
+    INT64: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
+):  # fmt: skip
+    """Split path, pass 1: (mean, M2) of x - pivot over one chunk of ``CHUNK_S`` positions, for each group."""
+    pid = tl.program_id(0)
+    n, g0 = unit_coords(unit_start + pid // SPLIT, GROUP_BLOCKS, BLOCK_G, INT64)
+    chunk = pid % SPLIT
+    g, gmask = unit_groups(g0, G, BLOCK_G)
+    pivot = _pivot(X, n, g, gmask, CG, x_sn, x_sc)
+    s_begin = chunk * CHUNK_S
+    s_end = tl.minimum(s_begin + CHUNK_S, S)
+    mean, m2, _count = _chunk_stats(
+        X, n, g0, pivot, s_begin, s_end, G, CG, x_sn, x_sc, x_ss, INT64, BLOCK_S, BLOCK_G, BLOCK_CG
+    )
     slot = (n * G + g) * SPLIT + chunk
     tl.store(PART_MEAN + slot, mean, mask=gmask)
     tl.store(PART_M2 + slot, m2, mask=gmask)
@@ -154,17 +167,30 @@ def fwd_apply_kernel(
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
     HAS_RES: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, BLOCK_K: tl.constexpr,
+    FUSED_STATS: tl.constexpr,
 ):  # fmt: skip
-    """Split path, pass 2: merge the unit's partials (each program the same way) and apply one chunk."""
+    """Split path, pass 2: merge the unit's partials (each program the same way) and apply one chunk.
+
+    ``FUSED_STATS`` (``SPLIT == 1``, the looped path): the one program of a unit computes its statistics itself
+    over the whole unit first (PART_* unused), then applies them: one launch instead of two.
+    """
     pid = tl.program_id(0)
     n, g0 = unit_coords(unit_start + pid // SPLIT, GROUP_BLOCKS, BLOCK_G, INT64)
     chunk = pid % SPLIT
     g, gmask = unit_groups(g0, G, BLOCK_G)
     grp = n * G + g
-    mean, rstd = _merge_partial_stats(
-        PART_MEAN, PART_M2, grp, gmask, S, CG, CHUNK_S, SPLIT, eps, INT64, BLOCK_K, BLOCK_G
-    )
-    mean += _pivot(X, n, g, gmask, CG, x_sn, x_sc)
+    pivot = _pivot(X, n, g, gmask, CG, x_sn, x_sc)
+    if FUSED_STATS:
+        shifted_mean, m2, count = _chunk_stats(
+            X, n, g0, pivot, 0, S, G, CG, x_sn, x_sc, x_ss, INT64, BLOCK_S, BLOCK_G, BLOCK_CG
+        )
+        rstd = tl.rsqrt(m2 / count + eps)
+        mean = shifted_mean + pivot
+    else:
+        mean, rstd = _merge_partial_stats(
+            PART_MEAN, PART_M2, grp, gmask, S, CG, CHUNK_S, SPLIT, eps, INT64, BLOCK_K, BLOCK_G
+        )
+        mean += pivot
     if chunk == 0:
         tl.store(MEAN + grp, mean, mask=gmask)
         tl.store(RSTD + grp, rstd, mask=gmask)

@@ -34,6 +34,9 @@ _INT32_LIMIT = 2**31 - 1
 # What the planner assumes when the tensors are not on a GPU (interpreter runs): small, so that tests of
 # ordinary shapes reach the split path and the L2 waves.
 INTERPRETER_DEVICE = DeviceSpec(sm_count=4, l2_bytes=256 * 1024)
+# Launch descriptions are kept per distinct call layout: a model calls the op with a handful of layouts, so after
+# the first call of each the launcher only allocates outputs and launches (validation and planning happen once).
+_CACHE_SIZE = 1024
 
 
 @functools.cache
@@ -74,20 +77,17 @@ def _is_dense(t: torch.Tensor) -> bool:
     return True
 
 
-def _dense_flat(t: torch.Tensor) -> torch.Tensor:
-    """``t`` itself when the kernels can address it in place, else a contiguous copy (only for odd layouts)."""
-    return t if _is_dense(t) and flat_strides(t) is not None else t.contiguous()
-
-
 def supports(x: torch.Tensor) -> bool:
-    """Whether the Triton kernels take ``x`` (the registry's per-call test)."""
-    return (
-        x.dtype in SUPPORTED_DTYPES
-        and 2 <= x.dim() <= 5
-        and x.numel() > 0
-        and _is_dense(x)
-        and flat_strides(x) is not None
-    )
+    """Whether the Triton kernels take ``x`` (the registry's per-call test; decided once per layout)."""
+    return _supports_layout(x.shape, x.stride(), x.dtype)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _supports_layout(shape: torch.Size, stride: tuple[int, ...], dtype: torch.dtype) -> bool:
+    if dtype not in SUPPORTED_DTYPES or not 2 <= len(shape) <= 5 or math.prod(shape) == 0:
+        return False
+    t = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+    return _is_dense(t) and flat_strides(t) is not None
 
 
 def _max_offset(t: torch.Tensor | None) -> int:
@@ -123,7 +123,7 @@ def _strides_or_zero(t: torch.Tensor | None) -> tuple[int, int, int]:
     if t is None:
         return (0, 0, 0)
     strides = flat_strides(t)
-    assert strides is not None  # _dense_flat guarantees it
+    assert strides is not None  # a layout the kernels address (see _dense_meta)
     return strides
 
 
@@ -153,6 +153,99 @@ def plan_for(
     )  # fmt: skip
 
 
+def _layout(t: torch.Tensor | None) -> tuple | None:
+    """What a launch depends on of a tensor, as a hashable key: shape, strides, dtype (None when absent)."""
+    return None if t is None else (t.shape, t.stride(), t.dtype)
+
+
+def _cuda_index(device: torch.device) -> int | None:
+    if device.type != "cuda":
+        return None
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def _device_context(index: int | None):
+    """Make GPU ``index`` current while launching (Triton launches on the current device); a no-op on CPU and when
+    it already is."""
+    if index is None or torch.cuda.current_device() == index:
+        return contextlib.nullcontext()
+    return torch.cuda.device(index)
+
+
+def _residual_needs_copy(layout: tuple | None) -> bool:
+    """Whether a tensor of ``layout`` must be copied to contiguous before the kernels can address it."""
+    return layout is not None and not _supports_layout(*layout)
+
+
+def _meta_like(layout: tuple) -> torch.Tensor:
+    """A storage-less tensor with ``layout``'s shape, strides and dtype, for planning without the data."""
+    shape, stride, dtype = layout
+    return torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+
+
+def _dense_meta(layout: tuple | None) -> torch.Tensor | None:
+    """The meta twin of the tensor the kernels address for one of ``layout`` (a contiguous copy for odd ones)."""
+    if layout is None:
+        return None
+    t = _meta_like(layout)
+    return t.contiguous() if _residual_needs_copy(layout) else t
+
+
+class ForwardLaunch:
+    """Everything a forward call of one layout needs besides the tensors: plan, grids, strides, flags."""
+
+    __slots__ = ("plan", "n", "num_groups", "scalars", "strides", "x_strides", "flags", "blocks", "block_k",
+                 "waves", "part_len", "res_copy", "cuda_index")  # fmt: skip
+
+    def launches(self) -> int:
+        """Kernel launches per call."""
+        return 1 if self.plan.one_pass or self.plan.split == 1 else 2 * len(self.waves)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def forward_launch(
+    x: tuple,
+    x_device: torch.device,
+    num_groups: int,
+    activation: str,
+    has: tuple[bool, bool, bool, bool],
+    residual: tuple | None,
+    device: DeviceSpec | None,
+    tuning: Tuning | None,
+) -> ForwardLaunch:
+    """The launch description of a forward call: ``x``/``residual`` are :func:`_layout` keys, ``has`` says which of
+    weight, bias, scale, shift are given. Validates the layout (once per key: the op checked the arguments)."""
+    xm = _meta_like(x)
+    n, c, s, cg = _check(xm, num_groups)
+    res_m = _dense_meta(residual)
+    lp = ForwardLaunch()
+    lp.plan = p = plan_for(xm, num_groups, xm.element_size(), device or _spec_for(x_device), tuning)
+    lp.n, lp.num_groups = n, num_groups
+    has_w, has_b, has_scale, has_shift = has
+    lp.flags = dict(
+        HAS_W=has_w, HAS_B=has_b, HAS_SCALE=has_scale, HAS_SHIFT=has_shift, HAS_RES=residual is not None,
+        ACT=ACTIVATION_CODES[activation], INT64=_needs_int64(tuning, xm, res_m),
+    )  # fmt: skip
+    lp.blocks = dict(BLOCK_S=p.block_s, BLOCK_G=p.block_g, BLOCK_CG=p.block_c, num_warps=p.num_warps)
+    lp.x_strides = flat_strides(xm)
+    lp.strides = (*lp.x_strides, *lp.x_strides, *_strides_or_zero(res_m))  # y has x's strides
+    lp.scalars = (c, s, num_groups, cg, p.group_blocks)
+    lp.block_k = _block_k(p.split, p.block_g)
+    lp.waves = tuple(_waves(p))
+    lp.part_len = n * num_groups * p.split
+    lp.res_copy = _residual_needs_copy(residual)
+    lp.cuda_index = _cuda_index(x_device)
+    return lp
+
+
+def _spec_for(x_device: torch.device) -> DeviceSpec:
+    if x_device.type == "cuda":
+        return _cuda_device_spec(
+            x_device.index if x_device.index is not None else torch.cuda.current_device()
+        )
+    return INTERPRETER_DEVICE
+
+
 def forward(
     x: torch.Tensor,
     weight: torch.Tensor | None,
@@ -168,46 +261,128 @@ def forward(
     tuning: Tuning | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(y, mean, rstd)`` as the registered forward; y has x's strides, mean/rstd are (N, G) float32."""
-    n, c, s, cg = _check(x, num_groups)
-    act = ACTIVATION_CODES[activation]
-    weight, bias, scale, shift = _contig(weight), _contig(bias), _contig(scale), _contig(shift)
-    residual = None if residual is None else _dense_flat(residual)
-    y = torch.empty_like(x)
-    mean = torch.empty((n, num_groups), device=x.device, dtype=torch.float32)
-    rstd = torch.empty_like(mean)
-    p = plan_for(x, num_groups, x.element_size(), device, tuning)
-    int64 = _needs_int64(tuning, x, y, residual)
-    dummy = mean  # stands in for absent optional tensors; never dereferenced
-    optional = [t if t is not None else dummy for t in (weight, bias, scale, shift, residual)]
-    flags = dict(
-        HAS_W=weight is not None, HAS_B=bias is not None, HAS_SCALE=scale is not None,
-        HAS_SHIFT=shift is not None, HAS_RES=residual is not None, ACT=act, INT64=int64,
-    )  # fmt: skip
-    blocks = dict(BLOCK_S=p.block_s, BLOCK_G=p.block_g, BLOCK_CG=p.block_c, num_warps=p.num_warps)
-    x_strides = flat_strides(x)
-    strides = (*x_strides, *flat_strides(y), *_strides_or_zero(residual))
-    with _on_device(x):
+    has = (weight is not None, bias is not None, scale is not None, shift is not None)
+    lp = forward_launch(_layout(x), x.device, num_groups, activation, has, _layout(residual), device, tuning)
+    if lp.res_copy:
+        residual = residual.contiguous()
+    # x is dense (checked once per layout), so its strides are what empty_like would give; empty_strided skips
+    # re-deriving them on every call.
+    y = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
+    mean = torch.empty((lp.n, num_groups), device=x.device, dtype=torch.float32)
+    rstd = torch.empty((lp.n, num_groups), device=x.device, dtype=torch.float32)
+    # weight/bias (C,) and scale/shift (N, C) are addressed as contiguous; mean stands in for absent ones (never
+    # dereferenced).
+    optional = [mean if t is None else t.contiguous() for t in (weight, bias, scale, shift)] + [
+        mean if residual is None else residual
+    ]
+    p, flags, blocks = lp.plan, lp.flags, lp.blocks
+    with _device_context(lp.cuda_index):
         if p.one_pass:
             fk.fwd_onepass_kernel[(p.units,)](
-                x, y, *optional, mean, rstd, c, s, num_groups, cg, p.group_blocks, float(cg * s), eps, 0,
-                *strides, **flags, **blocks,
+                x, y, *optional, mean, rstd, *lp.scalars, float(lp.scalars[3] * lp.scalars[1]), eps, 0,
+                *lp.strides, **flags, **blocks,
             )  # fmt: skip
             return y, mean, rstd
-        part_mean = torch.empty(n * num_groups * p.split, device=x.device, dtype=torch.float32)
-        part_m2 = torch.empty_like(part_mean)
-        block_k = _block_k(p.split, p.block_g)
-        for start, units in _waves(p):
+        if p.split == 1:  # looped: one program per unit computes its statistics, then applies them
+            fk.fwd_apply_kernel[(p.units,)](
+                x, y, *optional, mean, rstd, mean, mean, *lp.scalars, p.chunk_s, 1, eps, 0, *lp.strides,
+                **flags, **blocks, BLOCK_K=1, FUSED_STATS=True,
+            )  # fmt: skip
+            return y, mean, rstd
+        part_mean, part_m2 = torch.empty((2, lp.part_len), device=x.device, dtype=torch.float32)
+        _c, s, g, cg, group_blocks = lp.scalars
+        for start, units in lp.waves:
             grid = (units * p.split,)
             fk.fwd_partial_stats_kernel[grid](
-                x, part_mean, part_m2, s, num_groups, cg, p.group_blocks, p.chunk_s, p.split, start, *x_strides,
-                INT64=int64, **blocks,
+                x, part_mean, part_m2, s, g, cg, group_blocks, p.chunk_s, p.split, start, *lp.x_strides,
+                INT64=flags["INT64"], **blocks,
             )  # fmt: skip
             fk.fwd_apply_kernel[grid](
                 x, y, *optional, mean, rstd, part_mean, part_m2,
-                c, s, num_groups, cg, p.group_blocks, p.chunk_s, p.split, eps, start, *strides,
-                **flags, **blocks, BLOCK_K=block_k,
+                *lp.scalars, p.chunk_s, p.split, eps, start, *lp.strides,
+                **flags, **blocks, BLOCK_K=lp.block_k, FUSED_STATS=False,
             )  # fmt: skip
     return y, mean, rstd
+
+
+class BackwardLaunch:
+    """Everything a backward call of one layout needs besides the tensors."""
+
+    __slots__ = ("plan", "n", "c", "scalars", "count", "strides", "flags", "blocks", "block_k", "waves",
+                 "want", "grad_copy", "res_copy", "int64", "param", "cuda_index")  # fmt: skip
+
+    def launches(self) -> int:
+        """Kernel launches per call."""
+        want_dx, _dw, _db, want_dres, _ds, _dsh, want_params = self.want
+        if not (want_dx or want_dres or want_params):
+            return 0
+        looped = self.plan.one_pass or self.plan.split == 1
+        main = 1 if looped else len(self.waves) * (3 if want_dx or want_dres else 2)
+        return main + (1 if want_params else 0)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def backward_launch(
+    grad_y: tuple,
+    x: tuple,
+    x_device: torch.device,
+    num_groups: int,
+    activation: str,
+    has: tuple[bool, bool, bool, bool],
+    residual: tuple | None,
+    output_mask: tuple[bool, ...],
+    device: DeviceSpec | None,
+    tuning: Tuning | None,
+) -> BackwardLaunch:
+    """The launch description of a backward call (arguments as :func:`forward_launch`'s)."""
+    xm = _meta_like(x)
+    n, c, s, cg = _check(xm, num_groups)
+    has_w, has_b, has_scale, has_shift = has
+    want_dx, want_dw, want_db, want_dres, want_dscale, want_dshift = output_mask
+    want_dw &= has_w
+    want_db &= has_b
+    want_dres &= residual is not None
+    want_dscale &= has_scale
+    want_dshift &= has_shift
+    want_params = want_dw or want_db or want_dscale or want_dshift
+    gm, res_m = _dense_meta(grad_y), _dense_meta(residual)
+    act = ACTIVATION_CODES[activation]
+
+    tuning = tuning or Tuning()
+    # The backward holds x and grad_y (and x_hat, dp, the residual) per element: half the forward's tiles and
+    # units keep it within registers (at full size ptxas spills on sm_90 with a residual and an activation).
+    bwd_tuning = replace(
+        tuning,
+        max_onepass_elems=max(1, tuning.max_onepass_elems // 2),
+        tile_elems=max(1, tuning.tile_elems // 2),
+    )
+    reread = xm.element_size() + gm.element_size()
+    if res_m is not None and act:
+        reread += res_m.element_size()
+    lp = BackwardLaunch()
+    lp.plan = p = plan_for(xm, num_groups, reread, device or _spec_for(x_device), bwd_tuning)
+    lp.n, lp.c = n, c
+    lp.int64 = _needs_int64(tuning, xm, gm, res_m)
+    lp.flags = dict(
+        HAS_W=has_w, HAS_B=has_b, HAS_SCALE=has_scale, HAS_SHIFT=has_shift, HAS_RES=residual is not None,
+        ACT=act, INT64=lp.int64,
+    )  # fmt: skip
+    lp.blocks = dict(BLOCK_S=p.block_s, BLOCK_G=p.block_g, BLOCK_CG=p.block_c, num_warps=p.num_warps)
+    lp.strides = (*flat_strides(xm), *flat_strides(gm), *_strides_or_zero(res_m))
+    lp.scalars = (c, s, num_groups, cg, p.group_blocks)
+    lp.count = float(cg * s)
+    lp.block_k = _block_k(p.split, p.block_g * p.block_c)
+    lp.waves = tuple(_waves(p))
+    lp.want = (want_dx, want_dw, want_db, want_dres, want_dscale, want_dshift, want_params)
+    lp.grad_copy = _residual_needs_copy(grad_y)
+    lp.res_copy = _residual_needs_copy(residual)
+    # Parameter gradients: programs over channel blocks, each summing all samples in [BLOCK_N, BLOCK_C] tiles.
+    block_c = min(next_power_of_2(c), 64)
+    lp.param = dict(
+        grid=(cdiv(c, block_c),), BLOCK_N=min(next_power_of_2(n), max(1, 2048 // block_c)), BLOCK_C=block_c
+    )
+    lp.cuda_index = _cuda_index(x_device)
+    return lp
 
 
 def backward(
@@ -232,84 +407,69 @@ def backward(
     A gradient that is masked out or whose input is None is an empty tensor; the others take their owner's dtype
     and strides.
     """
-    n, c, s, cg = _check(x, num_groups)
-    act = ACTIVATION_CODES[activation]
-    want_dx, want_dw, want_db, want_dres, want_dscale, want_dshift = (bool(m) for m in output_mask)
-    want_dw &= weight is not None
-    want_db &= bias is not None
-    want_dres &= residual is not None
-    want_dscale &= scale is not None
-    want_dshift &= shift is not None
-    want_params = want_dw or want_db or want_dscale or want_dshift
-    empty = x.new_empty(0)
+    has = (weight is not None, bias is not None, scale is not None, shift is not None)
+    lp = backward_launch(
+        _layout(grad_y), _layout(x), x.device, num_groups, activation, has, _layout(residual),
+        tuple(bool(m) for m in output_mask), device, tuning,
+    )  # fmt: skip
+    want_dx, want_dw, want_db, want_dres, want_dscale, want_dshift, want_params = lp.want
+    empty = torch.empty(0, device=x.device, dtype=x.dtype)
     if not (want_dx or want_dres or want_params):
         return (empty,) * 6
 
     owners = (weight, bias, scale, shift)
     weight, bias, scale, shift = _contig(weight), _contig(bias), _contig(scale), _contig(shift)
     mean, rstd = mean.contiguous(), rstd.contiguous()
-    grad_y = _dense_flat(grad_y)
-    res_k = None if residual is None else _dense_flat(residual)
-    dx = torch.empty_like(x) if want_dx else None
-    dres = torch.empty_like(res_k) if want_dres else None
-
-    tuning = tuning or Tuning()
-    # The backward holds x and grad_y (and x_hat, dp, the residual) per element: half the forward's tiles and
-    # units keep it within registers (at full size ptxas spills on sm_90 with a residual and an activation).
-    bwd_tuning = replace(
-        tuning,
-        max_onepass_elems=max(1, tuning.max_onepass_elems // 2),
-        tile_elems=max(1, tuning.tile_elems // 2),
+    if lp.grad_copy:
+        grad_y = grad_y.contiguous()
+    res_k = residual.contiguous() if lp.res_copy else residual
+    dx = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device) if want_dx else None
+    dres = (
+        torch.empty_strided(res_k.shape, res_k.stride(), dtype=res_k.dtype, device=x.device)
+        if want_dres
+        else None
     )
-    reread = x.element_size() + grad_y.element_size()
-    if res_k is not None and act:
-        reread += res_k.element_size()
-    p = plan_for(x, num_groups, reread, device, bwd_tuning)
-    int64 = _needs_int64(tuning, x, grad_y, res_k)
-    part_p = torch.empty((n, p.split, c), device=x.device, dtype=torch.float32)
-    part_q = torch.empty_like(part_p)
+
+    p, flags, blocks = lp.plan, lp.flags, lp.blocks
+    n, c = lp.n, lp.c
+    part_p, part_q = torch.empty((2, n, p.split, c), device=x.device, dtype=torch.float32)
     dummy = part_p  # stands in for absent optional tensors; never dereferenced
     inputs = [t if t is not None else dummy for t in (weight, bias, scale, shift, res_k, mean, rstd)]
     outs = [t if t is not None else dummy for t in (dx, dres)]
-    flags = dict(
-        HAS_W=weight is not None, HAS_B=bias is not None, HAS_SCALE=scale is not None,
-        HAS_SHIFT=shift is not None, HAS_RES=res_k is not None, ACT=act, INT64=int64,
-    )  # fmt: skip
-    blocks = dict(BLOCK_S=p.block_s, BLOCK_G=p.block_g, BLOCK_CG=p.block_c, num_warps=p.num_warps)
-    strides = (*flat_strides(x), *flat_strides(grad_y), *_strides_or_zero(res_k))
-    count = float(cg * s)
-    with _on_device(x):
+    with _device_context(lp.cuda_index):
         if p.one_pass:
             bk.bwd_onepass_kernel[(p.units,)](
-                grad_y, x, *inputs, *outs, part_p, part_q, c, s, num_groups, cg, p.group_blocks, count, 0,
-                *strides, **flags, WANT_DX=want_dx, WANT_DRES=want_dres, WANT_PQ=want_params, **blocks,
+                grad_y, x, *inputs, *outs, part_p, part_q, *lp.scalars, lp.count, 0,
+                *lp.strides, **flags, WANT_DX=want_dx, WANT_DRES=want_dres, WANT_PQ=want_params, **blocks,
+            )  # fmt: skip
+        elif p.split == 1:  # looped: one program per unit sums P and Q over it, then writes dx
+            bk.bwd_dx_kernel[(p.units,)](
+                grad_y, x, *inputs, *outs, part_p, part_q, *lp.scalars, p.chunk_s, 1, lp.count, 0,
+                *lp.strides, **flags, WANT_DX=want_dx, WANT_DRES=want_dres, **blocks, FUSED_PQ=True,
             )  # fmt: skip
         else:
-            block_k = _block_k(p.split, p.block_g * p.block_c)
-            totals = tuple(torch.empty((n, 1, c), device=x.device, dtype=torch.float32) for _ in range(2))
-            for start, units in _waves(p):
+            _c, s, g, cg, group_blocks = lp.scalars
+            totals = torch.empty((2, n, 1, c), device=x.device, dtype=torch.float32)
+            for start, units in lp.waves:
                 grid = (units * p.split,)
                 bk.bwd_partial_kernel[grid](
-                    grad_y, x, *inputs, part_p, part_q, c, s, num_groups, cg, p.group_blocks, p.chunk_s,
-                    p.split, start, *strides, **flags, **blocks,
+                    grad_y, x, *inputs, part_p, part_q, *lp.scalars, p.chunk_s,
+                    p.split, start, *lp.strides, **flags, **blocks,
                 )  # fmt: skip
                 bk.bwd_total_kernel[(units,)](
-                    part_p, part_q, *totals, c, num_groups, cg, p.group_blocks, p.split, start,
-                    INT64=int64, BLOCK_G=p.block_g, BLOCK_CG=p.block_c, BLOCK_K=block_k, num_warps=4,
+                    part_p, part_q, *totals, c, g, cg, group_blocks, p.split, start,
+                    INT64=lp.int64, BLOCK_G=p.block_g, BLOCK_CG=p.block_c, BLOCK_K=lp.block_k, num_warps=4,
                 )  # fmt: skip
                 if want_dx or want_dres:
                     bk.bwd_dx_kernel[grid](
-                        grad_y, x, *inputs, *outs, *totals, c, s, num_groups, cg, p.group_blocks,
-                        p.chunk_s, p.split, count, start, *strides, **flags, WANT_DX=want_dx,
-                        WANT_DRES=want_dres, **blocks,
+                        grad_y, x, *inputs, *outs, *totals, *lp.scalars,
+                        p.chunk_s, p.split, lp.count, start, *lp.strides, **flags, WANT_DX=want_dx,
+                        WANT_DRES=want_dres, **blocks, FUSED_PQ=False,
                     )  # fmt: skip
             part_p, part_q = totals  # what the parameter gradients need: (N, 1, C)
         grads_params = (
-            _param_grads(weight, bias, scale, shift, part_p, part_q, int64, want_dw, want_db, want_dscale,
-                         want_dshift)
-            if want_params
-            else (None,) * 4
-        )  # fmt: skip
+            _param_grads(lp, weight, bias, scale, shift, part_p, part_q) if want_params else (None,) * 4
+        )
 
     dweight, dbias, dscale, dshift = (
         _like_owner(g, owner) if g is not None else empty
@@ -327,38 +487,34 @@ def backward(
     )
 
 
-def _param_grads(
-    weight, bias, scale, shift, part_p, part_q, int64, want_dw, want_db, want_dscale, want_dshift
-):
-    """(dweight, dbias, dscale, dshift) from the (N, SPLIT, C) partials, contiguous, None where not wanted."""
+def _param_grads(lp: BackwardLaunch, weight, bias, scale, shift, part_p, part_q):
+    """(dweight, dbias, dscale, dshift) from the (N, 1, C) per-channel sums, contiguous, None where not wanted."""
+    _dx, want_dw, want_db, _dres, want_dscale, want_dshift, _params = lp.want
 
     def out(want, owner):
         return torch.empty(owner.shape, device=owner.device, dtype=owner.dtype) if want else None
 
-    n, split, c = part_p.shape
+    n, _one, c = part_p.shape
     dw, db = out(want_dw, weight), out(want_db, bias)
     dscale, dshift = out(want_dscale, scale), out(want_dshift, shift)
     dummy = part_p
-    block_c = min(next_power_of_2(c), 128)
-    block_k = _block_k(split, block_c)
-    bk.bwd_param_kernel[(cdiv(c, block_c),)](
+    bk.bwd_param_kernel[lp.param["grid"]](
         *(t if t is not None else dummy for t in (weight, bias, scale)),
         part_p,
         part_q,
         *(t if t is not None else dummy for t in (dw, db, dscale, dshift)),
         n,
         c,
-        split,
         HAS_W=weight is not None,
         HAS_B=bias is not None,
         HAS_SCALE=scale is not None,
-        INT64=int64,
+        INT64=lp.int64,
         WANT_DW=want_dw,
         WANT_DB=want_db,
         WANT_DSCALE=want_dscale,
         WANT_DSHIFT=want_dshift,
-        BLOCK_K=block_k,
-        BLOCK_C=block_c,
+        BLOCK_N=lp.param["BLOCK_N"],
+        BLOCK_C=lp.param["BLOCK_C"],
         num_warps=4,
     )
     return dw, db, dscale, dshift
@@ -371,6 +527,37 @@ def _like_owner(grad: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(owner).copy_(grad)
 
 
-def _on_device(x: torch.Tensor):
-    """Make x's GPU current while launching (Triton launches on the current device); a no-op on CPU."""
-    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+def launch_summary(
+    x: torch.Tensor,
+    num_groups: int,
+    activation: str = "none",
+    *,
+    affine: bool = True,
+    device: DeviceSpec | None = None,
+    tuning: Tuning | None = None,
+) -> dict[str, object]:
+    """What the launchers do for input ``x``: the forward's and backward's plans and kernel launches per call.
+
+    The backward counted is the one for dx, dweight and dbias (``affine``) or dx alone. ``x`` may be a ``meta``
+    tensor; nothing is launched.
+
+    Example::
+
+        >>> from groupnorm.ops.triton.planner import DeviceSpec
+        >>> x = torch.empty(32, 2048, 7, 7, device="meta")
+        >>> s = launch_summary(x, 32, "relu", device=DeviceSpec(sm_count=132, l2_bytes=50 * 2**20))
+        >>> s["forward_launches"], s["backward_launches"]
+        (1, 2)
+    """
+    has = (affine, affine, False, False)
+    fwd = forward_launch(_layout(x), x.device, num_groups, activation, has, None, device, tuning)
+    mask = (True, affine, affine, False, False, False)
+    bwd = backward_launch(
+        _layout(x), _layout(x), x.device, num_groups, activation, has, None, mask, device, tuning
+    )
+    return {
+        "forward_plan": fwd.plan.describe(),
+        "forward_launches": fwd.launches(),
+        "backward_plan": bwd.plan.describe(),
+        "backward_launches": bwd.launches(),
+    }

@@ -19,15 +19,18 @@ The rule, for ``N`` samples of ``G`` groups of ``CG`` channels and ``S`` spatial
 4. Split. Otherwise each unit's positions are cut into ``split`` chunks of ``chunk_s`` positions (a multiple of
    ``block_s``), one program each, so that ``units * split ~= programs_per_sm * sm_count``. Pass 1 writes
    per-chunk partial statistics, pass 2 merges them in a fixed order (deterministic, no atomics) and applies.
+   When that gives ``split == 1`` (many units), one program per unit loops over it twice, statistics then
+   apply, in a single launch.
 5. L2 waves. Pass 2 reads x again. When all units together fit in ``l2_fraction`` of the L2 cache, or a single
    unit does not, one wave covers everything (in the second case the re-read comes from HBM: the "read-twice"
    roofline). Otherwise units are processed in waves of ``units_per_wave`` whose bytes fit in that share of L2,
-   pass 1 then pass 2 per wave, so pass 2 finds x in L2. The split is then sized for one wave.
+   pass 1 then pass 2 per wave, so pass 2 finds x in L2. The split is then sized for one wave. At most
+   ``max_waves`` waves (default 1: launches are kept to two per forward pass; more is a tuning choice).
 
 Example::
 
     >>> p = plan(batch=1, num_groups=32, channels_per_group=16, spatial=65536, reread_bytes_per_elem=2,
-    ...          device=DeviceSpec(sm_count=132, l2_bytes=50 * 2**20))
+    ...          device=DeviceSpec(sm_count=132, l2_bytes=50 * 2**20), tuning=Tuning(max_waves=16))
     >>> p.one_pass, p.waves > 1
     (False, True)
 """
@@ -65,6 +68,10 @@ class Tuning:
     programs_per_sm: int = 4  # split-path occupancy target
     max_split: int = 1024  # most programs per group
     l2_fraction: float = 0.5  # share of L2 a wave may fill (the rest absorbs y's writes and other traffic)
+    # Most L2 waves per call. Each wave costs two launches (forward) or three (backward), so the default keeps a
+    # call at 2 / 4 launches and pass 2 re-reads x from HBM when the units do not fit in L2 at once; more waves
+    # keep that re-read in L2 at the price of launches (worth it only where a GPU measurement says so).
+    max_waves: int = 1
     force_int64: bool = False  # 64-bit offsets even for small tensors (tests exercise that path this way)
 
     def __post_init__(self) -> None:
@@ -76,6 +83,7 @@ class Tuning:
             "max_split",
             "channels_last_width",
             "channels_last_min_width",
+            "max_waves",
         ):
             value = getattr(self, name)
             if value < 1:
@@ -102,7 +110,12 @@ class Plan:
     roofline: str  # "read-once", "l2-wave" or "read-twice": the bandwidth bound this plan can reach
 
     def describe(self) -> str:
-        path = "one-pass" if self.one_pass else f"split={self.split}x{self.chunk_s}"
+        if self.one_pass:
+            path = "one-pass"
+        elif self.split == 1:
+            path = "looped"  # one program per unit, statistics then apply
+        else:
+            path = f"split={self.split}x{self.chunk_s}"
         return (
             f"{path} tile={self.block_s}x{self.block_g}x{self.block_c} units={self.units} "
             f"waves={self.waves}x{self.units_per_wave} warps={self.num_warps} roofline={self.roofline}"
@@ -191,12 +204,23 @@ def plan(
         units_per_wave, roofline = units, "read-twice"
     else:
         units_per_wave, roofline = budget // unit_bytes, "l2-wave"
+    if cdiv(units, units_per_wave) > tuning.max_waves:
+        units_per_wave = cdiv(units, tuning.max_waves)
+        if units_per_wave * unit_bytes > budget:
+            roofline = "read-twice"
     waves = cdiv(units, units_per_wave)
 
     target_programs = tuning.programs_per_sm * device.sm_count
     split = min(max(1, cdiv(target_programs, units_per_wave)), cdiv(spatial, block_s), tuning.max_split)
     chunk_s = cdiv(cdiv(spatial, split), block_s) * block_s
     split = cdiv(spatial, chunk_s)  # no empty chunks
+    if split == 1:
+        # One program per unit anyway: it computes the statistics and then applies them itself, looping over its
+        # unit twice (one launch, no partials). The second loop re-reads what the resident programs just read,
+        # from L2 when their units fit there together.
+        resident = min(units, target_programs)
+        units_per_wave, waves = units, 1
+        roofline = "l2-wave" if resident * unit_bytes <= budget else "read-twice"
     return Plan(
         one_pass=False,
         block_g=block_g,
