@@ -44,6 +44,7 @@ from collections import Counter
 
 from torch import nn
 
+from groupnorm.convert import convert_norms
 from groupnorm.patching import diffusers
 from groupnorm.patching.graph import fuse_graph, trace
 from groupnorm.patching.leftovers import known_pair_rules, left_norms
@@ -82,11 +83,15 @@ def _fuse_traced(model: nn.Module, report: PatchReport, reasons: dict[int, str])
     return traced.train(model.training)
 
 
-def patch(model: nn.Module, *, fuse: bool = True, trace: bool = True) -> tuple[nn.Module, PatchReport]:
+def patch(
+    model: nn.Module, *, fuse: bool = True, trace: bool = True, process_group=None
+) -> tuple[nn.Module, PatchReport]:
     """Move ``model``'s GroupNorms onto the fused op and fuse GroupNorm->activation pairs; returns
     ``(model, report)``. The model is changed in place; with a traced rewrite the returned model is a
     ``torch.fx.GraphModule`` sharing its parameters. ``fuse=False`` only swaps (timm's norm+activation modules
-    keep their activation, now fused); ``trace=False`` skips torch.fx.
+    keep their activation, now fused); ``trace=False`` skips torch.fx. With ``process_group`` every GroupNorm
+    becomes a :class:`groupnorm.DistributedGroupNorm` of that group (statistics over the parts of an image split
+    spatially over its ranks), keeping the fused activations.
 
     Example::
 
@@ -108,4 +113,6 @@ def patch(model: nn.Module, *, fuse: bool = True, trace: bool = True) -> tuple[n
         if trace:
             model = _fuse_traced(model, report, reasons)
     report.left = left_norms(model, reasons, report.traced)
+    if process_group is not None:
+        convert_norms(model, source="gn", process_group=process_group)
     return model, report

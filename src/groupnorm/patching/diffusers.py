@@ -23,7 +23,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from groupnorm.functional import group_norm
 from groupnorm.layers.group_norm import GroupNorm
 from groupnorm.patching.activations import activation_name
 from groupnorm.patching.pairs import PairRule
@@ -81,8 +80,14 @@ def _norm_scale_shift(
     if modulation is not None:
         return norm(h, scale=modulation[0], shift=modulation[1])
     # A time embedding the caller passed in any other shape: the stock arithmetic, norm without its activation.
+    # The module itself normalizes (a DistributedGroupNorm keeps its whole-image statistics), its fused
+    # activation set aside for the one call.
     time_scale, time_shift = torch.chunk(temb, 2, dim=1)
-    plain = group_norm(h, norm.num_groups, norm.weight, norm.bias, norm.eps)
+    fused, norm.activation = norm.activation, None
+    try:
+        plain = norm(h)
+    finally:
+        norm.activation = fused
     return act(plain * (1 + time_scale) + time_shift)
 
 
