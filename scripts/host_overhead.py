@@ -21,6 +21,7 @@ Exit status 0 when both medians are within the targets (--forward-target / --bac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -60,15 +61,20 @@ class StubKernel:
         return self._launch
 
 
-def install_stubs() -> list[StubKernel]:
-    """Replace every kernel the launchers use by a :class:`StubKernel` (for the rest of the process)."""
+@contextlib.contextmanager
+def stubbed_kernels():
+    """Every kernel the launchers use replaced by a :class:`StubKernel` (yielded as a list); restored after."""
+    saved = {(module, name): getattr(module, name) for module, names in KERNELS.items() for name in names}
     stubs = []
-    for module, names in KERNELS.items():
-        for name in names:
-            stub = StubKernel()
-            setattr(module, name, stub)
-            stubs.append(stub)
-    return stubs
+    for module, name in saved:
+        stub = StubKernel()
+        setattr(module, name, stub)
+        stubs.append(stub)
+    try:
+        yield stubs
+    finally:
+        for (module, name), kernel in saved.items():
+            setattr(module, name, kernel)
 
 
 def _per_call_us(fn, batches: int, calls: int) -> tuple[float, float]:
@@ -88,11 +94,15 @@ def _per_call_us(fn, batches: int, calls: int) -> tuple[float, float]:
     return statistics.median(cpu), statistics.median(wall)
 
 
-def measure(batches: int, calls: int, device: DeviceSpec = H200) -> list[dict]:
+def measure(batches: int, calls: int, device: DeviceSpec = H200, shapes=None) -> list[dict]:
     """One record per (shape, layout): host µs per forward and backward call, launches, plan."""
-    stubs = install_stubs()
+    with stubbed_kernels() as stubs:
+        return _measure(stubs, batches, calls, device, shapes or KEY_SHAPES)
+
+
+def _measure(stubs, batches, calls, device, shapes) -> list[dict]:
     records = []
-    for shape in KEY_SHAPES:
+    for shape in shapes:
         for layout in ("nchw", "channels_last"):
             x = torch.empty(shape.shape, dtype=torch.bfloat16, device="cpu")
             if layout == "channels_last":

@@ -3,13 +3,22 @@
 
 The interpreter tests run the kernels' Python; this compiles them (Triton front end, LLVM and ptxas), which
 catches what only the compiler checks: types of loop-carried values, constexpr handling, unsupported ops.
-The launchers run on CPU tensors with each kernel replaced by a recorder; every distinct launch is then compiled
-for the target with the argument specialization Triton would use (ints equal to 1 become constants).
+The launchers run with each kernel replaced by a recorder; every distinct launch is then compiled for the target
+with exactly the specialization Triton's launcher would derive from those arguments (its own binder: ints equal
+to 1 become constants, ints and pointers divisible by 16 are marked so, which is what lets loads vectorize).
+
+``--key-shapes`` compiles what the launchers launch for the key shapes (``groupnorm.bench.shapes.KEY_SHAPES``)
+on an H200 plan (132 SMs, 50 MiB L2), x {nchw, channels_last} x bf16 (and fp32 for two ResNet-50 shapes) x
+{fwd: SiLU forward, bwd: dx/dweight/dbias}, and reports per (shape, layout, dtype, mode, kernel) the launches of
+that call, the widest global load and store in bytes (read from the PTX; ``*_widths`` counts the instructions of
+each width, so narrow accesses beside a wide one show), registers and spill bytes (ptxas -v).
 
 Usage::
 
-    PYTHONPATH=src python scripts/triton_compile_check.py            # all variants, sm_90
-    PYTHONPATH=src python scripts/triton_compile_check.py --quick --arch 80
+    PYTHONPATH=src python3 scripts/triton_compile_check.py            # all variants, sm_90
+    PYTHONPATH=src python3 scripts/triton_compile_check.py --quick --arch 80
+    PYTHONPATH=src python3 scripts/triton_compile_check.py --key-shapes --json compile-report.json
+    PYTHONPATH=src python3 scripts/triton_compile_check.py --key-shapes --shapes 32x2048x7x7 --modes fwd
 
 Exit status 0 when every variant compiles; failures are listed.
 """
@@ -17,9 +26,15 @@ Exit status 0 when every variant compiles; failures are listed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
+import json
 import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 
 if os.environ.get("TRITON_INTERPRET") == "1":
@@ -28,11 +43,14 @@ if os.environ.get("TRITON_INTERPRET") == "1":
 import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
-from triton.runtime.jit import mangle_type  # noqa: E402
+from triton.compiler import ASTSource, make_backend  # noqa: E402
 
+from groupnorm.bench.shapes import KEY_SHAPES, lookup  # noqa: E402
 from groupnorm.ops.triton import backward_kernels, forward_kernels, launch  # noqa: E402
 from groupnorm.ops.triton.planner import DeviceSpec, Tuning  # noqa: E402
+
+H200 = DeviceSpec(sm_count=132, l2_bytes=50 * 2**20)
+FP32_SHAPES = ("resnet50-s1-n32", "resnet50-s4-n32")
 
 KERNEL_NAMES = {
     forward_kernels: ("fwd_onepass_kernel", "fwd_partial_stats_kernel", "fwd_apply_kernel"),
@@ -56,26 +74,51 @@ class Recorder:
         return lambda *args, **kwargs: self.calls.append((self.kernel, args, kwargs))
 
 
-def specialization(kernel, args, kwargs):
-    """(signature, constexprs, num_warps) the way Triton's launcher would specialize this call."""
-    kwargs = dict(kwargs)
-    num_warps = kwargs.pop("num_warps", 4)
-    values = dict(zip(kernel.arg_names, args, strict=False)) | kwargs
-    signature, constexprs = {}, {}
-    for param in kernel.params:
-        value = values[param.name]
-        kind = "constexpr" if param.is_constexpr else mangle_type(value, True)
-        signature[param.name] = kind
-        if kind == "constexpr":
-            constexprs[param.name] = value
-    return signature, constexprs, num_warps
+def specialization(kernel, args, kwargs, backend):
+    """(signature, constexprs, attrs, options) exactly as Triton's launcher derives them for this call."""
+    from triton.runtime.jit import create_function_from_signature
+
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    bound_args, spec, options = binder(*args, **kwargs)
+    options, signature, constexprs, attrs = kernel._pack_args(
+        backend, dict(kwargs), bound_args, spec, options
+    )
+    return signature, constexprs, attrs, options
+
+
+def _key(kernel, signature, constexprs, attrs, options) -> tuple:
+    return (
+        kernel.__name__,
+        tuple(sorted(signature.items())),
+        tuple(sorted((str(k), str(v)) for k, v in constexprs.items())),
+        tuple(sorted((str(k), str(v)) for k, v in attrs.items())),
+        options.num_warps,
+    )
+
+
+@contextlib.contextmanager
+def recording(calls: list):
+    """Replace every kernel by a :class:`Recorder` appending to ``calls``; the kernels are back afterwards."""
+    saved = {
+        (module, name): getattr(module, name) for module, names in KERNEL_NAMES.items() for name in names
+    }
+    for (module, name), kernel in saved.items():
+        setattr(module, name, Recorder(kernel, calls))
+    try:
+        yield calls
+    finally:
+        for (module, name), kernel in saved.items():
+            setattr(module, name, kernel)
 
 
 def record_calls(quick: bool) -> list:
-    calls: list = []
-    for module, names in KERNEL_NAMES.items():
-        for name in names:
-            setattr(module, name, Recorder(getattr(module, name), calls))
+    """Launches of every variant: each dtype, activation, epilogue and 64-bit choice on both planner paths."""
+    with recording([]) as calls:
+        _run_variants(quick)
+    return calls
+
+
+def _run_variants(quick: bool) -> None:
     one_pass = (DeviceSpec(sm_count=1, l2_bytes=1 << 30), Tuning())
     split = (DeviceSpec(sm_count=132, l2_bytes=1 << 20), Tuning())
     shapes = [
@@ -121,41 +164,193 @@ def record_calls(quick: bool) -> list:
                     device=spec,
                     tuning=tuning,
                 )
-    return calls
+
+
+def key_cases(shape_names: list[str] | None, modes: tuple[str, ...]) -> list[dict]:
+    """(shape, layout, dtype, mode) of the report, as dicts, with the launches each call records."""
+    shapes = lookup(shape_names) if shape_names else KEY_SHAPES
+    cases = []
+    for shape in shapes:
+        dtypes = [torch.bfloat16] + ([torch.float32] if shape.name in FP32_SHAPES else [])
+        for dtype, layout, mode in itertools.product(dtypes, ("nchw", "channels_last"), modes):
+            x = torch.empty(shape.shape, dtype=dtype, device="meta")
+            if layout == "channels_last":
+                x = x.movedim(1, -1).contiguous().movedim(-1, 1)
+            c, g = shape.shape[1], shape.groups
+            w, b = torch.empty(c, device="meta"), torch.empty(c, device="meta")
+            with recording([]) as calls:
+                if mode == "fwd":
+                    launch.forward(x, w, b, g, 1e-5, "silu", None, None, None, device=H200)
+                else:
+                    stats = torch.empty(shape.shape[0], g, device="meta")
+                    mask = [True, True, True, False, False, False]
+                    launch.backward(
+                        torch.empty_like(x),
+                        x,
+                        w,
+                        b,
+                        stats,
+                        stats,
+                        g,
+                        "silu",
+                        None,
+                        None,
+                        None,
+                        mask,
+                        device=H200,
+                    )
+            cases.append(
+                {"shape": list(shape.shape), "layout": layout, "dtype": str(dtype).removeprefix("torch."),
+                 "mode": mode, "calls": calls}
+            )  # fmt: skip
+    return cases
+
+
+def _ptxas() -> str | None:
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+
+        return get_ptxas(90).path
+    except Exception:  # older or newer Triton: the one on PATH
+        return shutil.which("ptxas")
+
+
+_ACCESS = re.compile(r"\b(ld|st)\.global((?:\.[\w:]+)*)")
+
+
+def global_access_widths(ptx: str) -> dict[str, dict[int, int]]:
+    """How many ld.global / st.global instructions of each width in bytes (vector count x element width) the
+    PTX holds: ``{"ld": {16: 4, 4: 2}, "st": {...}}``."""
+    widths: dict[str, dict[int, int]] = {"ld": {}, "st": {}}
+    for op, suffix in _ACCESS.findall(ptx):
+        parts = suffix.split(".")
+        vec = next((int(p[1:]) for p in parts if re.fullmatch(r"v\d", p)), 1)
+        bits = next((int(p[1:]) for p in parts if re.fullmatch(r"[bfsu]\d+", p)), 0)
+        width = vec * bits // 8
+        widths[op][width] = widths[op].get(width, 0) + 1
+    return widths
+
+
+def register_usage(ptx: str, arch: int) -> tuple[int | None, int | None]:
+    """(registers, spill bytes: stores + loads) from ``ptxas -v`` on the PTX; None when ptxas is absent."""
+    ptxas = _ptxas()
+    if ptxas is None:
+        return None, None
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "kernel.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        arch_name = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
+        out = subprocess.run(
+            [ptxas, "-v", f"--gpu-name={arch_name}", src, "-o", os.path.join(tmp, "kernel.cubin")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    log = out.stdout + out.stderr
+    regs = re.search(r"Used (\d+) registers", log)
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    return (
+        int(regs.group(1)) if regs else None,
+        int(spills.group(1)) + int(spills.group(2)) if spills else None,
+    )
+
+
+def compile_call(kernel, call_args, call_kwargs, target, backend):
+    """The compiled kernel for one recorded launch and its specialization key."""
+    signature, constexprs, attrs, options = specialization(kernel, call_args, call_kwargs, backend)
+    key = _key(kernel, signature, constexprs, attrs, options)
+    compiled = triton.compile(
+        ASTSource(kernel, signature, constexprs, attrs), target=target, options=options.__dict__
+    )
+    return key, compiled
+
+
+def key_shape_report(target, backend, arch: int, shape_names, modes) -> tuple[list[dict], list[str]]:
+    records, failures, seen = [], [], {}
+    for case in key_cases(shape_names, modes):
+        calls = case.pop("calls")
+        by_kernel: dict = {}
+        for kernel, call_args, call_kwargs in calls:
+            by_kernel.setdefault(kernel.__name__, []).append((kernel, call_args, call_kwargs))
+        for name, launches in by_kernel.items():
+            kernel, call_args, call_kwargs = launches[0]
+            record = {**case, "kernel": name, "launches": len(calls), "kernel_launches": len(launches)}
+            try:
+                signature, constexprs, attrs, options = specialization(
+                    kernel, call_args, call_kwargs, backend
+                )
+                key = _key(kernel, signature, constexprs, attrs, options)
+                if key not in seen:
+                    _key_again, compiled = compile_call(kernel, call_args, call_kwargs, target, backend)
+                    ptx = compiled.asm["ptx"]
+                    seen[key] = (global_access_widths(ptx), *register_usage(ptx, arch))
+                widths, regs, spills = seen[key]
+                record.update(
+                    ld_global_bytes=max(widths["ld"], default=0), st_global_bytes=max(widths["st"], default=0),
+                    ld_global_widths=widths["ld"], st_global_widths=widths["st"], registers=regs, spills=spills,
+                    num_warps=options.num_warps,
+                    constexprs={str(k): v for k, v in constexprs.items() if str(k).startswith("('BLOCK")
+                                or str(k).isupper()},
+                )  # fmt: skip
+            except Exception as exc:  # report every failing kernel, not only the first
+                failures.append(f"{name} {case}: {exc!r}"[:2000])
+                record["error"] = repr(exc)[:500]
+            records.append(record)
+    return records, failures
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--arch", type=int, default=90, help="CUDA compute capability to compile for (90 = H100)"
+        "--arch", type=int, default=90, help="CUDA compute capability to compile for (90 = H100/H200)"
     )
     parser.add_argument("--quick", action="store_true", help="bf16 and SiLU only: a representative subset")
+    parser.add_argument("--key-shapes", action="store_true", help="report on what the key shapes launch")
+    parser.add_argument("--shapes", help="with --key-shapes: comma-separated names or NxCxHxW[:G] instead")
+    parser.add_argument("--modes", default="fwd,bwd", help="with --key-shapes: fwd, bwd or both")
+    parser.add_argument("--json", help="with --key-shapes: write the records here")
     args = parser.parse_args(argv)
+    modes = tuple(m for m in args.modes.split(",") if m)
+    if not modes or any(m not in ("fwd", "bwd") for m in modes):
+        parser.error(f"--modes must name fwd and/or bwd, got --modes {args.modes!r}")
 
     target = GPUTarget("cuda", args.arch, 32)
-    seen, failures = set(), []
+    backend = make_backend(target)
     start = time.perf_counter()
-    for kernel, call_args, call_kwargs in record_calls(args.quick):
-        signature, constexprs, num_warps = specialization(kernel, call_args, call_kwargs)
-        key = (
-            kernel.__name__,
-            tuple(sorted(signature.items())),
-            tuple(sorted(constexprs.items())),
-            num_warps,
-        )
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            triton.compile(
-                ASTSource(kernel, signature, constexprs), target=target, options={"num_warps": num_warps}
+    if args.key_shapes:
+        shape_names = args.shapes.split(",") if args.shapes else None
+        records, failures = key_shape_report(target, backend, args.arch, shape_names, modes)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(records, f, indent=1)
+        for r in records:
+            print(
+                f"{'x'.join(map(str, r['shape'])):>18} {r['layout']:>13} {r['dtype']:>8} {r['mode']:>3} "
+                f"{r['kernel']:>24} launches={r['launches']} ld={r.get('ld_global_widths')} "
+                f"st={r.get('st_global_widths')} regs={r.get('registers')} spills={r.get('spills')}"
             )
-        except Exception as exc:  # report every failing variant, not only the first
-            failures.append(f"{kernel.__name__} {constexprs} num_warps={num_warps}: {exc!r}"[:2000])
-    elapsed = time.perf_counter() - start
-    print(
-        f"compiled {len(seen) - len(failures)}/{len(seen)} kernel variants for sm_{args.arch} in {elapsed:.1f} s"
-    )
+        print(f"{len(records)} records in {time.perf_counter() - start:.1f} s")
+    else:
+        seen, failures = set(), []
+        for kernel, call_args, call_kwargs in record_calls(args.quick):
+            try:
+                signature, constexprs, attrs, options = specialization(
+                    kernel, call_args, call_kwargs, backend
+                )
+                key = _key(kernel, signature, constexprs, attrs, options)
+                if key in seen:
+                    continue
+                seen.add(key)
+                triton.compile(
+                    ASTSource(kernel, signature, constexprs, attrs), target=target, options=options.__dict__
+                )
+            except Exception as exc:  # report every failing variant, not only the first
+                failures.append(f"{kernel.__name__} {call_kwargs}: {exc!r}"[:2000])
+        elapsed = time.perf_counter() - start
+        print(
+            f"compiled {len(seen) - len(failures)}/{len(seen)} kernel variants for sm_{args.arch} in {elapsed:.1f} s"
+        )
     for failure in failures:
         print("FAILED", failure)
     return 1 if failures else 0

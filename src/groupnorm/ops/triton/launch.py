@@ -289,7 +289,8 @@ def forward(
                 **flags, **blocks, BLOCK_K=1, FUSED_STATS=True,
             )  # fmt: skip
             return y, mean, rstd
-        part_mean, part_m2 = torch.empty((2, lp.part_len), device=x.device, dtype=torch.float32)
+        part_mean = torch.empty(lp.part_len, device=x.device, dtype=torch.float32)
+        part_m2 = torch.empty(lp.part_len, device=x.device, dtype=torch.float32)
         _c, s, g, cg, group_blocks = lp.scalars
         for start, units in lp.waves:
             grid = (units * p.split,)
@@ -309,7 +310,7 @@ class BackwardLaunch:
     """Everything a backward call of one layout needs besides the tensors."""
 
     __slots__ = ("plan", "n", "c", "scalars", "count", "strides", "flags", "blocks", "block_k", "waves",
-                 "want", "grad_copy", "res_copy", "int64", "param", "cuda_index")  # fmt: skip
+                 "want", "grad_copy", "res_copy", "int64", "param", "cuda_index", "part_shape")  # fmt: skip
 
     def launches(self) -> int:
         """Kernel launches per call."""
@@ -371,6 +372,7 @@ def backward_launch(
     lp.strides = (*flat_strides(xm), *flat_strides(gm), *_strides_or_zero(res_m))
     lp.scalars = (c, s, num_groups, cg, p.group_blocks)
     lp.count = float(cg * s)
+    lp.part_shape = (n, p.split, c)
     lp.block_k = _block_k(p.split, p.block_g * p.block_c)
     lp.waves = tuple(_waves(p))
     lp.want = (want_dx, want_dw, want_db, want_dres, want_dscale, want_dshift, want_params)
@@ -432,7 +434,8 @@ def backward(
 
     p, flags, blocks = lp.plan, lp.flags, lp.blocks
     n, c = lp.n, lp.c
-    part_p, part_q = torch.empty((2, n, p.split, c), device=x.device, dtype=torch.float32)
+    part_p = torch.empty(lp.part_shape, device=x.device, dtype=torch.float32)
+    part_q = torch.empty(lp.part_shape, device=x.device, dtype=torch.float32)
     dummy = part_p  # stands in for absent optional tensors; never dereferenced
     inputs = [t if t is not None else dummy for t in (weight, bias, scale, shift, res_k, mean, rstd)]
     outs = [t if t is not None else dummy for t in (dx, dres)]
@@ -449,7 +452,7 @@ def backward(
             )  # fmt: skip
         else:
             _c, s, g, cg, group_blocks = lp.scalars
-            totals = torch.empty((2, n, 1, c), device=x.device, dtype=torch.float32)
+            totals = [torch.empty((n, 1, c), device=x.device, dtype=torch.float32) for _ in range(2)]
             for start, units in lp.waves:
                 grid = (units * p.split,)
                 bk.bwd_partial_kernel[grid](
