@@ -66,6 +66,10 @@ class RoundTrainer:
     def steps_per_round(self) -> int:
         raise NotImplementedError
 
+    def round_line(self, stats: dict) -> str:
+        """What the progress output says after a round without a ``val_error``."""
+        return f"loss {stats.get('train_loss', float('nan')):.3f} ({stats['seconds']:.1f}s)"
+
     def describe(self) -> dict:
         """Extra fields of every record and of the result (e.g. the normalization actually used)."""
         return {}
@@ -129,10 +133,12 @@ class RoundTrainer:
                             **self.describe(), **stats})  # fmt: skip
             self._save(records)
             if self.progress is not None:
-                self.progress.epoch_done(r + 1, {"train_loss": stats.get("train_loss", float("nan")),
-                                                 "train_error": stats.get("train_error", float("nan")),
-                                                 "val_error": stats.get("val_error", float("nan")),
-                                                 "seconds": stats["seconds"]})  # fmt: skip
+                if "val_error" in stats:  # a classification round: the sweep's own epoch line and bar
+                    self.progress.epoch_done(r + 1, stats)
+                else:
+                    self.progress.write(
+                        f"{self.run_dir.name} round {r + 1}/{rounds}: {self.round_line(stats)}"
+                    )
             if self.on_round is not None and self.dist.main:
                 self.on_round()
         last = records[-1] if records else {}

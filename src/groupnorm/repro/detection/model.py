@@ -18,6 +18,8 @@ to the data (``min_size`` = the canvas) instead of the 800 px default.
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from ..checkpoint import CorruptCheckpoint, load_checkpoint
@@ -145,7 +147,11 @@ def build_maskrcnn(cfg: DetectionConfig, num_classes: int, canvas: int) -> tuple
     with torch.no_grad():  # the levels' strides, from one probe image
         was = backbone.training
         backbone.eval()
-        strides = [size / f.shape[-1] for f in backbone(torch.zeros(1, 3, size, size)).values()]
+        # powers of two: a level of an odd-sized map (25 -> 13 at 800 px) still has stride 64, not 61.5
+        strides = [
+            2 ** round(math.log2(size / f.shape[-1]))
+            for f in backbone(torch.zeros(1, 3, size, size)).values()
+        ]
         backbone.train(was)
     anchors = AnchorGenerator(
         sizes=tuple((round(8 * s),) for s in strides), aspect_ratios=((0.5, 1.0, 2.0),) * len(strides)

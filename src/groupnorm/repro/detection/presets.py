@@ -14,7 +14,7 @@ from __future__ import annotations
 
 PRESETS: dict[str, dict] = {
     "detection-cpu": {
-        "dataset": "scenes:objects=cifar10,train=5000,test=300,canvas=64,max_objects=3,min_side=16,max_side=40",
+        "dataset": "scenes:objects=cifar10,train=5000,test=200,canvas=64,max_objects=3,min_side=16,max_side=40",
         "variants": ["bn_frozen", "bn_finetune", "gn_backbone", "gn_all", "gn_scratch"],
         "images_per_device": [2],
         "seeds": 1,

@@ -74,6 +74,12 @@ class DetectionTrainer(RoundTrainer):
     def steps_per_round(self) -> int:
         return self.cfg.steps_per_round
 
+    def round_line(self, stats: dict) -> str:
+        return (
+            f"step {stats['step']}/{self.cfg.steps}, loss {stats['train_loss']:.3f}, box AP {stats['box_ap']:.2f}, "
+            f"mask AP {stats['mask_ap']:.2f} ({stats['seconds']:.0f}s)"
+        )
+
     def describe(self) -> dict:
         return {"grouping": self.grouping, "backbone_init": self.backbone_origin}
 

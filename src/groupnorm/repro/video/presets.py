@@ -13,7 +13,7 @@ from __future__ import annotations
 
 PRESETS: dict[str, dict] = {
     "video-cpu": {
-        "dataset": "moving:train=2400,test=800,size=32",
+        "dataset": "moving:train=2000,test=600,size=32",
         "norms": ["bn", "gn"],
         "settings": [[8, 8], [8, 4], [16, 2]],  # [frames, clips per device]
         "seeds": 1,
