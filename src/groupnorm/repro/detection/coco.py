@@ -2,7 +2,8 @@
 
 Spec ``coco:ROOT`` (optionally ``coco:ROOT,train=NAME,val=NAME`` for the split names, default ``train2017`` and
 ``val2017``): annotations ``ROOT/annotations/instances_NAME.json``, images ``ROOT/NAME/<file_name>``. Crowd
-annotations are left out of the targets (and so of the evaluation's ground truth). Bad input is an error naming
+annotations are left out of the targets and so of the evaluation's ground truth, where the official evaluation
+ignores detections on them: on COCO itself, AP here is slightly below the official number. Bad input is an error naming
 the file and the entry: an image the JSON names but the folder lacks, a box outside its image, an annotation of an
 unknown image or category. An image with no (non-crowd) annotation cannot train Mask R-CNN's heads and is skipped;
 the skips are counted and the report lists them.

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--variants", type=list_of(str, VARIANTS), help=f"comma-separated, from {','.join(VARIANTS)}"
     )
     p.add_argument("--images-per-device", dest="images_per_device", type=list_of(int), help="e.g. 2,1")
-    p.add_argument("--seeds", type=list_of(int), help="how many seeds per cell (one number)")
+    p.add_argument("--seeds", type=list_of(int), help="seeds per cell, e.g. 2 (from --seed on)")
     p.add_argument("--bn-backbone", help="checkpoint.pt of a BN classification run (BN* and BN variants)")
     p.add_argument("--gn-backbone", help="checkpoint.pt of a GN classification run (GN variants)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
@@ -78,7 +78,10 @@ def _settings(args: argparse.Namespace) -> dict:
 def _configs(args: argparse.Namespace) -> list[DetectionConfig]:
     s = _settings(args)
     seeds = s.get("seeds", 1)
-    seeds = seeds[0] if isinstance(seeds, list) else seeds
+    if isinstance(seeds, list):  # from the flag: a one-element list
+        if len(seeds) != 1:
+            raise ValueError(f"--seeds takes one number, got {','.join(map(str, seeds))}")
+        seeds = seeds[0]
     base = DetectionConfig(**{k: v for k, v in s.items() if k not in GRID_KEYS})
     out = []
     for b in s.get("images_per_device", [base.images_per_device]):
