@@ -6,6 +6,7 @@ Examples::
     groupnorm bench --preset full --json full.json --resume          # picks up where a stopped run ended
     groupnorm bench --shapes sd-vae-512x64 --providers groupnorm,torch,torch-compile --modes fwd
     groupnorm bench --device cuda --preset quick
+    groupnorm bench --models --quick                                # whole models, stock vs patched
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from groupnorm.bench import allocator, harness, providers, report, shapes
+from groupnorm.bench import allocator, harness, models_command, providers, report, shapes
 
 PRESETS = {
     # fp32, both layouts, GN and GN+SiLU, forward and forward+backward, no residual
@@ -58,13 +59,15 @@ def register(subparsers) -> None:
     p.add_argument("--activations", type=_csv_list, help="none,relu,silu,gelu,gelu_tanh")
     p.add_argument("--modes", type=_csv_list, help="fwd,bwd,fwd+bwd")
     p.add_argument("--residual", choices=["no", "yes", "both"], help="residual input (default: preset's)")
-    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds per case (default: 7)")
+    p.add_argument(
+        "--rounds", type=int, help="interleaved rounds per case (default: 7; --models: 3, with --quick 2)"
+    )
     p.add_argument("--min-round-ms", type=float, default=15.0, help="minimum length of a round (default: 15)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--json", type=Path, help="write the records here (a JSON list), updated after every case")
     p.add_argument("--csv", type=Path, help="write the records as CSV here")
     p.add_argument(
-        "--markdown", type=Path, help="write a results page (command, machine, summary, table) here"
+        "--markdown", "--md", type=Path, help="write a results page (command, machine, summary, table) here"
     )
     p.add_argument(
         "--malloc",
@@ -75,6 +78,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--resume", action="store_true", help="keep the cases already in --json and skip them")
     p.add_argument("--list", action="store_true", help="list shapes and providers and exit")
+    models_command.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -162,6 +166,14 @@ def _progress(total: int):
 
 
 def run(args) -> int:
+    if args.models is not None:
+        return models_command.run(args)
+    stray = models_command.options_given(args)
+    if stray:
+        print(f"groupnorm bench: {stray} apply to --models only", file=sys.stderr)
+        return 2
+    if args.rounds is None:
+        args.rounds = 7
     if args.list:
         for s in shapes.ALL:
             print(f"{s.name:22s} {'x'.join(map(str, s.shape)):18s} G={s.groups:<3d} {s.source}")

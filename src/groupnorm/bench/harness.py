@@ -113,6 +113,24 @@ def _calibrate(clock: Clock, fn: Callable[[], object], min_round_s: float) -> in
     return max(1, min(1000, int(min_round_s / max(one, 1e-7)) + 1))
 
 
+def interleaved_rounds(
+    runners: dict[str, Callable[[], object]], iters: dict[str, int], clock: Clock, rounds: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per-call seconds of each runner in each round (``iters[name]`` calls per round), and CPU seconds per call
+    on the CPU (empty lists on CUDA). Every round runs each runner once, in an order rotated every round so that
+    no runner always follows the same one, and a slow moment of a shared machine hits them all alike.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    cpu_times: dict[str, list[float]] = {name: [] for name in runners}
+    order = list(runners)
+    for r in range(rounds):
+        for name in order[r % len(order) :] + order[: r % len(order)]:
+            times[name].append(clock.per_call(runners[name], iters[name]))
+            if clock.last_cpu is not None:
+                cpu_times[name].append(clock.last_cpu)
+    return times, cpu_times
+
+
 def run_case(
     case: Case,
     provider_names: list[str],
@@ -142,15 +160,7 @@ def run_case(
         except Exception as e:  # noqa: BLE001
             errors[name] = f"{type(e).__name__}: {e}"
             del runners[name]
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    cpu_times: dict[str, list[float]] = {name: [] for name in runners}
-    order = list(runners)
-    for r in range(rounds):
-        # rotate the order so that no provider always follows the same one
-        for name in order[r % len(order) :] + order[: r % len(order)]:
-            times[name].append(clock.per_call(runners[name], iters[name]))
-            if clock.last_cpu is not None:
-                cpu_times[name].append(clock.last_cpu)
+    times, cpu_times = interleaved_rounds(runners, iters, clock, rounds)
 
     elem = src.element_size()
     copy_s = statistics.median(times["__copy__"])
