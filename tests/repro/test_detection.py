@@ -234,6 +234,7 @@ def test_command_runs_reports_and_lists_skips(tmp_path, capsys):
         assert column in header
     report = (out / "report.md").read_text()
     assert "train images without annotations: 1" in report and "40.0 / 34.8" in report
+    assert (out / "curves.png").stat().st_size > 0 and "curves.png" in report
     assert main(["report", str(out)]) == 0
     assert main(["--variants", "gn_all", "--preset", "detection-tiny", "--dataset", "voc"]) == 2
     assert "unknown detection data set 'voc'" in capsys.readouterr().err

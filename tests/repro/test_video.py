@@ -151,6 +151,7 @@ def test_command_trains_bn_and_gn_at_every_setting_and_reports(tmp_path):
     assert cells == {(n, f, c) for n in ("bn", "gn") for f, c in (("4", "4"), ("4", "2"), ("8", "1"))}
     report = (out / "report.md").read_text()
     assert "8 frames, 1 clips/device" in report and "72.8" in report
+    assert (out / "curves.png").stat().st_size > 0 and "curves.png" in report
     assert main(["report", str(out)]) == 0
     cfgs = configs_from_args(["--preset", "video-cpu", "--settings", "8x8,16x2", "--norms", "gn"])
     assert [(c.frames, c.clips_per_device, c.norm) for c in cfgs] == [(8, 8, "gn"), (16, 2, "gn")]

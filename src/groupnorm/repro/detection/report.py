@@ -119,6 +119,16 @@ def write_detection_report(out: str | os.PathLike) -> Path:
           f"{float(r['mask_ap']):.2f} | {float(r['train_loss']):.3f} | {float(r['seconds_per_step']):.3f} | "
           f"{r['backbone_init']} | {r['grouping']} |" for r in rows],
     ]  # fmt: skip
+    from ..curves import plot_curves
+    from ..sweep import read_jsonl
+
+    figure = plot_curves(
+        read_jsonl(out / "results.jsonl"), out / "curves.png", x="step",
+        panels=[("box_ap", "box AP (%)"), ("mask_ap", "mask AP (%)"), ("train_loss", "training loss")],
+        label=lambda r: f"{VARIANT_LABELS[r['config']['variant']]}, {r['config']['images_per_device']}/device",
+    )  # fmt: skip
+    if figure is not None:
+        lines += ["", "## Curves", "", f"![AP and loss over the steps]({figure.name})"]
     skipped = meta.get("data", {}).get("skipped") or {}
     if any(skipped.values()):
         lines += ["", "## Skipped by the data reader", ""]

@@ -93,6 +93,22 @@ def write_video_report(out: str | os.PathLike) -> Path:
         *[f"| {r['run']} | {r['norm']} | {r['frames']} | {r['clips_per_device']} | {float(r['val_error']):.2f} | "
           f"{float(r['train_error']):.2f} | {float(r['seconds_per_step']):.3f} | {r['grouping']} |" for r in rows],
     ]  # fmt: skip
+    from ..curves import plot_curves
+    from ..sweep import read_jsonl
+
+    figure = plot_curves(
+        read_jsonl(out / "results.jsonl"), out / "curves.png", x="round", x_label="epoch",
+        panels=[("val_error", "validation error (%)"), ("train_loss", "training loss")],
+        label=lambda r: f"{r['config']['norm'].upper()}, {r['config']['frames']} frames, "
+        f"{r['config']['clips_per_device']} clips/device",
+    )  # fmt: skip
+    if figure is not None:
+        lines += [
+            "",
+            "## Curves (per epoch)",
+            "",
+            f"![validation error and loss over the epochs]({figure.name})",
+        ]
     machine = meta.get("machine", {})
     if machine:
         lines += ["", f"Machine: {machine.get('processor')}, {machine.get('cpu_count')} CPUs, torch "
