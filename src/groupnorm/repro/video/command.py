@@ -55,7 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", type=_settings_list, help="FRAMESxCLIPS pairs, e.g. 8x8,8x4,16x2")
     p.add_argument("--seeds", type=int, help="seeds per cell")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument("--channels-last", action="store_true", help="channels_last_3d memory format")
     p.add_argument("--run-on", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--no-report", action="store_true")
@@ -72,8 +71,6 @@ def _settings(args: argparse.Namespace) -> dict:
     for key in GRID_KEYS:
         if getattr(args, key, None) is not None:
             s[key] = getattr(args, key)
-    if args.channels_last:
-        s["channels_last"] = True
     if args.seed is not None:
         s["seed"] = args.seed
     return s

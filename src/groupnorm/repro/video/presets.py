@@ -23,7 +23,6 @@ PRESETS: dict[str, dict] = {
         "base_lr": 0.1,
         "warmup_epochs": 0.5,
         "gn_groups": 8,
-        "channels_last": True,
         "threads": 1,
     },
     "video-tiny": {
@@ -51,7 +50,6 @@ PRESETS: dict[str, dict] = {
         "base_lr": 0.1,
         "warmup_epochs": 5,
         "gn_groups": 32,
-        "channels_last": True,
     },
 }
 
