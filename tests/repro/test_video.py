@@ -170,8 +170,8 @@ def _env() -> dict:
     }
 
 
-@pytest.mark.slow  # a subprocess started, killed with SIGKILL and resumed: ~25 s
-def test_sigkill_mid_sweep_resumes_exactly(tmp_path):
+@pytest.mark.slow  # a subprocess started and killed with SIGKILL, then resumed: ~15 s
+def test_sigkill_mid_sweep_resumes_exactly(tmp_path, capsys):
     argv = [*TINY, "--settings", "4x2", "--norms", "bn", "--epochs", "4", "--no-report"]
     assert main([*argv, "--out", str(tmp_path / "ref")]) == 0
     out = tmp_path / "killed"
@@ -184,8 +184,11 @@ def test_sigkill_mid_sweep_resumes_exactly(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len(read_jsonl(out / "results.jsonl")) < 4
-    resumed = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
+    capsys.readouterr()
+    assert (
+        main([*argv, "--out", str(out)]) == 0
+    )  # resumed in this process: what the killed one left is enough
+    assert "resuming" in capsys.readouterr().err
     records = read_jsonl(out / "results.jsonl")
     assert sorted(Counter(r["round"] for r in records).items()) == [(e, 1) for e in range(1, 5)]
     reference = {r["round"]: r for r in read_jsonl(tmp_path / "ref" / "results.jsonl")}
