@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint demo bench docs gpu-check compile-check clean
+.PHONY: install test lint demo bench docs gpu-check gpu-check-dry compile-check clean
 
 install: $(STAMP)
 
@@ -53,14 +53,23 @@ docs: $(STAMP)
 	$(PY) -m pdoc --docformat restructuredtext -o site $(DOC_MODULES)
 	@echo "API reference: site/index.html"
 
-# On a GPU host (from source, no install needed): CUDA tests and the CUDA benchmark, results under $(GPU_OUT).
+# On a GPU host (from source, no install needed): the comparison table, then the CUDA tests, under $(GPU_OUT)
+# (at most 8 minutes; see the header of scripts/gpu_check.sh).
 GPU_OUT ?= gpu-results
 gpu-check:
 	OUT=$(GPU_OUT) bash scripts/gpu_check.sh
 
-# Compile every Triton kernel variant for sm_90 without a GPU (a quick subset).
+# The same script's every step without a GPU: CPU tensors through Triton's interpreter, tiny shapes (a few
+# minutes on 2 loaded cores, mostly process start-up and the interpreter).
+gpu-check-dry: $(STAMP)
+	DRY_RUN=1 OUT=$(GPU_OUT)/dry-run PYTHON=$(PY) bash scripts/gpu_check.sh
+
+# Compile every Triton kernel variant for sm_90 without a GPU (a quick subset), then report what the key shapes
+# launch (access widths, registers, spills) into $(GPU_OUT)/compile-report.json.
 compile-check: $(STAMP)
 	PYTHONPATH=src $(PY) scripts/triton_compile_check.py --quick
+	mkdir -p $(GPU_OUT)
+	PYTHONPATH=src $(PY) scripts/triton_compile_check.py --key-shapes --json $(GPU_OUT)/compile-report.json
 
 clean:
 	rm -rf $(VENV) build dist site src/*.egg-info .pytest_cache

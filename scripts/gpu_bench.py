@@ -179,7 +179,9 @@ def _max_error(out, ref: list[torch.Tensor]) -> float:
     return max(float((g.float() - r).abs().max()) for g, r in zip(got, ref, strict=True))
 
 
-def run_row(case: harness.Case, device: str, names: list[str], copy_bps: float, timed: bool = True) -> dict:
+def run_row(
+    case: harness.Case, device: str, names: list[str], copy_bps: float, timed: bool = True, rounds: int = 5
+) -> dict:
     """One table row: every provider's times and error; ``timed=False`` only runs each once (cache warming)."""
     from groupnorm.ops.triton import launch
 
@@ -204,8 +206,8 @@ def run_row(case: harness.Case, device: str, names: list[str], copy_bps: float, 
                 row["providers"][name] = {"warmed": True}
                 continue
             entry["max_err"] = _max_error(out, ref)
-            entry["eager_us"] = round(_time_eager(fn, device), 2)
-            entry["graph_us"] = round(_time_graph(fn), 2) if device == "cuda" else None
+            entry["eager_us"] = round(_time_eager(fn, device, rounds), 2)
+            entry["graph_us"] = round(_time_graph(fn, rounds), 2) if device == "cuda" else None
             best = min(t for t in (entry["eager_us"], entry["graph_us"]) if t is not None)
             entry["pct_copy_bw"] = round(100 * moved / (best * 1e-6) / copy_bps, 1)
         except Exception as exc:  # one failing provider must not lose the row
@@ -264,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="preflight: write the result here")
     parser.add_argument("--jsonl", help="bench: append one line per row here")
     parser.add_argument("--preflight", help="bench: a preflight JSON with the copy bandwidth")
+    parser.add_argument("--rounds", type=int, default=5, help="bench: timing rounds per provider (median)")
     parser.add_argument("--worker", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
@@ -272,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("table needs the results file")
         print(table(args.path))
         return 0
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got --rounds {args.rounds}")
     if not 0 <= args.worker < args.workers:
         parser.error(
             f"--worker must be in [0, --workers), got --worker {args.worker} --workers {args.workers}"
@@ -302,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             copy_bps = json.load(f).get("copy_bytes_per_s")
     copy_bps = copy_bps or copy_bandwidth(args.device)
     for case in cases:
-        row = run_row(case, args.device, names, copy_bps)
+        row = run_row(case, args.device, names, copy_bps, rounds=args.rounds)
         row["copy_bytes_per_s"] = copy_bps
         if args.jsonl:
             _append(args.jsonl, row)

@@ -22,7 +22,8 @@
 # and bring shared/wheels/ along; it is installed with --no-deps --no-index into a temporary directory (nothing
 # else is touched). $LIGER_WHEEL names another wheel file.
 #
-# Dry run without a GPU (every step, on CPU tensors through Triton's interpreter, tiny shapes; about a minute):
+# Dry run without a GPU (every step, on CPU tensors through Triton's interpreter, tiny shapes; a few minutes on 2 loaded
+# cores, mostly process start-up and the interpreter):
 #     DRY_RUN=1 OUT=/tmp/gn-dry scripts/gpu_check.sh        (make gpu-check-dry)
 # Knobs: GPU_CHECK_SHAPES (comma-separated names or NxCxHxW[:G]), GPU_CHECK_TESTS (pytest paths),
 # WARM_WORKERS, TEST_WORKERS, TEST_TIMEOUT_S (per test), BUDGET_S.
@@ -52,6 +53,7 @@ if [ "$DRY_RUN" = 1 ]; then
     TESTS="${GPU_CHECK_TESTS:-tests/triton/test_triton_planner.py tests/triton/test_triton_cuda.py}"
     WARM_WORKERS="${WARM_WORKERS:-2}"
     TEST_WORKERS="${TEST_WORKERS:-2}"
+    ROUNDS=1
 else
     unset TRITON_INTERPRET  # compiled kernels on the GPU, never the interpreter
     DEVICE=cuda
@@ -59,6 +61,7 @@ else
     TESTS="${GPU_CHECK_TESTS:-tests/triton}"
     WARM_WORKERS="${WARM_WORKERS:-$(((CPUS + 1) / 2 < 8 ? (CPUS + 1) / 2 : 8))}"
     TEST_WORKERS="${TEST_WORKERS:-4}"
+    ROUNDS=5
 fi
 SHAPE_ARGS=()
 [ -n "$SHAPES" ] && SHAPE_ARGS=(--shapes "$SHAPES")
@@ -128,12 +131,12 @@ cat "$OUT/preflight.log" | cut -c1-400
 
 PARALLEL_CMDS=()
 for ((i = 0; i < WARM_WORKERS; i++)); do
-    PARALLEL_CMDS+=("$(printf '%q ' "${BENCH[@]}" warm --device "$DEVICE" --worker "$i" --workers "$WARM_WORKERS" "${SHAPE_ARGS[@]}")")
+    PARALLEL_CMDS+=("$(printf '%q ' "${BENCH[@]}" warm --device "$DEVICE" --worker "$i" --workers "$WARM_WORKERS" ${SHAPE_ARGS[@]+"${SHAPE_ARGS[@]}"})")
 done
 parallel warm 150
 
 step bench 230 "$OUT/bench.log" "${BENCH[@]}" bench --device "$DEVICE" --jsonl "$RESULTS" \
-    --preflight "$OUT/preflight.json" "${SHAPE_ARGS[@]}"
+    --preflight "$OUT/preflight.json" --rounds "$ROUNDS" ${SHAPE_ARGS[@]+"${SHAPE_ARGS[@]}"}
 "$PY" scripts/gpu_bench.py table "$RESULTS" >"$OUT/table.txt" 2>&1
 cat "$OUT/table.txt"
 

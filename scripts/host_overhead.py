@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -77,21 +78,16 @@ def stubbed_kernels():
             setattr(module, name, kernel)
 
 
-def _per_call_us(fn, batches: int, calls: int) -> tuple[float, float]:
-    """(CPU µs, wall µs) per call: medians over ``batches`` batches of ``calls`` calls.
+def _time_batch(fn, calls: int) -> tuple[float, float]:
+    """(CPU µs, wall µs) per call of one batch of ``calls`` calls.
 
     CPU time is this thread's own (``time.thread_time``): on a loaded machine the wall clock also counts the
     time other processes held the core, CPU time only what a call itself costs.
     """
-    fn()  # the first call of a layout plans and validates; the rest find it cached
-    cpu, wall = [], []
-    for _ in range(batches):
-        start_cpu, start_wall = time.thread_time(), time.perf_counter()
-        for _ in range(calls):
-            fn()
-        cpu.append((time.thread_time() - start_cpu) / calls * 1e6)
-        wall.append((time.perf_counter() - start_wall) / calls * 1e6)
-    return statistics.median(cpu), statistics.median(wall)
+    start_cpu, start_wall = time.thread_time(), time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.thread_time() - start_cpu) / calls * 1e6, (time.perf_counter() - start_wall) / calls * 1e6
 
 
 def measure(batches: int, calls: int, device: DeviceSpec = H200, shapes=None) -> list[dict]:
@@ -100,50 +96,70 @@ def measure(batches: int, calls: int, device: DeviceSpec = H200, shapes=None) ->
         return _measure(stubs, batches, calls, device, shapes or KEY_SHAPES)
 
 
+def _calls(shape, layout: str, device: DeviceSpec):
+    """(x, forward call, backward call) of one case, on meta tensors."""
+    x = torch.empty(shape.shape, dtype=torch.bfloat16, device="meta")
+    if layout == "channels_last":
+        x = x.movedim(1, -1).contiguous().movedim(-1, 1)
+    c, g = shape.shape[1], shape.groups
+    w, b = torch.empty(c, device="meta"), torch.empty(c, device="meta")
+    grad = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
+    mean = torch.empty(shape.shape[0], g, device="meta")
+    mask = [True, True, True, False, False, False]
+
+    def fwd():
+        return launch.forward(x, w, b, g, 1e-5, "silu", None, None, None, device=device)
+
+    def bwd():
+        return launch.backward(grad, x, w, b, mean, mean, g, "silu", None, None, None, mask, device=device)
+
+    return x, fwd, bwd
+
+
 def _measure(stubs, batches, calls, device, shapes) -> list[dict]:
-    records = []
+    records, timed = [], []
     for shape in shapes:
         for layout in ("nchw", "channels_last"):
-            x = torch.empty(shape.shape, dtype=torch.bfloat16, device="cpu")
-            if layout == "channels_last":
-                x = x.movedim(1, -1).contiguous().movedim(-1, 1)
-            c = shape.shape[1]
-            w = torch.empty(c, device="cpu")
-            b = torch.empty(c, device="cpu")
-            g = shape.groups
-            grad = torch.empty_like(x)
-            mean = torch.empty(shape.shape[0], g, device="cpu")
-
-            def fwd(x=x, w=w, b=b, g=g):
-                return launch.forward(x, w, b, g, 1e-5, "silu", None, None, None, device=device)
-
-            def bwd(x=x, w=w, b=b, g=g, grad=grad, mean=mean):
-                mask = [True, True, True, False, False, False]
-                return launch.backward(
-                    grad, x, w, b, mean, mean, g, "silu", None, None, None, mask, device=device
-                )
-
+            x, fwd, bwd = _calls(shape, layout, device)
             before = sum(s.launches for s in stubs)
-            fwd()
+            fwd()  # the first call of a layout plans and validates; the rest find it cached
             fwd_launches = sum(s.launches for s in stubs) - before
             bwd()
             bwd_launches = sum(s.launches for s in stubs) - before - fwd_launches
-            fwd_plan = launch.plan_for(x, g, x.element_size(), device)
-            fwd_cpu, fwd_wall = _per_call_us(fwd, batches, calls)
-            bwd_cpu, bwd_wall = _per_call_us(bwd, batches, calls)
             records.append(
                 {
                     "shape": list(shape.shape),
                     "layout": layout,
-                    "forward_us": round(fwd_cpu, 2),
-                    "backward_us": round(bwd_cpu, 2),
-                    "forward_wall_us": round(fwd_wall, 2),
-                    "backward_wall_us": round(bwd_wall, 2),
                     "forward_launches": fwd_launches,
                     "backward_launches": bwd_launches,
-                    "forward_plan": fwd_plan.describe(),
+                    "forward_plan": launch.plan_for(x, shape.groups, x.element_size(), device).describe(),
                 }
             )
+            timed.append((fwd, bwd))
+    # Round-robin: batch k of every case runs before batch k + 1 of any, so that a slow moment of a shared
+    # machine hits all cases alike. As timeit does, no cyclic garbage collection while timing (a collection of
+    # torch's large heap lands on whichever call triggers it; the launchers create no cycles).
+    samples = [([], [], [], []) for _ in timed]
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(batches):
+            for (fwd, bwd), (f_cpu, f_wall, b_cpu, b_wall) in zip(timed, samples, strict=True):
+                cpu, wall = _time_batch(fwd, calls)
+                f_cpu.append(cpu)
+                f_wall.append(wall)
+                cpu, wall = _time_batch(bwd, calls)
+                b_cpu.append(cpu)
+                b_wall.append(wall)
+    finally:
+        gc.enable()
+    for record, (f_cpu, f_wall, b_cpu, b_wall) in zip(records, samples, strict=True):
+        record.update(
+            forward_us=round(statistics.median(f_cpu), 2),
+            backward_us=round(statistics.median(b_cpu), 2),
+            forward_wall_us=round(statistics.median(f_wall), 2),
+            backward_wall_us=round(statistics.median(b_wall), 2),
+        )
     return records
 
 
@@ -172,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         "backward_wall_us": round(statistics.median(r["backward_wall_us"] for r in records), 2),
         "targets_us": {"forward": args.forward_target, "backward": args.backward_target},
         "method": (
-            "kernels stubbed, meta tensors, H200 plan; *_us is the calling thread's CPU time per call, "
+            "kernels stubbed, meta tensors, H200 plan, no garbage collection inside a timed batch (as timeit); "
+            "*_us is the calling thread's CPU time per call, "
             "*_wall_us the wall clock; per case the median over "
             f"{args.batches} batches of {args.calls} calls, then the median over cases"
         ),

@@ -94,7 +94,11 @@ def test_looped_path_forward_and_backward(kernels, layout):
     assert not p.one_pass and p.split == 1 and p.block_g == (2 if layout == "channels_last" else 1)
     gen = torch.Generator().manual_seed(4)
     w, b = torch.randn(8, generator=gen), torch.randn(8, generator=gen)
-    y, mean, rstd = launch.forward(x, w, b, 4, 1e-5, "silu", None, None, None, device=spec, tuning=tuning)
+    on = kernels.device
+    y, mean, rstd = launch.forward(
+        x.to(on), w.to(on), b.to(on), 4, 1e-5, "silu", None, None, None, device=spec, tuning=tuning
+    )
+    y = y.cpu()
     expected = torch.nn.functional.silu(group_norm_ref(x, 4, w, b))
     assert_close_verbose(y, expected, atol=2e-5, rtol=1e-5, name="y")
 
@@ -102,9 +106,11 @@ def test_looped_path_forward_and_backward(kernels, layout):
     grad = torch.randn(x.shape, generator=gen).to(memory_format=torch.contiguous_format)
     ref = torch.nn.functional.silu(torch.nn.functional.group_norm(leaves[0], 4, leaves[1], leaves[2]))
     expected_grads = torch.autograd.grad(ref, leaves, grad.double())
-    dx, dw, db, *_ = launch.backward(
-        grad, x, w, b, mean, rstd, 4, "silu", None, None, None, [True] * 6, device=spec, tuning=tuning
-    )
+    grads = launch.backward(
+        grad.to(on), x.to(on), w.to(on), b.to(on), mean, rstd, 4, "silu", None, None, None, [True] * 6,
+        device=spec, tuning=tuning,
+    )  # fmt: skip
+    dx, dw, db = (t.cpu() for t in grads[:3])
     for got, want, name in zip((dx, dw, db), expected_grads, ("dx", "dweight", "dbias"), strict=True):
         assert_close_verbose(got, want.float(), atol=1e-4, rtol=1e-4, name=name)
 
@@ -150,6 +156,7 @@ def test_host_overhead_script_reports_both_keys(tmp_path):
     assert not isinstance(forward_kernels.fwd_onepass_kernel, host_overhead.StubKernel)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the dry run's CPU routing needs the interpreter")
 def test_gpu_bench_row_and_table_on_cpu(tmp_path):
     # One row of the GPU check's table, on CPU through the interpreter: what the dry run of gpu_check.sh does.
     from groupnorm.bench import harness

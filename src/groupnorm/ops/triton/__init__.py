@@ -14,7 +14,9 @@ under ``fullgraph=True``, and the fake implementation gives the compiler the out
 traceable torch ops plus wrapped kernels only -- our op picks its implementation per device at run time (CPU
 kernels, plain-torch fallback) and the launcher plans from Python-side device properties, which that tracing
 would freeze or reject. Inductor cannot fuse into a hand-written reduction kernel anyway, so the gain would be
-launch overhead only.
+launch overhead only. That gain is not measured yet (it needs a GPU): ``scripts/gpu_check.sh`` times the op
+eager and as CUDA-graph replays beside ``torch.compile`` of the eager code, which bounds what a ``triton_op``
+could save; the launchers' per-call host cost with the kernels stubbed is ``scripts/host_overhead.py``'s.
 
 Example::
 

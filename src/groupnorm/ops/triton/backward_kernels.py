@@ -74,13 +74,13 @@ def bwd_onepass_kernel(
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
     HAS_RES: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr,
     WANT_DX: tl.constexpr, WANT_DRES: tl.constexpr, WANT_PQ: tl.constexpr,
-    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, EVEN_CG: tl.constexpr,
 ):  # fmt: skip
     """One program per unit, its groups whole in one tile: x and dy are read once. PART_* is (N, 1, C)."""
     n, g0 = unit_coords(unit_start + tl.program_id(0), GROUP_BLOCKS, BLOCK_G, INT64)
     g, gmask = unit_groups(g0, G, BLOCK_G)
     mean, rstd = _load_stats(MEAN, RSTD, n * G + g, gmask)
-    ch, cmask = unit_channels(g0, 0, G, CG, BLOCK_G, BLOCK_CG)
+    ch, cmask = unit_channels(g0, 0, G, CG, BLOCK_G, BLOCK_CG, EVEN_CG)
     s = index_range(BLOCK_S, INT64)
     mask = (s < S)[:, None, None] & cmask[None, :, :]
     _w, gain, offset = channel_coefficients(
@@ -133,7 +133,7 @@ def bwd_partial_kernel(
     x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
     HAS_RES: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr,
-    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, EVEN_CG: tl.constexpr,
 ):  # fmt: skip
     """Split path, pass 1: P and Q of one chunk of a unit's groups, into PART_* (N, SPLIT, C)."""
     pid = tl.program_id(0)
@@ -145,7 +145,7 @@ def bwd_partial_kernel(
     s_end = tl.minimum(s_begin + CHUNK_S, S)
     row = (n * SPLIT + chunk) * C
     for cb in range(0, CG, BLOCK_CG):
-        ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG)
+        ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG, EVEN_CG)
         _w, gain, offset = channel_coefficients(
             W, B, SCALE, SHIFT, n, ch, cmask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
         )
@@ -173,13 +173,13 @@ def _sum_partials(PART, n, ch, cmask, C, SPLIT, INT64: tl.constexpr, BLOCK_K: tl
 def bwd_total_kernel(
     PART_P, PART_Q, TOTAL_P, TOTAL_Q,
     C, G, CG, GROUP_BLOCKS, SPLIT, unit_start,
-    INT64: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, BLOCK_K: tl.constexpr,
+    INT64: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, EVEN_CG: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """Split path, pass 2: per-channel totals (N, C) of a unit's partials, summed over chunks in a fixed order
     once, so that the many dx programs of the unit each read C/G values instead of SPLIT times as many."""
     n, g0 = unit_coords(unit_start + tl.program_id(0), GROUP_BLOCKS, BLOCK_G, INT64)
     for cb in range(0, CG, BLOCK_CG):
-        ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG)
+        ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG, EVEN_CG)
         tl.store(
             TOTAL_P + n * C + ch, _sum_partials(PART_P, n, ch, cmask, C, SPLIT, INT64, BLOCK_K), mask=cmask
         )
@@ -196,7 +196,7 @@ def bwd_dx_kernel(
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
     HAS_RES: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr,
     WANT_DX: tl.constexpr, WANT_DRES: tl.constexpr,
-    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, FUSED_PQ: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, EVEN_CG: tl.constexpr, FUSED_PQ: tl.constexpr,
 ):  # fmt: skip
     """Split path, pass 3: the groups' two sums from the per-channel totals (N, C), then dx of one chunk.
 
@@ -213,7 +213,7 @@ def bwd_dx_kernel(
     sum_dxhat_xhat = tl.zeros([BLOCK_G], tl.float32)
     if FUSED_PQ:
         for cb in range(0, CG, BLOCK_CG):
-            ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG)
+            ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG, EVEN_CG)
             _w, gain, offset = channel_coefficients(
                 W, B, SCALE, SHIFT, n, ch, cmask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
             )
@@ -228,7 +228,7 @@ def bwd_dx_kernel(
             sum_dxhat_xhat += tl.sum(gain * q, axis=1)
     elif WANT_DX:
         for cb in range(0, CG, BLOCK_CG):
-            ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG)
+            ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG, EVEN_CG)
             _w, gain, _offset = channel_coefficients(
                 W, B, SCALE, SHIFT, n, ch, cmask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
             )
@@ -243,7 +243,7 @@ def bwd_dx_kernel(
     s_end = tl.minimum(s_begin + CHUNK_S, S)
     offs_s = index_range(BLOCK_S, INT64)
     for cb in range(0, CG, BLOCK_CG):
-        ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG)
+        ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG, EVEN_CG)
         _w, gain, offset = channel_coefficients(
             W, B, SCALE, SHIFT, n, ch, cmask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
         )

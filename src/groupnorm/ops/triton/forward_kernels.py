@@ -39,12 +39,12 @@ def fwd_onepass_kernel(
     x_sn, x_sc, x_ss, y_sn, y_sc, y_ss, r_sn, r_sc, r_ss,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
     HAS_RES: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr,
-    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, EVEN_CG: tl.constexpr,
 ):  # fmt: skip
     """One program per unit, its groups whole in one tile: x is read once (``count`` = CG * S)."""
     n, g0 = unit_coords(unit_start + tl.program_id(0), GROUP_BLOCKS, BLOCK_G, INT64)
     g, gmask = unit_groups(g0, G, BLOCK_G)
-    ch, cmask = unit_channels(g0, 0, G, CG, BLOCK_G, BLOCK_CG)
+    ch, cmask = unit_channels(g0, 0, G, CG, BLOCK_G, BLOCK_CG, EVEN_CG)
     s = index_range(BLOCK_S, INT64)
     mask = (s < S)[:, None, None] & cmask[None, :, :]
     pivot = _pivot(X, n, g, gmask, CG, x_sn, x_sc)
@@ -70,6 +70,7 @@ def fwd_onepass_kernel(
 def _chunk_stats(
     X, n, g0, pivot, s_begin, s_end, G, CG, x_sn, x_sc, x_ss,
     INT64: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
+    EVEN_CG: tl.constexpr,
 ):  # fmt: skip
     """(mean, M2) ``[BLOCK_G]`` of x - pivot over positions ``[s_begin, s_end)`` of the unit's groups, and the
     number of elements per group they cover."""
@@ -82,7 +83,7 @@ def _chunk_stats(
         smask = s < s_end
         rows = tl.minimum(s_end - s0, BLOCK_S).to(tl.float32)
         for cb in range(0, CG, BLOCK_CG):
-            ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG)
+            ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG, EVEN_CG)
             mask = smask[:, None, None] & cmask[None, :, :]
             x = tl.load(tile_ptrs(X, n, s, ch, x_sn, x_sc, x_ss), mask=mask, other=0.0).to(tl.float32)
             x = tl.where(mask, x - pivot[None, :, None], 0.0)
@@ -104,7 +105,7 @@ def fwd_partial_stats_kernel(
     X, PART_MEAN, PART_M2,
     S, G, CG, GROUP_BLOCKS, CHUNK_S, SPLIT, unit_start,
     x_sn, x_sc, x_ss,
-    INT64: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
+    INT64: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, EVEN_CG: tl.constexpr,
 ):  # fmt: skip
     """Split path, pass 1: (mean, M2) of x - pivot over one chunk of ``CHUNK_S`` positions, for each group."""
     pid = tl.program_id(0)
@@ -115,7 +116,7 @@ def fwd_partial_stats_kernel(
     s_begin = chunk * CHUNK_S
     s_end = tl.minimum(s_begin + CHUNK_S, S)
     mean, m2, _count = _chunk_stats(
-        X, n, g0, pivot, s_begin, s_end, G, CG, x_sn, x_sc, x_ss, INT64, BLOCK_S, BLOCK_G, BLOCK_CG
+        X, n, g0, pivot, s_begin, s_end, G, CG, x_sn, x_sc, x_ss, INT64, BLOCK_S, BLOCK_G, BLOCK_CG, EVEN_CG
     )
     slot = (n * G + g) * SPLIT + chunk
     tl.store(PART_MEAN + slot, mean, mask=gmask)
@@ -166,7 +167,7 @@ def fwd_apply_kernel(
     x_sn, x_sc, x_ss, y_sn, y_sc, y_ss, r_sn, r_sc, r_ss,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
     HAS_RES: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr,
-    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, EVEN_CG: tl.constexpr, BLOCK_K: tl.constexpr,
     FUSED_STATS: tl.constexpr,
 ):  # fmt: skip
     """Split path, pass 2: merge the unit's partials (each program the same way) and apply one chunk.
@@ -182,7 +183,7 @@ def fwd_apply_kernel(
     pivot = _pivot(X, n, g, gmask, CG, x_sn, x_sc)
     if FUSED_STATS:
         shifted_mean, m2, count = _chunk_stats(
-            X, n, g0, pivot, 0, S, G, CG, x_sn, x_sc, x_ss, INT64, BLOCK_S, BLOCK_G, BLOCK_CG
+            X, n, g0, pivot, 0, S, G, CG, x_sn, x_sc, x_ss, INT64, BLOCK_S, BLOCK_G, BLOCK_CG, EVEN_CG
         )
         rstd = tl.rsqrt(m2 / count + eps)
         mean = shifted_mean + pivot
@@ -199,7 +200,7 @@ def fwd_apply_kernel(
     s_end = tl.minimum(s_begin + CHUNK_S, S)
     offs_s = index_range(BLOCK_S, INT64)
     for cb in range(0, CG, BLOCK_CG):
-        ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG)
+        ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG, EVEN_CG)
         _w, gain, offset = channel_coefficients(
             W, B, SCALE, SHIFT, n, ch, cmask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
         )

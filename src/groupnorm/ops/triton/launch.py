@@ -7,6 +7,11 @@ CUDA tensors and, with ``TRITON_INTERPRET=1`` set before this module is imported
 No host synchronization and no memset: workspaces are ``torch.empty`` and every slot is written before it is read,
 so the launchers are safe to capture in a CUDA graph.
 
+Host cost: what a call needs besides its tensors (validation, plan, grids, strides, flags) is computed once per
+layout key (shapes, strides, dtypes, which optional inputs are given, device, tuning) and kept in an LRU cache
+(:func:`forward_launch`, :func:`backward_launch`); the op has validated the arguments already, so a cached call
+only allocates its outputs and launches.
+
 Example (CPU, interpreter)::
 
     $ TRITON_INTERPRET=1 python -c "
@@ -195,7 +200,7 @@ class ForwardLaunch:
     """Everything a forward call of one layout needs besides the tensors: plan, grids, strides, flags."""
 
     __slots__ = ("plan", "n", "num_groups", "scalars", "strides", "x_strides", "flags", "blocks", "block_k",
-                 "waves", "part_len", "res_copy", "cuda_index")  # fmt: skip
+                 "waves", "part_len", "res_copy", "cuda_index", "kw")  # fmt: skip
 
     def launches(self) -> int:
         """Kernel launches per call."""
@@ -226,7 +231,13 @@ def forward_launch(
         HAS_W=has_w, HAS_B=has_b, HAS_SCALE=has_scale, HAS_SHIFT=has_shift, HAS_RES=residual is not None,
         ACT=ACTIVATION_CODES[activation], INT64=_needs_int64(tuning, xm, res_m),
     )  # fmt: skip
-    lp.blocks = dict(BLOCK_S=p.block_s, BLOCK_G=p.block_g, BLOCK_CG=p.block_c, num_warps=p.num_warps)
+    lp.blocks = dict(
+        BLOCK_S=p.block_s,
+        BLOCK_G=p.block_g,
+        BLOCK_CG=p.block_c,
+        EVEN_CG=p.block_c == cg,
+        num_warps=p.num_warps,
+    )
     lp.x_strides = flat_strides(xm)
     lp.strides = (*lp.x_strides, *lp.x_strides, *_strides_or_zero(res_m))  # y has x's strides
     lp.scalars = (c, s, num_groups, cg, p.group_blocks)
@@ -235,6 +246,13 @@ def forward_launch(
     lp.part_len = n * num_groups * p.split
     lp.res_copy = _residual_needs_copy(residual)
     lp.cuda_index = _cuda_index(x_device)
+    flags, blocks = lp.flags, lp.blocks
+    lp.kw = {  # each kernel's keyword arguments, merged once
+        "onepass": {**flags, **blocks},
+        "looped": {**flags, **blocks, "BLOCK_K": 1, "FUSED_STATS": True},
+        "stats": {"INT64": flags["INT64"], **blocks},
+        "apply": {**flags, **blocks, "BLOCK_K": lp.block_k, "FUSED_STATS": False},
+    }
     return lp
 
 
@@ -275,18 +293,18 @@ def forward(
     optional = [mean if t is None else t.contiguous() for t in (weight, bias, scale, shift)] + [
         mean if residual is None else residual
     ]
-    p, flags, blocks = lp.plan, lp.flags, lp.blocks
+    p = lp.plan
     with _device_context(lp.cuda_index):
         if p.one_pass:
             fk.fwd_onepass_kernel[(p.units,)](
                 x, y, *optional, mean, rstd, *lp.scalars, float(lp.scalars[3] * lp.scalars[1]), eps, 0,
-                *lp.strides, **flags, **blocks,
+                *lp.strides, **lp.kw["onepass"],
             )  # fmt: skip
             return y, mean, rstd
         if p.split == 1:  # looped: one program per unit computes its statistics, then applies them
             fk.fwd_apply_kernel[(p.units,)](
                 x, y, *optional, mean, rstd, mean, mean, *lp.scalars, p.chunk_s, 1, eps, 0, *lp.strides,
-                **flags, **blocks, BLOCK_K=1, FUSED_STATS=True,
+                **lp.kw["looped"],
             )  # fmt: skip
             return y, mean, rstd
         part_mean = torch.empty(lp.part_len, device=x.device, dtype=torch.float32)
@@ -296,12 +314,12 @@ def forward(
             grid = (units * p.split,)
             fk.fwd_partial_stats_kernel[grid](
                 x, part_mean, part_m2, s, g, cg, group_blocks, p.chunk_s, p.split, start, *lp.x_strides,
-                INT64=flags["INT64"], **blocks,
+                **lp.kw["stats"],
             )  # fmt: skip
             fk.fwd_apply_kernel[grid](
                 x, y, *optional, mean, rstd, part_mean, part_m2,
                 *lp.scalars, p.chunk_s, p.split, eps, start, *lp.strides,
-                **flags, **blocks, BLOCK_K=lp.block_k, FUSED_STATS=False,
+                **lp.kw["apply"],
             )  # fmt: skip
     return y, mean, rstd
 
@@ -310,7 +328,7 @@ class BackwardLaunch:
     """Everything a backward call of one layout needs besides the tensors."""
 
     __slots__ = ("plan", "n", "c", "scalars", "count", "strides", "flags", "blocks", "block_k", "waves",
-                 "want", "grad_copy", "res_copy", "int64", "param", "cuda_index", "part_shape")  # fmt: skip
+                 "want", "grad_copy", "res_copy", "int64", "param", "cuda_index", "part_shape", "kw")  # fmt: skip
 
     def launches(self) -> int:
         """Kernel launches per call."""
@@ -368,7 +386,13 @@ def backward_launch(
         HAS_W=has_w, HAS_B=has_b, HAS_SCALE=has_scale, HAS_SHIFT=has_shift, HAS_RES=residual is not None,
         ACT=act, INT64=lp.int64,
     )  # fmt: skip
-    lp.blocks = dict(BLOCK_S=p.block_s, BLOCK_G=p.block_g, BLOCK_CG=p.block_c, num_warps=p.num_warps)
+    lp.blocks = dict(
+        BLOCK_S=p.block_s,
+        BLOCK_G=p.block_g,
+        BLOCK_CG=p.block_c,
+        EVEN_CG=p.block_c == cg,
+        num_warps=p.num_warps,
+    )
     lp.strides = (*flat_strides(xm), *flat_strides(gm), *_strides_or_zero(res_m))
     lp.scalars = (c, s, num_groups, cg, p.group_blocks)
     lp.count = float(cg * s)
@@ -380,10 +404,37 @@ def backward_launch(
     lp.res_copy = _residual_needs_copy(residual)
     # Parameter gradients: programs over channel blocks, each summing all samples in [BLOCK_N, BLOCK_C] tiles.
     block_c = min(next_power_of_2(c), 64)
-    lp.param = dict(
-        grid=(cdiv(c, block_c),), BLOCK_N=min(next_power_of_2(n), max(1, 2048 // block_c)), BLOCK_C=block_c
-    )
+    lp.param = dict(grid=(cdiv(c, block_c),))
     lp.cuda_index = _cuda_index(x_device)
+    flags, blocks = lp.flags, lp.blocks
+    wants = dict(WANT_DX=want_dx, WANT_DRES=want_dres)
+    lp.kw = {  # each kernel's keyword arguments, merged once
+        "onepass": {**flags, **wants, "WANT_PQ": want_params, **blocks},
+        "looped": {**flags, **wants, **blocks, "FUSED_PQ": True},
+        "partial": {**flags, **blocks},
+        "total": dict(
+            INT64=lp.int64,
+            BLOCK_G=p.block_g,
+            BLOCK_CG=p.block_c,
+            EVEN_CG=blocks["EVEN_CG"],
+            BLOCK_K=lp.block_k,
+            num_warps=4,
+        ),  # fmt: skip
+        "dx": {**flags, **wants, **blocks, "FUSED_PQ": False},
+        "param": dict(
+            HAS_W=has_w,
+            HAS_B=has_b,
+            HAS_SCALE=has_scale,
+            INT64=lp.int64,
+            WANT_DW=want_dw,
+            WANT_DB=want_db,
+            WANT_DSCALE=want_dscale,
+            WANT_DSHIFT=want_dshift,
+            BLOCK_N=min(next_power_of_2(n), max(1, 2048 // block_c)),
+            BLOCK_C=block_c,
+            num_warps=4,
+        ),  # fmt: skip
+    }
     return lp
 
 
@@ -432,7 +483,7 @@ def backward(
         else None
     )
 
-    p, flags, blocks = lp.plan, lp.flags, lp.blocks
+    p = lp.plan
     n, c = lp.n, lp.c
     part_p = torch.empty(lp.part_shape, device=x.device, dtype=torch.float32)
     part_q = torch.empty(lp.part_shape, device=x.device, dtype=torch.float32)
@@ -443,12 +494,12 @@ def backward(
         if p.one_pass:
             bk.bwd_onepass_kernel[(p.units,)](
                 grad_y, x, *inputs, *outs, part_p, part_q, *lp.scalars, lp.count, 0,
-                *lp.strides, **flags, WANT_DX=want_dx, WANT_DRES=want_dres, WANT_PQ=want_params, **blocks,
+                *lp.strides, **lp.kw["onepass"],
             )  # fmt: skip
         elif p.split == 1:  # looped: one program per unit sums P and Q over it, then writes dx
             bk.bwd_dx_kernel[(p.units,)](
                 grad_y, x, *inputs, *outs, part_p, part_q, *lp.scalars, p.chunk_s, 1, lp.count, 0,
-                *lp.strides, **flags, WANT_DX=want_dx, WANT_DRES=want_dres, **blocks, FUSED_PQ=True,
+                *lp.strides, **lp.kw["looped"],
             )  # fmt: skip
         else:
             _c, s, g, cg, group_blocks = lp.scalars
@@ -457,17 +508,16 @@ def backward(
                 grid = (units * p.split,)
                 bk.bwd_partial_kernel[grid](
                     grad_y, x, *inputs, part_p, part_q, *lp.scalars, p.chunk_s,
-                    p.split, start, *lp.strides, **flags, **blocks,
+                    p.split, start, *lp.strides, **lp.kw["partial"],
                 )  # fmt: skip
                 bk.bwd_total_kernel[(units,)](
                     part_p, part_q, *totals, c, g, cg, group_blocks, p.split, start,
-                    INT64=lp.int64, BLOCK_G=p.block_g, BLOCK_CG=p.block_c, BLOCK_K=lp.block_k, num_warps=4,
+                    **lp.kw["total"],
                 )  # fmt: skip
                 if want_dx or want_dres:
                     bk.bwd_dx_kernel[grid](
                         grad_y, x, *inputs, *outs, *totals, *lp.scalars,
-                        p.chunk_s, p.split, lp.count, start, *lp.strides, **flags, WANT_DX=want_dx,
-                        WANT_DRES=want_dres, **blocks, FUSED_PQ=False,
+                        p.chunk_s, p.split, lp.count, start, *lp.strides, **lp.kw["dx"],
                     )  # fmt: skip
             part_p, part_q = totals  # what the parameter gradients need: (N, 1, C)
         grads_params = (
@@ -508,17 +558,7 @@ def _param_grads(lp: BackwardLaunch, weight, bias, scale, shift, part_p, part_q)
         *(t if t is not None else dummy for t in (dw, db, dscale, dshift)),
         n,
         c,
-        HAS_W=weight is not None,
-        HAS_B=bias is not None,
-        HAS_SCALE=scale is not None,
-        INT64=lp.int64,
-        WANT_DW=want_dw,
-        WANT_DB=want_db,
-        WANT_DSCALE=want_dscale,
-        WANT_DSHIFT=want_dshift,
-        BLOCK_N=lp.param["BLOCK_N"],
-        BLOCK_C=lp.param["BLOCK_C"],
-        num_warps=4,
+        **lp.kw["param"],
     )
     return dw, db, dscale, dshift
 

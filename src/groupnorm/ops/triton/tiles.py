@@ -31,12 +31,22 @@ def unit_groups(g0, G, BLOCK_G: tl.constexpr):
 
 
 @triton.jit
-def unit_channels(g0, cb, G, CG, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr):
-    """Channel indices ``[BLOCK_G, BLOCK_CG]`` of channel block ``cb`` of each group of the unit, and their mask."""
+def unit_channels(g0, cb, G, CG, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, EVEN_CG: tl.constexpr):
+    """Channel indices ``[BLOCK_G, BLOCK_CG]`` of channel block ``cb`` of each group of the unit, and their mask.
+
+    ``EVEN_CG`` (``CG == BLOCK_CG``: one block covers a group exactly, ``cb`` is 0): the indices are built from
+    compile-time constants only, so the compiler sees runs of ``BLOCK_CG`` consecutive valid channels and, where
+    channels are innermost, vectorizes the loads and stores (a run-time ``cl < CG`` mask makes them scalar).
+    """
     g = g0 + tl.arange(0, BLOCK_G)
-    cl = cb + tl.arange(0, BLOCK_CG)
-    ch = g[:, None] * CG + cl[None, :]
-    return ch, (g < G)[:, None] & (cl < CG)[None, :]
+    if EVEN_CG:
+        ch = g[:, None] * BLOCK_CG + tl.arange(0, BLOCK_CG)[None, :]
+        mask = tl.broadcast_to((g < G)[:, None], (BLOCK_G, BLOCK_CG))
+    else:
+        cl = cb + tl.arange(0, BLOCK_CG)
+        ch = g[:, None] * CG + cl[None, :]
+        mask = (g < G)[:, None] & (cl < CG)[None, :]
+    return ch, mask
 
 
 @triton.jit
