@@ -38,7 +38,12 @@ from groupnorm.ops.triton.planner import DeviceSpec
 
 H200 = DeviceSpec(sm_count=132, l2_bytes=50 * 2**20)
 KERNELS = {
-    forward_kernels: ("fwd_onepass_kernel", "fwd_partial_stats_kernel", "fwd_apply_kernel"),
+    forward_kernels: (
+        "fwd_onepass_flat_kernel",
+        "fwd_onepass_kernel",
+        "fwd_partial_stats_kernel",
+        "fwd_apply_kernel",
+    ),
     backward_kernels: (
         "bwd_onepass_kernel",
         "bwd_partial_kernel",

@@ -53,7 +53,12 @@ H200 = DeviceSpec(sm_count=132, l2_bytes=50 * 2**20)
 FP32_SHAPES = ("resnet50-s1-n32", "resnet50-s4-n32")
 
 KERNEL_NAMES = {
-    forward_kernels: ("fwd_onepass_kernel", "fwd_partial_stats_kernel", "fwd_apply_kernel"),
+    forward_kernels: (
+        "fwd_onepass_flat_kernel",
+        "fwd_onepass_kernel",
+        "fwd_partial_stats_kernel",
+        "fwd_apply_kernel",
+    ),
     backward_kernels: (
         "bwd_onepass_kernel",
         "bwd_partial_kernel",

@@ -67,6 +67,45 @@ def fwd_onepass_kernel(
 
 
 @triton.jit
+def fwd_onepass_flat_kernel(
+    X, Y, W, B, SCALE, SHIFT, RES, MEAN, RSTD,
+    C, S, G, CG, GROUP_LEN, count, eps,
+    x_sn, r_sn, r_sc, r_ss,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
+    HAS_RES: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr, BLOCK_E: tl.constexpr,
+):  # fmt: skip
+    """:func:`fwd_onepass_kernel` for a group whose ``GROUP_LEN = CG * S`` elements are one contiguous run (NCHW):
+    one program per group walks that run as a flat ``[BLOCK_E]`` tile, so loads and stores vectorize whatever S
+    is (a ``[positions, channels]`` tile of S = 49 rows cannot). y has x's strides."""
+    pid = tl.program_id(0)
+    if INT64:
+        pid = pid.to(tl.int64)
+    n = pid // G
+    g = pid % G
+    e = index_range(BLOCK_E, INT64)
+    emask = e < GROUP_LEN
+    base = n * x_sn + g * GROUP_LEN
+    pivot = tl.load(X + base).to(tl.float32)  # the group's first element, as in the other kernels
+    x = tl.load(X + base + e, mask=emask, other=0.0).to(tl.float32)
+    x = tl.where(emask, x - pivot, 0.0)
+    shifted_mean = tl.sum(x, axis=0) / count
+    diff = tl.where(emask, x - shifted_mean, 0.0)
+    rstd = tl.rsqrt(tl.sum(diff * diff, axis=0) / count + eps)
+    tl.store(MEAN + pid, shifted_mean + pivot)
+    tl.store(RSTD + pid, rstd)
+
+    ch = g * CG + e // S
+    _w, gain, offset = channel_coefficients(
+        W, B, SCALE, SHIFT, n, ch, emask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
+    )
+    pre = diff * (gain * rstd) + offset
+    if HAS_RES:
+        pre += tl.load(RES + n * r_sn + ch * r_sc + (e % S) * r_ss, mask=emask, other=0.0).to(tl.float32)
+    y = activate(pre, ACT)
+    tl.store(Y + base + e, to_dtype(y, Y.dtype.element_ty), mask=emask)
+
+
+@triton.jit
 def _chunk_stats(
     X, n, g0, pivot, s_begin, s_end, G, CG, x_sn, x_sc, x_ss,
     INT64: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,

@@ -200,7 +200,7 @@ class ForwardLaunch:
     """Everything a forward call of one layout needs besides the tensors: plan, grids, strides, flags."""
 
     __slots__ = ("plan", "n", "num_groups", "scalars", "strides", "x_strides", "flags", "blocks", "block_k",
-                 "waves", "part_len", "res_copy", "cuda_index", "kw")  # fmt: skip
+                 "waves", "part_len", "res_copy", "cuda_index", "kw", "flat")  # fmt: skip
 
     def launches(self) -> int:
         """Kernel launches per call."""
@@ -246,8 +246,11 @@ def forward_launch(
     lp.part_len = n * num_groups * p.split
     lp.res_copy = _residual_needs_copy(residual)
     lp.cuda_index = _cuda_index(x_device)
+    # One pass over groups that are contiguous runs (NCHW): the flat kernel, whose accesses vectorize for any S.
+    lp.flat = p.one_pass and p.block_g == 1 and lp.x_strides[2] == 1 and lp.x_strides[1] == s
     flags, blocks = lp.flags, lp.blocks
     lp.kw = {  # each kernel's keyword arguments, merged once
+        "flat": {**flags, "BLOCK_E": next_power_of_2(cg * s), "num_warps": p.num_warps},
         "onepass": {**flags, **blocks},
         "looped": {**flags, **blocks, "BLOCK_K": 1, "FUSED_STATS": True},
         "stats": {"INT64": flags["INT64"], **blocks},
@@ -295,6 +298,13 @@ def forward(
     ]
     p = lp.plan
     with _device_context(lp.cuda_index):
+        if lp.flat:
+            _c, s, _g, cg, _gb = lp.scalars
+            fk.fwd_onepass_flat_kernel[(p.units,)](
+                x, y, *optional, mean, rstd, *lp.scalars[:4], cg * s, float(cg * s), eps, lp.x_strides[0],
+                *lp.strides[6:], **lp.kw["flat"],
+            )  # fmt: skip
+            return y, mean, rstd
         if p.one_pass:
             fk.fwd_onepass_kernel[(p.units,)](
                 x, y, *optional, mean, rstd, *lp.scalars, float(lp.scalars[3] * lp.scalars[1]), eps, 0,
