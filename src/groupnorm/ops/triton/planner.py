@@ -252,7 +252,10 @@ def forward_roofline(
 
     Example::
 
-        >>> forward_roofline((1, 512, 256, 256), 32, 2, True, DeviceSpec(132, 50 * 2**20))
+        >>> h100 = DeviceSpec(132, 50 * 2**20)
+        >>> forward_roofline((1, 512, 256, 256), 32, 2, True, h100)  # one wave: x is read again from HBM
+        ('read-twice', 0.6666666666666666)
+        >>> forward_roofline((1, 512, 256, 256), 32, 2, True, h100, Tuning(max_waves=16))
         ('l2-wave', 1.0)
     """
     n, c = shape[0], shape[1]
