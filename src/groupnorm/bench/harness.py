@@ -106,9 +106,11 @@ class Clock:
     last_cpu: float | None = None  # CPU seconds per call (all threads) of the last CPU batch
 
 
-def _calibrate(clock: Clock, fn: Callable[[], object], min_round_s: float) -> int:
-    """Calls per round so that a round lasts at least ``min_round_s`` (after a warm-up call)."""
-    fn()
+def _calibrate(clock: Clock, fn: Callable[[], object], min_round_s: float, warm_up: bool = True) -> int:
+    """Calls per round so that a round lasts at least ``min_round_s`` (after a warm-up call, unless the caller
+    has just run ``fn``: a whole model's call can take seconds)."""
+    if warm_up:
+        fn()
     one = clock.per_call(fn, 1)
     return max(1, min(1000, int(min_round_s / max(one, 1e-7)) + 1))
 

@@ -5,7 +5,8 @@ Each workload builds one model with random weights (offline, seeded), copies it,
 on the same input tensors in interleaved rounds (:func:`groupnorm.bench.harness.interleaved_rounds`, as the
 kernel benchmark does), in NCHW and in channels_last (model and inputs). Before any timing the patched output,
 and for a training step the loss and every parameter gradient, must equal stock's within float32 tolerance
-(:data:`OUTPUT_RTOL`, :data:`GRAD_RTOL`), else the workload is refused with an error and no ratio is reported.
+(:data:`OUTPUT_RTOL`; gradients: :func:`gradient_rtol`), else the workload is refused with an error and no ratio
+is reported.
 
 Workloads (``--models`` takes a comma list of these names, or of a family such as ``vae-decode``):
 
@@ -65,9 +66,17 @@ VAE_CONFIGS: dict[str, dict] = {
 }
 # Patched and stock run different kernels (another summation order), and the difference grows through a deep
 # network: a float32 tolerance relative to the largest value of each compared tensor, not per element.
-OUTPUT_RTOL = 1e-4
-GRAD_RTOL = 1e-3  # a gradient has gone through the network twice (forward and backward)
+# (SD's VAE decoder in channels_last: 5e-5; ResNet-50 outputs: 2e-6.)
+OUTPUT_RTOL = 5e-4
 ATOL = 1e-6
+# A gradient of a randomly initialised deep ReLU network is chaotic in float32: a value that rounds to the other
+# side of zero flips a ReLU's mask, and torchvision's GN ResNet-50 (no zero-initialised last norm) then moves
+# single gradient tensors by 1-3 % between any two float32 runs, stock against stock with 1 or 2 threads
+# included. So the gradient tolerance is GRAD_RTOL or, when larger, NOISE_FACTOR times how far stock's own
+# gradients move when its input moves by one float32 rounding step, measured in the same run; a wrong backward
+# (relative differences of order one) stays far outside it.
+GRAD_RTOL = 1e-3
+NOISE_FACTOR = 10.0
 
 
 class OutputMismatch(RuntimeError):
@@ -161,6 +170,10 @@ def _timm_resnet50_gn() -> nn.Module:
     return timm.create_model("resnet50_gn", pretrained=False)
 
 
+def _describe(config: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in config.items())
+
+
 def builtin_workloads(sizes: Sizes = FULL) -> list[Workload]:
     """The workloads of ``groupnorm bench --models`` at ``sizes`` (see the module docstring).
 
@@ -184,8 +197,8 @@ def builtin_workloads(sizes: Sizes = FULL) -> list[Workload]:
             Workload(
                 name=f"vae-decode-{side}",
                 family="vae-decode",
-                description=f"diffusers AutoencoderKL decode, {sizes.vae} config "
-                f"{VAE_CONFIGS[sizes.vae]}, latents 1x4x{side}x{side}",
+                description=f"diffusers AutoencoderKL decode, {sizes.vae} config ({_describe(VAE_CONFIGS[sizes.vae])}, "
+                f"latent_channels 4), latents 1x4x{side}x{side}",
                 mode="eval",
                 build=lambda: _vae(sizes.vae),
                 make_inputs=lambda gen, side=side: (torch.randn(1, 4, side, side, generator=gen),),
@@ -275,7 +288,7 @@ def _compare(what: str, stock: torch.Tensor, patched: torch.Tensor, rtol: float)
     if not diff <= limit:  # also catches a NaN difference
         raise OutputMismatch(
             f"patched {what} differs from stock: max |patched - stock| = {diff:.3g} > {limit:.3g} "
-            f"(float32 tolerance {ATOL:g} + {rtol:g} x max |stock| = {scale:.3g})"
+            f"(float32 tolerance: {ATOL:g} + {rtol:g} x max |stock| {scale:.3g})"
         )
     return diff
 
@@ -295,13 +308,20 @@ class _Run:
         out = self.workload.call(self.model, *self.inputs)
         return out, F.cross_entropy(out.flatten(1).float(), self.labels)
 
-    def outputs(self) -> dict[str, torch.Tensor]:
-        """What must match: the output; in training also the loss and each parameter's gradient."""
+    def outputs(self, nudge: bool = False) -> dict[str, torch.Tensor]:
+        """What must match: the output; in training also the loss and each parameter's gradient. ``nudge``
+        moves the floating-point inputs by one float32 rounding step first (for :func:`gradient_rtol`)."""
         if self.workload.mode == "eval":
             with torch.no_grad():
                 return {"output": self.workload.call(self.model, *self.inputs)}
         self.model.zero_grad(set_to_none=True)
-        out, loss = self.loss()
+        saved = self.inputs
+        if nudge:
+            self.inputs = tuple(t * (1 + 2**-23) if t.is_floating_point() else t for t in saved)
+        try:
+            out, loss = self.loss()
+        finally:
+            self.inputs = saved
         loss.backward()
         grads = {f"gradient of {n}": p.grad for n, p in self.model.named_parameters() if p.grad is not None}
         return {"output": out, "loss": loss, **grads}
@@ -330,9 +350,24 @@ def _align_gradients(stock: dict[str, torch.Tensor], patched: dict[str, torch.Te
     return renamed
 
 
-def check_outputs(stock: dict[str, torch.Tensor], patched: dict[str, torch.Tensor]) -> float:
+def gradient_rtol(stock: dict[str, torch.Tensor], nudged: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """``(noise, rtol)``: the largest relative change of a gradient of stock between ``stock`` and ``nudged``
+    (stock again, its input moved by one float32 rounding step), and the tolerance for the patched gradients:
+    ``max(GRAD_RTOL, NOISE_FACTOR * noise)``."""
+    noise = 0.0
+    for what, s in stock.items():
+        if what.startswith("gradient of ") and s.numel():
+            scale = max(s.detach().abs().max().item(), ATOL)
+            noise = max(noise, (nudged[what].detach() - s.detach()).abs().max().item() / scale)
+    return noise, max(GRAD_RTOL, NOISE_FACTOR * noise)
+
+
+def check_outputs(
+    stock: dict[str, torch.Tensor], patched: dict[str, torch.Tensor], grad_rtol: float = GRAD_RTOL
+) -> float:
     """Raise :class:`OutputMismatch` unless every tensor of ``patched`` equals ``stock``'s within float32
-    tolerance; returns the largest difference relative to its tensor's largest value."""
+    tolerance (``OUTPUT_RTOL``; ``grad_rtol`` for gradients, see :func:`gradient_rtol`), each relative to the
+    largest value of its stock tensor; returns the largest such relative difference."""
     if set(stock) != set(patched):
         raise OutputMismatch(
             f"patched model has other tensors to compare than stock: only in stock "
@@ -340,7 +375,7 @@ def check_outputs(stock: dict[str, torch.Tensor], patched: dict[str, torch.Tenso
         )
     worst = 0.0
     for what, s in stock.items():
-        rtol = GRAD_RTOL if what.startswith("gradient") else OUTPUT_RTOL
+        rtol = grad_rtol if what.startswith("gradient of ") else OUTPUT_RTOL
         diff = _compare(what, s, patched[what], rtol)
         worst = max(worst, diff / max(s.detach().abs().max().item(), ATOL) if s.numel() else 0.0)
     return worst
@@ -433,15 +468,20 @@ def run_workload(
     with _NoTF32():
         expected = runs["stock"].outputs()
         got = _align_gradients(expected, runs["patched"].outputs())
+        grad_rtol = GRAD_RTOL
+        if workload.mode == "train":
+            row["grad_noise"], grad_rtol = gradient_rtol(expected, runs["stock"].outputs(nudge=True))
+            row["grad_rtol"] = grad_rtol
     try:
-        row["max_rel_diff"] = check_outputs(expected, got)
+        row["max_rel_diff"] = check_outputs(expected, got, grad_rtol)
     except OutputMismatch as error:
         raise OutputMismatch(f"{workload.name} ({layout}): {error}; no ratio reported") from None
     del expected, got
 
     clock = harness.Clock(device)
     runners = {name: run.step for name, run in runs.items()}
-    iters = {name: harness._calibrate(clock, fn, min_round_s) for name, fn in runners.items()}
+    # the check above ran each model once: that was the warm-up
+    iters = {name: harness._calibrate(clock, fn, min_round_s, warm_up=False) for name, fn in runners.items()}
     times, cpu_times = harness.interleaved_rounds(runners, iters, clock, rounds)
     ratios = [s / p for s, p in zip(times["stock"], times["patched"])]
     row.update(
