@@ -17,7 +17,10 @@ import torch
 
 from groupnorm.bench import allocator, harness, models, models_report, report
 
-DEFAULT_ROUNDS = 3  # the full CPU run on 2 cores must fit in about 10 minutes (see the README's Performance)
+# The full CPU run on 2 idle cores should take about 10 minutes at most: each (model, layout) costs one checked
+# call per model (two stock calls in training) and then 2 x rounds timed calls; SD's VAE decode at 64x64 latents
+# (2.5 TFLOP a call) is most of it. With 3 rounds the estimate is about 8 minutes.
+DEFAULT_ROUNDS = 3
 QUICK_ROUNDS = 2
 # options of the kernel benchmark that mean nothing to --models: given with it, they are an error
 KERNEL_ONLY = ("providers", "shapes", "dtypes", "activations", "modes", "residual", "csv")
@@ -48,7 +51,7 @@ def add_arguments(parser) -> None:
     g.add_argument(
         "--quick",
         action="store_true",
-        help=f"a short run: {QUICK_ROUNDS} rounds and small sizes {models.QUICK}",
+        help=f"a short run: {QUICK_ROUNDS} rounds, --vae small at latents 32, the UNet at 32x32, the ResNets at 64x64",
     )
     g.add_argument(
         "--vae", choices=sorted(models.VAE_CONFIGS), help="VAE config (default: sd; --quick: small)"
