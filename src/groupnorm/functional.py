@@ -6,7 +6,7 @@ import torch
 
 import groupnorm.ops  # noqa: F401  (registers torch.ops.groupnorm.*)
 from groupnorm.activations import canonical_activation
-from groupnorm.ops import eager
+from groupnorm.ops import eager, routing
 from groupnorm.ops.checks import check_input, resolve_num_groups
 from groupnorm.stats import GroupStats, check_stats, normalize_with_stats
 
@@ -67,7 +67,8 @@ def group_norm(
         )
     groups = resolve_num_groups(input.shape[1], num_groups, group_size)
     args = (input, weight, bias, groups, float(eps), canonical_activation(activation), residual, scale, shift)
-    if eager.eligible(input, weight, bias, residual, scale, shift):
-        return eager.group_norm(*args)  # same implementation as the op, without the dispatcher's overhead
-    y, _mean, _rstd = torch.ops.groupnorm.forward(*args)
-    return y
+    route = routing.route(*args)
+    if route.via == "op":
+        y, _mean, _rstd = torch.ops.groupnorm.forward(*args)
+        return y
+    return eager.run(route, *args)  # what the op would run, without the dispatcher's overhead

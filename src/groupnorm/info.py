@@ -1,4 +1,8 @@
-"""``groupnorm info``: versions, devices, and which implementation serves each device and dtype."""
+"""``groupnorm info``: versions, devices, and what runs a call of a given shape on each device and dtype.
+
+The table asks :func:`groupnorm.ops.routing.route`, the decision ``groupnorm.group_norm`` and the op take, so it
+reports what such a call really runs: in plain eager mode, and inside a compiled graph or an export (the op).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import torch
 
 from groupnorm._version import __version__
 from groupnorm.ops import registry
+from groupnorm.ops.routing import route
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _PACKAGES = ("torch", "triton", "numpy", "torchvision", "timm", "onnx", "onnxruntime", "numba")
@@ -27,8 +32,16 @@ def available_devices() -> list[str]:
     return devices
 
 
-def serving_table(shape: tuple[int, ...] = (8, 64, 32, 32)) -> list[dict[str, str]]:
-    """For each available device and dtype, the implementation that serves a call on a tensor of ``shape``."""
+def serving_table(shape: tuple[int, ...] = (8, 64, 32, 32), num_groups: int = 32) -> list[dict[str, str]]:
+    """For each available device and dtype, what runs a plain ``group_norm(x, num_groups)`` on ``x`` of ``shape``:
+    ``"eager"`` in plain eager mode, ``"graph"`` inside a compiled graph or an export (the registered op).
+
+    Example::
+
+        >>> rows = serving_table((2, 8, 4, 4), 4)
+        >>> [r["eager"] for r in rows if r["device"] == "cpu" and r["dtype"] == "float32"]
+        ['torch.nn.functional.group_norm']
+    """
     rows = []
     for device in available_devices():
         for dtype in DTYPES:
@@ -37,7 +50,8 @@ def serving_table(shape: tuple[int, ...] = (8, 64, 32, 32)) -> list[dict[str, st
                 {
                     "device": device,
                     "dtype": str(dtype).removeprefix("torch."),
-                    "implementation": registry.select(x).name,
+                    "eager": route(x, None, None, num_groups, 1e-5, "none", None, None, None).name,
+                    "graph": route(x, inside_op=True).name,
                 }
             )
     return rows
@@ -64,9 +78,11 @@ def format_info() -> str:
             props = torch.cuda.get_device_properties(i)
             lines.append(f"cuda:{i}       {props.name}, {props.multi_processor_count} SMs")
     lines.append("")
-    lines.append("implementation serving each device and dtype (shape 8x64x32x32):")
+    lines.append(
+        "what runs group_norm(x, 32) for x of shape 8x64x32x32, eager / in a compiled graph or export:"
+    )
     for row in serving_table():
-        lines.append(f"  {row['device']:6s} {row['dtype']:9s} {row['implementation']}")
+        lines.append(f"  {row['device']:6s} {row['dtype']:9s} {row['eager']} / {row['graph']}")
     lines.append(
         "registered kernels: "
         + (", ".join(f"{impl.name} ({impl.device_type})" for impl in registry.implementations()) or "none")
@@ -82,5 +98,7 @@ def _run(_args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``info`` subcommand."""
-    parser = subparsers.add_parser("info", help="versions, devices and the implementation serving each dtype")
+    parser = subparsers.add_parser(
+        "info", help="versions, devices and what serves a call on each device and dtype"
+    )
     parser.set_defaults(func=_run)

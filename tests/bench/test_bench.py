@@ -166,11 +166,9 @@ def test_command_can_leave_the_allocator_alone(tmp_path):
     assert {r["malloc"] for r in json.loads(out.read_text())} == {"default"}
 
 
-def test_crossover_tools_measure_both_routes():
-    from groupnorm.bench import dispatch_threshold, small_calls
+def test_crossover_tool_measures_both_routes():
+    from groupnorm.bench import small_calls
 
-    rows = dispatch_threshold.measure([256], rounds=1)
-    assert rows[0]["kernel_us"] > 0 and rows[0]["torch_us"] > 0
     rows = small_calls.measure([1024], rounds=1)
     assert {(r["layout"], r["mode"]) for r in rows} == {
         (layout, mode) for layout in ("nchw", "channels_last") for mode in ("fwd", "fwd+bwd")

@@ -1,15 +1,10 @@
-"""CPU kernel tests: serve every size with the compiled kernels (the size threshold is tested on its own)."""
+"""CPU kernel tests: the library fixture (a test that needs the compiled kernels skips without them)."""
 
 import pytest
 
 import groupnorm.ops  # noqa: F401
 import groupnorm.ops.cpu  # noqa: F401
 from groupnorm.ops.cpu import loader
-
-
-@pytest.fixture(autouse=True)
-def _kernels_for_all_sizes(monkeypatch):
-    monkeypatch.setenv("GROUPNORM_CPU_MIN_NUMEL", "0")
 
 
 @pytest.fixture

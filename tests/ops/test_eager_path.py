@@ -1,4 +1,5 @@
-"""The eager path (groupnorm.ops.eager) gives the op's bits and steps aside whenever something watches the call."""
+"""The eager path (groupnorm.ops.eager) gives the op's bits; the route (groupnorm.ops.routing) steps aside whenever
+something watches the call."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from groupnorm.functional import group_norm
-from groupnorm.ops import eager
+from groupnorm.ops import routing
 
 EPILOGUES = [
     dict(activation="none"),
@@ -85,14 +86,14 @@ def test_double_backward_through_the_eager_path():
 
 def test_eligible_only_for_plain_unobserved_calls():
     x = torch.randn(2, 4, 3)
-    assert eager.eligible(x, torch.nn.Parameter(torch.ones(4)), None)
-    assert not eager.eligible(x.to("meta"))
+    assert routing.eligible(x, torch.nn.Parameter(torch.ones(4)), None)
+    assert not routing.eligible(x.to("meta"))
     with torch.device("cpu"):  # a torch-function mode
-        assert not eager.eligible(x)
+        assert not routing.eligible(x)
     with torch.profiler.profile():
-        assert not eager.eligible(x)
+        assert not routing.eligible(x)
     seen = []
-    torch.vmap(lambda t: seen.append(eager.eligible(t)) or t)(x)
+    torch.vmap(lambda t: seen.append(routing.eligible(t)) or t)(x)
     assert seen == [False]
 
 
@@ -103,7 +104,7 @@ def test_observers_still_see_the_op():
 
     with FakeTensorMode() as mode:
         fake = mode.from_tensor(x)
-        assert not eager.eligible(fake)
+        assert not routing.eligible(fake)
         assert group_norm(fake, 2).shape == x.shape
 
     traced = torch.jit.trace(lambda t: group_norm(t, 2), (x,), check_trace=False)
@@ -144,13 +145,13 @@ def test_small_plain_nchw_calls_are_torchs_own(monkeypatch):
 
 
 def test_small_call_thresholds_are_sizes_per_layout():
-    big = torch.empty(eager.DEFAULT_SMALL_CPU_NUMEL)
-    assert eager.served_by_torch(big[:-8].view(2, 4, -1), None, None, 2, "none", None, None, None)
-    assert not eager.served_by_torch(big.view(2, 4, -1), None, None, 2, "none", None, None, None)
-    n = eager.DEFAULT_SMALL_CPU_NUMEL_CHANNELS_LAST
+    big = torch.empty(routing.DEFAULT_SMALL_CPU_NUMEL)
+    assert routing.served_by_torch(big[:-8].view(2, 4, -1), None, None, 2, "none", None, None, None)
+    assert not routing.served_by_torch(big.view(2, 4, -1), None, None, 2, "none", None, None, None)
+    n = routing.DEFAULT_SMALL_CPU_NUMEL_CHANNELS_LAST
     cl = torch.empty(2, 8, n // 16, 1).contiguous(memory_format=torch.channels_last)
-    assert not eager.served_by_torch(cl, None, None, 2, "none", None, None, None)
-    assert eager.served_by_torch(cl[:, :, :-1], None, None, 2, "none", None, None, None)
+    assert not routing.served_by_torch(cl, None, None, 2, "none", None, None, None)
+    assert routing.served_by_torch(cl[:, :, :-1], None, None, 2, "none", None, None, None)
 
 
 @pytest.mark.parametrize("with_residual", [True, False], ids=["relu+residual", "relu"])
@@ -170,15 +171,15 @@ def test_small_relu_residual_calls_are_torchs_ops(with_residual):
 
 
 def test_relu_residual_thresholds_are_their_own():
-    n = eager.DEFAULT_SMALL_CPU_NUMEL_RELU_CHANNELS_LAST
+    n = routing.DEFAULT_SMALL_CPU_NUMEL_RELU_CHANNELS_LAST
     cl = torch.empty(2, 8, n // 16, 1).contiguous(memory_format=torch.channels_last)
     res = torch.empty_like(cl)
-    assert not eager.served_by_torch(cl, None, None, 2, "relu", res, None, None)
+    assert not routing.served_by_torch(cl, None, None, 2, "relu", res, None, None)
     small = cl[:, :, :-1]
-    assert eager.served_by_torch(small, None, None, 2, "relu", torch.empty_like(small), None, None)
+    assert routing.served_by_torch(small, None, None, 2, "relu", torch.empty_like(small), None, None)
     # a residual of another dtype, scale/shift, or another activation keep the fused kernel
-    assert not eager.served_by_torch(
+    assert not routing.served_by_torch(
         small, None, None, 2, "relu", torch.empty_like(small).double(), None, None
     )
-    assert not eager.served_by_torch(small, None, None, 2, "silu", None, None, None)
-    assert not eager.served_by_torch(small, None, None, 2, "relu", None, torch.empty(2, 8), None)
+    assert not routing.served_by_torch(small, None, None, 2, "silu", None, None, None)
+    assert not routing.served_by_torch(small, None, None, 2, "relu", None, torch.empty(2, 8), None)

@@ -1,11 +1,11 @@
 """Measure where the compiled CPU kernels overtake torch's own group_norm on small plain calls.
 
 ``groupnorm.group_norm`` hands small plain float32 NCHW CPU calls to ``torch.nn.functional.group_norm``
-(:func:`groupnorm.ops.eager.served_by_torch`), because a call through Python to the kernels has a fixed cost of
+(:func:`groupnorm.ops.routing.served_by_torch`), because a call through Python to the kernels has a fixed cost of
 about 25 microseconds. This times ``groupnorm.group_norm`` on the kernels (``GROUPNORM_CPU_SMALL_NUMEL=0``) against
 ``torch.nn.functional.group_norm`` itself, forward and forward+backward, NCHW and channels_last, in interleaved
 rounds, with freed memory kept mapped as in ``groupnorm bench``; the crossover sets
-``groupnorm.ops.eager.DEFAULT_SMALL_CPU_NUMEL``. The same for a ResNet block's end (GN, + residual, ReLU; one fused
+``groupnorm.ops.routing.DEFAULT_SMALL_CPU_NUMEL``. The same for a ResNet block's end (GN, + residual, ReLU; one fused
 call against three torch ops) sets ``DEFAULT_SMALL_CPU_NUMEL_RELU``. Run ``python -m groupnorm.bench.small_calls``.
 """
 

@@ -1,15 +1,16 @@
 """The registered ops ``torch.ops.groupnorm.forward`` and ``torch.ops.groupnorm.backward``.
 
-Contract (see DESIGN.md): ``forward(x, weight, bias, num_groups, eps, activation, residual, scale, shift)``
+Contract: ``forward(x, weight, bias, num_groups, eps, activation, residual, scale, shift)``
 returns ``(y, mean, rstd)`` with ``y = act((x_hat * weight + bias) * (1 + scale) + shift + residual)``, y in x's
 dtype and memory format, mean/rstd of shape (N, G) in the accumulation dtype. ``backward(grad_y, x, weight, bias,
 mean, rstd, num_groups, activation, residual, scale, shift, output_mask)`` returns
 ``(dx, dweight, dbias, dresidual, dscale, dshift)``, an empty tensor for each gradient masked out or without an
 input; it recomputes x_hat from x, mean and rstd.
 
-Each call is served by :func:`groupnorm.ops.registry.select`: a registered kernel for the tensor's device when one
-accepts it, else the plain-torch implementation. The ops are ``torch.library.custom_op``\\ s with fake
-implementations, autograd and autocast registered, so ``torch.compile(fullgraph=True)`` takes them whole.
+Each call is served by the implementation that :func:`groupnorm.ops.routing.route` (``inside_op=True``) picks: a
+registered kernel for the tensor's device when one accepts it, else the plain-torch implementation. The ops are
+``torch.library.custom_op``\\ s with fake implementations, autograd (:mod:`groupnorm.ops.autograd`) and autocast
+registered, so ``torch.compile(fullgraph=True)`` takes them whole.
 
 Example::
 
@@ -25,8 +26,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from groupnorm.ops import registry, torch_impl
+from groupnorm.ops import autograd, registry, torch_impl
 from groupnorm.ops.checks import accumulation_dtype, check_forward_args
+from groupnorm.ops.routing import route
 
 registry.set_fallback(
     registry.Implementation(
@@ -52,7 +54,7 @@ def forward(
     shift: Tensor | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     check_forward_args(x, weight, bias, num_groups, eps, activation, residual, scale, shift)
-    impl = registry.select(x)
+    impl = route(x, inside_op=True).implementation
     return impl.forward(x, weight, bias, num_groups, eps, activation, residual, scale, shift)
 
 
@@ -87,7 +89,7 @@ def backward(
         raise ValueError(
             f"output_mask must have {torch_impl.NUM_GRADS} flags, got output_mask={output_mask!r}"
         )
-    impl = registry.select(x)
+    impl = route(x, inside_op=True).implementation
     return impl.backward(
         grad_y, x, weight, bias, mean, rstd, num_groups, activation, residual, scale, shift, output_mask
     )
@@ -105,38 +107,13 @@ def _backward_fake(
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, weight, bias, num_groups, eps, activation, residual, scale, shift = inputs
     _y, mean, rstd = output
-    ctx.save_for_backward(x, weight, bias, mean, rstd, residual, scale, shift)
-    ctx.num_groups = num_groups
-    ctx.eps = eps
-    ctx.activation = activation
+    autograd.save(ctx, inputs, mean, rstd)
     ctx.mark_non_differentiable(mean, rstd)
 
 
-def input_gradients(ctx, grad_y: Tensor, mask: list[bool], backward_fn) -> list[Tensor | None]:
-    """``(dx, dweight, dbias, dresidual, dscale, dshift)`` for an autograd node that saved the forward's inputs.
-
-    ``backward_fn`` has the signature of the backward op; ``None`` where ``mask`` says a gradient is not wanted.
-    """
-    x, weight, bias, mean, rstd, residual, scale, shift = ctx.saved_tensors
-    args = (grad_y, x, weight, bias, mean, rstd, ctx.num_groups, ctx.activation, residual, scale, shift, mask)
-    if torch.is_grad_enabled():
-        # create_graph=True: a second derivative is wanted, so build the gradient from differentiable torch ops
-        # (the kernels' backward has no derivative of its own). The saved statistics are constants to autograd;
-        # recompute them from x so that their dependence on x is part of the graph.
-        mean, rstd = torch_impl.statistics(x, ctx.num_groups, ctx.eps)
-        return list(torch_impl.backward_differentiable(*args[:4], mean, rstd, *args[6:]))
-    return [g if wanted else None for g, wanted in zip(backward_fn(*args), mask)]
-
-
 def _backward_formula(ctx, grad_y, _grad_mean, _grad_rstd):
-    needs = ctx.needs_input_grad
-    mask = [needs[0], needs[1], needs[2], needs[6], needs[7], needs[8]]
-    dx, dweight, dbias, dresidual, dscale, dshift = input_gradients(
-        ctx, grad_y, mask, torch.ops.groupnorm.backward
-    )
-    return dx, dweight, dbias, None, None, None, dresidual, dscale, dshift
+    return autograd.input_gradients(ctx, grad_y, ctx.needs_input_grad, torch.ops.groupnorm.backward)
 
 
 forward.register_autograd(_backward_formula, setup_context=_setup_context)

@@ -5,8 +5,9 @@ compiles nothing. The first call that the kernels accept loads the library (buil
 :mod:`groupnorm.ops.cpu.build`); if that fails, a warning says why and the plain-torch implementation serves
 every CPU call from then on.
 
-Served: non-empty float32, float16 and bfloat16 inputs of rank 2..5; float64, higher ranks and empty tensors go
-to the plain-torch implementation.
+Served: non-empty float32, float16 and bfloat16 inputs of rank 2..5, whatever their size (behind the op the
+kernels beat the plain-torch implementation from the smallest size up: docs/results/bench-cpu/kernel-choice.md);
+float64, higher ranks and empty tensors go to the plain-torch implementation.
 
 Example::
 
@@ -18,24 +19,12 @@ Example::
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from groupnorm.ops import registry
 from groupnorm.ops.cpu import kernels, loader
 
 NAME = "cpu-c"
-
-# Below this many elements the plain-torch implementation takes the call. Measured with
-# `python -m groupnorm.bench.dispatch_threshold` (docs/results/bench-cpu/kernel-choice.md): behind the same op the
-# kernels beat the plain-torch implementation from the smallest size up (its many small torch ops cost more than
-# one library call), so every non-empty tensor goes to the kernels. GROUPNORM_CPU_MIN_NUMEL overrides it.
-DEFAULT_MIN_NUMEL = 1
-
-
-def min_numel() -> int:
-    return int(os.environ.get("GROUPNORM_CPU_MIN_NUMEL", DEFAULT_MIN_NUMEL))
 
 
 def supports(x: torch.Tensor) -> bool:
@@ -44,7 +33,7 @@ def supports(x: torch.Tensor) -> bool:
         x.device.type == "cpu"
         and x.dtype in kernels.SUPPORTED_DTYPES
         and 2 <= x.dim() <= 5
-        and x.numel() >= max(1, min_numel())
+        and x.numel() > 0
         and loader.available()
     )
 
@@ -60,4 +49,4 @@ registry.register_implementation(
     )
 )
 
-__all__ = ["NAME", "supports", "min_numel", "kernels", "loader"]
+__all__ = ["NAME", "supports", "kernels", "loader"]
