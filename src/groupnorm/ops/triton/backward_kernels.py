@@ -10,8 +10,9 @@ spatial positions, ``P = sum_s dp`` and ``Q = sum_s dp * x_hat``:
 - ``dresidual = dp``.
 
 Programs write P and Q for their chunk into an (N, SPLIT, C) float32 buffer, summed over chunks in a fixed
-order into (N, C) totals (no atomics, bitwise deterministic). x_hat and pre are recomputed from x, mean, rstd
-and the epilogue inputs.
+order into per-(sample, channel) totals (no atomics, bitwise deterministic), kept in chunk 0's slots of the same
+buffer (row stride ``TOTAL_ROW`` = SPLIT * C; C on the one-pass and looped paths, whose buffer is (N, 1, C)).
+x_hat and pre are recomputed from x, mean, rstd and the epilogue inputs.
 Addressing is described in ``tiles``.
 """
 
@@ -171,34 +172,40 @@ def _sum_partials(PART, n, ch, cmask, C, SPLIT, INT64: tl.constexpr, BLOCK_K: tl
 
 @triton.jit
 def bwd_total_kernel(
-    PART_P, PART_Q, TOTAL_P, TOTAL_Q,
+    PART_P, PART_Q,
     C, G, CG, GROUP_BLOCKS, SPLIT, unit_start,
     INT64: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, EVEN_CG: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    """Split path, pass 2: per-channel totals (N, C) of a unit's partials, summed over chunks in a fixed order
-    once, so that the many dx programs of the unit each read C/G values instead of SPLIT times as many."""
+    """Split path, pass 2: per-channel totals of a unit's partials, summed over chunks in a fixed order once (so
+    that the many dx programs of the unit each read C/G values instead of SPLIT times as many), written over the
+    chunk-0 partials of the same channels (this program read them all first; no other program reads them)."""
     n, g0 = unit_coords(unit_start + tl.program_id(0), GROUP_BLOCKS, BLOCK_G, INT64)
     for cb in range(0, CG, BLOCK_CG):
         ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG, EVEN_CG)
         tl.store(
-            TOTAL_P + n * C + ch, _sum_partials(PART_P, n, ch, cmask, C, SPLIT, INT64, BLOCK_K), mask=cmask
+            PART_P + n * SPLIT * C + ch,
+            _sum_partials(PART_P, n, ch, cmask, C, SPLIT, INT64, BLOCK_K),
+            mask=cmask,
         )
         tl.store(
-            TOTAL_Q + n * C + ch, _sum_partials(PART_Q, n, ch, cmask, C, SPLIT, INT64, BLOCK_K), mask=cmask
+            PART_Q + n * SPLIT * C + ch,
+            _sum_partials(PART_Q, n, ch, cmask, C, SPLIT, INT64, BLOCK_K),
+            mask=cmask,
         )
 
 
 @triton.jit
 def bwd_dx_kernel(
     DY, X, W, B, SCALE, SHIFT, RES, MEAN, RSTD, DX, DRES, TOTAL_P, TOTAL_Q,
-    C, S, G, CG, GROUP_BLOCKS, CHUNK_S, SPLIT, count, unit_start,
+    C, S, G, CG, GROUP_BLOCKS, CHUNK_S, SPLIT, count, unit_start, TOTAL_ROW,
     x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
     HAS_RES: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr,
     WANT_DX: tl.constexpr, WANT_DRES: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, EVEN_CG: tl.constexpr, FUSED_PQ: tl.constexpr,
 ):  # fmt: skip
-    """Split path, pass 3: the groups' two sums from the per-channel totals (N, C), then dx of one chunk.
+    """Split path, pass 3: the groups' two sums from the per-channel totals (row stride ``TOTAL_ROW``), then dx
+    of one chunk.
 
     ``FUSED_PQ`` (``SPLIT == 1``, the looped path): the one program of a unit computes P and Q over the whole
     unit itself first and writes them to TOTAL_* (N, 1, C) for the parameter gradients: one launch, not three.
@@ -222,8 +229,8 @@ def bwd_dx_kernel(
                 x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss, HAS_RES, ACT, INT64,
                 BLOCK_S, BLOCK_G, BLOCK_CG,
             )  # fmt: skip
-            tl.store(TOTAL_P + n * C + ch, p, mask=cmask)
-            tl.store(TOTAL_Q + n * C + ch, q, mask=cmask)
+            tl.store(TOTAL_P + n * TOTAL_ROW + ch, p, mask=cmask)
+            tl.store(TOTAL_Q + n * TOTAL_ROW + ch, q, mask=cmask)
             sum_dxhat += tl.sum(gain * p, axis=1)
             sum_dxhat_xhat += tl.sum(gain * q, axis=1)
     elif WANT_DX:
@@ -232,8 +239,8 @@ def bwd_dx_kernel(
             _w, gain, _offset = channel_coefficients(
                 W, B, SCALE, SHIFT, n, ch, cmask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
             )
-            p = tl.load(TOTAL_P + n * C + ch, mask=cmask, other=0.0)
-            q = tl.load(TOTAL_Q + n * C + ch, mask=cmask, other=0.0)
+            p = tl.load(TOTAL_P + n * TOTAL_ROW + ch, mask=cmask, other=0.0)
+            q = tl.load(TOTAL_Q + n * TOTAL_ROW + ch, mask=cmask, other=0.0)
             sum_dxhat += tl.sum(gain * p, axis=1)
             sum_dxhat_xhat += tl.sum(gain * q, axis=1)
     mean_dxhat = sum_dxhat / count
@@ -263,13 +270,13 @@ def bwd_dx_kernel(
 @triton.jit
 def bwd_param_kernel(
     W, B, SCALE, PART_P, PART_Q, DW, DB, DSCALE, DSHIFT,
-    N, C,
+    N, C, ROW,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, INT64: tl.constexpr,
     WANT_DW: tl.constexpr, WANT_DB: tl.constexpr, WANT_DSCALE: tl.constexpr, WANT_DSHIFT: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """Per-channel gradients from the (N, 1, C) per-sample sums P and Q: ``BLOCK_N`` samples at a time in
-    ``[BLOCK_N, BLOCK_C]`` tiles, summed over samples in a fixed order (deterministic, no atomics)."""
+    """Per-channel gradients from the per-sample sums P and Q (sample n's at ``n * ROW``): ``BLOCK_N`` samples at
+    a time in ``[BLOCK_N, BLOCK_C]`` tiles, summed over samples in a fixed order (deterministic, no atomics)."""
     ch = (tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C))[None, :]
     cmask = ch < C
     w = tl.full([1, BLOCK_C], 1.0, tl.float32)
@@ -285,8 +292,8 @@ def bwd_param_kernel(
         rows = n0 + offs_n
         mask = (rows < N) & cmask
         at = rows * C + ch
-        p = tl.load(PART_P + at, mask=mask, other=0.0)
-        q = tl.load(PART_Q + at, mask=mask, other=0.0)
+        p = tl.load(PART_P + rows * ROW + ch, mask=mask, other=0.0)
+        q = tl.load(PART_Q + rows * ROW + ch, mask=mask, other=0.0)
         if WANT_DSCALE:
             tl.store(DSCALE + at, to_dtype(w * q + b * p, DSCALE.dtype.element_ty), mask=mask)
         if WANT_DSHIFT:

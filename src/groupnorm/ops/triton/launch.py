@@ -494,7 +494,7 @@ def backward(
     )
 
     p = lp.plan
-    n, c = lp.n, lp.c
+    c = lp.c
     part_p = torch.empty(lp.part_shape, device=x.device, dtype=torch.float32)
     part_q = torch.empty(lp.part_shape, device=x.device, dtype=torch.float32)
     dummy = part_p  # stands in for absent optional tensors; never dereferenced
@@ -508,12 +508,11 @@ def backward(
             )  # fmt: skip
         elif p.split == 1:  # looped: one program per unit sums P and Q over it, then writes dx
             bk.bwd_dx_kernel[(p.units,)](
-                grad_y, x, *inputs, *outs, part_p, part_q, *lp.scalars, p.chunk_s, 1, lp.count, 0,
+                grad_y, x, *inputs, *outs, part_p, part_q, *lp.scalars, p.chunk_s, 1, lp.count, 0, c,
                 *lp.strides, **lp.kw["looped"],
             )  # fmt: skip
         else:
             _c, s, g, cg, group_blocks = lp.scalars
-            totals = [torch.empty((n, 1, c), device=x.device, dtype=torch.float32) for _ in range(2)]
             for start, units in lp.waves:
                 grid = (units * p.split,)
                 bk.bwd_partial_kernel[grid](
@@ -521,15 +520,14 @@ def backward(
                     p.split, start, *lp.strides, **lp.kw["partial"],
                 )  # fmt: skip
                 bk.bwd_total_kernel[(units,)](
-                    part_p, part_q, *totals, c, g, cg, group_blocks, p.split, start,
+                    part_p, part_q, c, g, cg, group_blocks, p.split, start,
                     **lp.kw["total"],
                 )  # fmt: skip
                 if want_dx or want_dres:
                     bk.bwd_dx_kernel[grid](
-                        grad_y, x, *inputs, *outs, *totals, *lp.scalars,
-                        p.chunk_s, p.split, lp.count, start, *lp.strides, **lp.kw["dx"],
+                        grad_y, x, *inputs, *outs, part_p, part_q, *lp.scalars,
+                        p.chunk_s, p.split, lp.count, start, p.split * c, *lp.strides, **lp.kw["dx"],
                     )  # fmt: skip
-            part_p, part_q = totals  # what the parameter gradients need: (N, 1, C)
         grads_params = (
             _param_grads(lp, weight, bias, scale, shift, part_p, part_q) if want_params else (None,) * 4
         )
@@ -551,13 +549,14 @@ def backward(
 
 
 def _param_grads(lp: BackwardLaunch, weight, bias, scale, shift, part_p, part_q):
-    """(dweight, dbias, dscale, dshift) from the (N, 1, C) per-channel sums, contiguous, None where not wanted."""
+    """(dweight, dbias, dscale, dshift) from the per-sample channel sums in chunk 0's slots of the (N, SPLIT, C)
+    buffers, contiguous, None where not wanted."""
     _dx, want_dw, want_db, _dres, want_dscale, want_dshift, _params = lp.want
 
     def out(want, owner):
         return torch.empty(owner.shape, device=owner.device, dtype=owner.dtype) if want else None
 
-    n, _one, c = part_p.shape
+    n, split, c = part_p.shape  # the totals are chunk 0's slots: sample n's at n * split * c
     dw, db = out(want_dw, weight), out(want_db, bias)
     dscale, dshift = out(want_dscale, scale), out(want_dshift, shift)
     dummy = part_p
@@ -568,6 +567,7 @@ def _param_grads(lp: BackwardLaunch, weight, bias, scale, shift, part_p, part_q)
         *(t if t is not None else dummy for t in (dw, db, dscale, dshift)),
         n,
         c,
+        split * c,
         **lp.kw["param"],
     )
     return dw, db, dscale, dshift
