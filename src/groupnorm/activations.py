@@ -1,33 +1,41 @@
-"""The activations the op can fuse, with their derivatives written as differentiable torch expressions.
+"""The activations the op can fuse: one table (:data:`TABLE`) of names, the codes every kernel backend uses, and
+the plain-torch path's forward and derivative formulas.
 
+The CPU kernels (``groupnorm.ops.cpu.kernels``) and the Triton kernels (``groupnorm.ops.triton.epilogue``) take
+their codes from :data:`ACTIVATION_CODES`; the C enum ``ACT_*`` of ``ops/cpu/csrc`` and the Triton branches must
+match it, which ``tests/ops/test_activation_table.py`` and ``tests/triton/test_triton_epilogue.py`` check.
 Derivatives are explicit (not autograd) so that the backward recomputes them from the pre-activation it already
 holds; being torch expressions, they stay differentiable, which is what makes double backward work on the
 plain-torch path.
+
+Adding an activation: a row here, a case in the C ``act``/``act_grad`` functions and enum, a branch in Triton's
+``activate``/``activate_grad`` (and, for ``patch``, the module or function it replaces).
+
+Example::
+
+    >>> import torch
+    >>> from groupnorm.activations import ACTIVATION_CODES, TABLE, apply_activation
+    >>> [(a.name, a.code) for a in TABLE][:3]
+    [('none', 0), ('relu', 1), ('silu', 2)]
+    >>> ACTIVATION_CODES["gelu_tanh"]
+    4
+    >>> apply_activation(torch.tensor([-1.0, 2.0]), "relu")
+    tensor([0., 2.])
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-ACTIVATIONS: tuple[str, ...] = ("none", "relu", "silu", "gelu", "gelu_tanh")
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_TANH_COEF = 0.044715
-
-
-def canonical_activation(activation: str | None) -> str:
-    """Map ``None`` to ``"none"`` and reject unknown names with an error that lists the known ones."""
-    if activation is None:
-        return "none"
-    if not isinstance(activation, str) or activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS} or None, got activation={activation!r}")
-    return activation
 
 
 def _gelu_tanh_derivative(z: torch.Tensor) -> torch.Tensor:
@@ -48,19 +56,44 @@ def _gelu_derivative(z: torch.Tensor) -> torch.Tensor:
     return cdf + z * pdf
 
 
-_FORWARD: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": torch.relu,
-    "silu": F.silu,
-    "gelu": F.gelu,
-    "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
-}
+def _relu_derivative(z: torch.Tensor) -> torch.Tensor:
+    return (z > 0).to(z.dtype)
 
-_DERIVATIVE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": lambda z: (z > 0).to(z.dtype),
-    "silu": _silu_derivative,
-    "gelu": _gelu_derivative,
-    "gelu_tanh": _gelu_tanh_derivative,
-}
+
+def _gelu_tanh(z: torch.Tensor) -> torch.Tensor:
+    return F.gelu(z, approximate="tanh")
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One fusable activation: ``name`` (the op's argument), ``code`` (the kernels' number for it), and the
+    plain-torch path's ``forward`` and ``derivative`` (``None`` for the identity)."""
+
+    name: str
+    code: int
+    forward: Callable[[torch.Tensor], torch.Tensor] | None
+    derivative: Callable[[torch.Tensor], torch.Tensor] | None
+
+
+TABLE: tuple[Activation, ...] = (
+    Activation("none", 0, None, None),
+    Activation("relu", 1, torch.relu, _relu_derivative),
+    Activation("silu", 2, F.silu, _silu_derivative),
+    Activation("gelu", 3, F.gelu, _gelu_derivative),
+    Activation("gelu_tanh", 4, _gelu_tanh, _gelu_tanh_derivative),
+)
+ACTIVATIONS: tuple[str, ...] = tuple(a.name for a in TABLE)
+ACTIVATION_CODES: dict[str, int] = {a.name: a.code for a in TABLE}
+_BY_NAME: dict[str, Activation] = {a.name: a for a in TABLE}
+
+
+def canonical_activation(activation: str | None) -> str:
+    """Map ``None`` to ``"none"`` and reject unknown names with an error that lists the known ones."""
+    if activation is None:
+        return "none"
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS} or None, got activation={activation!r}")
+    return activation
 
 
 def module_activation_name(module: object) -> str | None:
@@ -79,9 +112,9 @@ def module_activation_name(module: object) -> str | None:
 
 def apply_activation(z: torch.Tensor, activation: str) -> torch.Tensor:
     """``act(z)`` for a canonical activation name (``"none"`` returns ``z``)."""
-    return z if activation == "none" else _FORWARD[activation](z)
+    return z if activation == "none" else _BY_NAME[activation].forward(z)
 
 
 def activation_derivative(z: torch.Tensor, activation: str) -> torch.Tensor | None:
     """``act'(z)``, or ``None`` for the identity (so callers can skip a multiply by one)."""
-    return None if activation == "none" else _DERIVATIVE[activation](z)
+    return None if activation == "none" else _BY_NAME[activation].derivative(z)

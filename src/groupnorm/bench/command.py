@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from groupnorm.activations import ACTIVATIONS
 from groupnorm.bench import allocator, harness, models_command, providers, report, shapes
 
 PRESETS = {
@@ -95,7 +96,7 @@ def _grid(args) -> list[harness.Case]:
                 raise ValueError(f"--{name}: unknown value {v!r}; choose from {', '.join(allowed)}")
     acts = args.activations or preset["activations"]
     for a in acts:
-        if a not in ("none", "relu", "silu", "gelu", "gelu_tanh"):
+        if a not in ACTIVATIONS:
             raise ValueError(f"--activations: unknown value {a!r}")
     grid = itertools.product(
         shapes.lookup(args.shapes or preset["shapes"]),

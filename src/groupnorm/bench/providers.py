@@ -18,12 +18,14 @@ Example::
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from groupnorm import env
+from groupnorm.activations import apply_activation
 
 MODES = ("fwd", "bwd", "fwd+bwd")
 
@@ -115,21 +117,12 @@ def _autograd_runner(inp: Inputs, mode: str, fn: Callable[..., torch.Tensor]) ->
     raise ValueError(f"mode must be one of {MODES}, got mode={mode!r}")
 
 
-_TORCH_ACT = {
-    "none": lambda t: t,
-    "relu": F.relu,
-    "silu": F.silu,
-    "gelu": F.gelu,
-    "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
-}
-
-
 def torch_eager(x, weight, bias, residual, *, groups: int, activation: str) -> torch.Tensor:
     """torch's own group_norm followed by the epilogue as separate ops (what a model does without us)."""
     out = F.group_norm(x, groups, weight, bias)
     if residual is not None:
         out = out + residual
-    return _TORCH_ACT[activation](out)
+    return apply_activation(out, activation)  # the plain-torch formulas of the activation table
 
 
 def _setup_torch(inp: Inputs, mode: str):
@@ -166,7 +159,7 @@ def _setup_torch_compile(inp: Inputs, mode: str):
             return torch_eager(x, w, b, r, groups=inp.groups, activation=inp.activation)
 
         # GROUPNORM_BENCH_COMPILE_BACKEND: another backend than inductor (a dry run uses aot_eager: no codegen).
-        backend = os.environ.get("GROUPNORM_BENCH_COMPILE_BACKEND", "inductor")
+        backend = env.BENCH_COMPILE_BACKEND.get()
         _compiled[key] = torch.compile(fn, dynamic=False, backend=backend)
     return _autograd_runner(inp, mode, _compiled[key])
 

@@ -12,21 +12,21 @@ faults on every call.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from groupnorm import env
+from groupnorm.activations import ACTIVATION_CODES  # the C enum ACT_* matches it
 from groupnorm.ops.cpu import loader
 
-ACTIVATION_CODES = {"none": 0, "relu": 1, "silu": 2, "gelu": 3, "gelu_tanh": 4}
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # the library's codes for the 2-byte types it reads and writes in place
 HALF_DTYPE_CODES = {torch.float16: 1, torch.bfloat16: 2}
 
 # Work goes in waves of this many input bytes so that the apply pass finds its data in cache (see the C source).
 # Measured on a 2-core EPYC (32 MiB L3): see docs/results/bench-cpu/kernel-choice.md.
-DEFAULT_WAVE_BYTES = 4 << 20
+DEFAULT_WAVE_BYTES = env.CPU_WAVE_BYTES.default
 
 
 # Below this many elements one thread beats two: the parallel region's start and barriers cost more than the
@@ -63,11 +63,12 @@ DEFAULT_STREAM_BYTES = _last_level_cache_bytes() // 2
 
 
 def stream_bytes() -> int:
-    return int(os.environ.get("GROUPNORM_CPU_STREAM_BYTES", DEFAULT_STREAM_BYTES))
+    chosen = env.CPU_STREAM_BYTES.get()
+    return DEFAULT_STREAM_BYTES if chosen is None else chosen
 
 
 def wave_bytes() -> int:
-    return int(os.environ.get("GROUPNORM_CPU_WAVE_BYTES", DEFAULT_WAVE_BYTES))
+    return env.CPU_WAVE_BYTES.get()
 
 
 def channels_last_like(x: torch.Tensor) -> bool:

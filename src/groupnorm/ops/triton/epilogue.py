@@ -14,7 +14,8 @@ import os
 import triton
 import triton.language as tl
 
-ACTIVATION_CODES: dict[str, int] = {"none": 0, "relu": 1, "silu": 2, "gelu": 3, "gelu_tanh": 4}
+# the codes of the one activation table; activate/activate_grad branch on them (launch.py passes them as ACT)
+from groupnorm.activations import ACTIVATION_CODES as ACTIVATION_CODES
 
 # jit functions may only read globals that are constexpr. Keep them on the right of a tensor operand: under the
 # interpreter, ``constexpr * tensor`` wraps the tensor in a constexpr and breaks later arithmetic.
