@@ -32,6 +32,7 @@ MODULES = [
     "groupnorm.repro.augment",
     "groupnorm.repro.devices",
     "groupnorm.repro.shapes",
+    "groupnorm.repro.splits",
     "groupnorm.repro.config_flags",
     "groupnorm.repro.detection.scenes",
     "groupnorm.repro.detection.evaluate",

@@ -2,7 +2,7 @@
 
 The package reads these variables only through this module (``tests/test_env.py`` checks that no other module
 names one), and the table in ``docs/environment.md`` is :func:`markdown_table`'s output
-(``python -m groupnorm.env`` prints it). An unset or empty variable means its default; a value the parser refuses
+(``python scripts/env_table.py`` rewrites it). An unset or empty variable means its default; a value the parser refuses
 raises an error that names the variable and the value. Variables are read when used, not at import, so a test or
 a program may change them between calls (except ``GROUPNORM_IN_MEMORY_LIMIT``, read once when
 ``groupnorm.repro.data`` is imported).
@@ -22,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -152,7 +151,3 @@ def markdown_table() -> str:
     for v in VARIABLES:
         lines.append(f"| `{v.name}` | {v.scope} | {v.shown_default()} | {v.meaning} |")
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    sys.stdout.write(markdown_table())

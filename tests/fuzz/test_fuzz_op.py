@@ -5,18 +5,17 @@ strided views), every epilogue and eps are drawn by hypothesis. The budget is ``
 (default 40 per test, enough for CI); run a large budget with e.g. ``GROUPNORM_FUZZ_EXAMPLES=2000``.
 """
 
-import os
-
 import pytest
 import torch
 
+from groupnorm import env
 from groupnorm.ops import registry
 from groupnorm.testing import TOLERANCES, assert_close_verbose, call_reference, op_calls, rounding_floor
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
-EXAMPLES = int(os.environ.get("GROUPNORM_FUZZ_EXAMPLES", "40"))
+EXAMPLES = env.FUZZ_EXAMPLES.get()
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )

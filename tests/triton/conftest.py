@@ -62,6 +62,7 @@ if not ON_CUDA:
         if name in sys.modules:
             importlib.reload(sys.modules[name])
 
+from groupnorm import env  # noqa: E402
 from groupnorm.ops.triton.planner import DeviceSpec, Tuning  # noqa: E402
 
 DEVICE = torch.device("cuda" if ON_CUDA else "cpu")
@@ -179,7 +180,7 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("path", list(PATHS))
 
 
-_TEST_TIMEOUT_S = int(os.environ.get("GROUPNORM_TEST_TIMEOUT_S", "0"))
+_TEST_TIMEOUT_S = env.TEST_TIMEOUT_S.get()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -4,17 +4,16 @@ The same random calls as tests/fuzz, on every path of the planner. The interpret
 ``GROUPNORM_TRITON_FUZZ_EXAMPLES`` (default 12 per path).
 """
 
-import os
-
 import pytest
 import torch
 
+from groupnorm import env
 from groupnorm.testing import TOLERANCES, assert_close_verbose, call_reference, op_calls, rounding_floor
 
 pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
-EXAMPLES = int(os.environ.get("GROUPNORM_TRITON_FUZZ_EXAMPLES", "12"))
+EXAMPLES = env.TRITON_FUZZ_EXAMPLES.get()
 
 
 @pytest.mark.triton

@@ -17,6 +17,7 @@ import statistics
 import torch
 import torch.nn.functional as F
 
+from groupnorm import env
 from groupnorm.bench.harness import Clock
 
 _CLOCK = Clock("cpu")
@@ -78,14 +79,14 @@ def measure(
             for mode in ours:
                 iters = max(5, min(500, int(2e6 // max(x.numel(), 1))))
                 times = {"kernels": [], "torch": []}
-                os.environ["GROUPNORM_CPU_SMALL_NUMEL"] = "0"
+                os.environ[env.CPU_SMALL_NUMEL.name] = "0"
                 try:
                     for _ in range(rounds):
                         for route, fn in (("kernels", ours[mode]), ("torch", theirs[mode])):
                             fn()
                             times[route].append(_CLOCK.per_call(fn, iters))
                 finally:
-                    os.environ.pop("GROUPNORM_CPU_SMALL_NUMEL", None)
+                    os.environ.pop(env.CPU_SMALL_NUMEL.name, None)
                 k, t = statistics.median(times["kernels"]), statistics.median(times["torch"])
                 rows.append(
                     dict(

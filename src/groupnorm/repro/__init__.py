@@ -7,7 +7,7 @@ Example::
     run_sweep(spec, "runs/mini")   # -> runs/mini/report.md
 """
 
-from .hparams import HParams
-from .sweep import SweepSpec, run_sweep
+from groupnorm.repro.hparams import HParams
+from groupnorm.repro.sweep import SweepSpec, run_sweep
 
 __all__ = ["HParams", "SweepSpec", "run_sweep"]

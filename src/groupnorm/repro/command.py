@@ -19,8 +19,8 @@ import os
 import shlex
 import sys
 
-from .hparams import NORMS, SCHEDULES, SHORTCUTS, HParams
-from .presets import PRESETS, preset
+from groupnorm.repro.hparams import NORMS, SCHEDULES, SHORTCUTS, HParams
+from groupnorm.repro.presets import PRESETS, preset
 
 # flags that set one HParams field of the same name (the list-valued ones are handled by the sweep)
 SCALAR_FIELDS = (
@@ -227,7 +227,7 @@ def settings(args: argparse.Namespace) -> dict:
 
 
 def build_spec(args: argparse.Namespace):
-    from .sweep import SweepSpec
+    from groupnorm.repro.sweep import SweepSpec
 
     s = settings(args)
     base_kw = {k: s[k] for k in SCALAR_FIELDS if k in s}
@@ -269,12 +269,12 @@ def _error(msg: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .data import DataUnavailable
+    from groupnorm.repro.image_folders import DataUnavailable
 
     if args.action == "report":
         if not args.dir:
             return _error("report needs the sweep directory: groupnorm repro report DIR")
-        from .report import report_summary, write_report
+        from groupnorm.repro.report import report_summary, write_report
 
         try:
             path = write_report(args.dir)
@@ -295,7 +295,7 @@ def main(args: argparse.Namespace) -> int:
     command = (
         "groupnorm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["repro"] else None
     )
-    from .sweep import run_sweep
+    from groupnorm.repro.sweep import run_sweep
 
     threads = settings(args).get("threads")
     if threads:

@@ -29,17 +29,16 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .augment import Augment
+from groupnorm import env
+from groupnorm.repro.augment import Augment
+from groupnorm.repro.image_folders import IMAGE_SUFFIXES, DataUnavailable, list_image_tree
+from groupnorm.repro.lazy_data import LazyImageFolder
+from groupnorm.repro.splits import balanced_order, held_out_split
 
-if TYPE_CHECKING:
-    from .lazy_data import LazyImageFolder
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
 TORCHVISION_SETS = {
     # name: (torchvision class, augmentation, files torchvision expects under root)
     "cifar10": ("CIFAR10", Augment(pad=4, flip=True), "cifar-10-batches-py/"),
@@ -55,16 +54,9 @@ TORCHVISION_SETS = {
 # its error "validation" error (the rest are scored on their test split unless ``val_split`` holds images out).
 HELD_OUT_EVAL_DATASETS = ("digits",)
 
-# A fixed seed for held-out splits and subsets: the same images are held out in every run and every seed,
-# so runs differ only in what the run seed controls (initialization, order, augmentation).
-SPLIT_SEED = 20180322
 # ImageFolder trees whose decoded training images would pass this many bytes are streamed from disk instead
 # (groupnorm.repro.lazy_data): ImageNet at 224x224 would need about 190 GB.
-IN_MEMORY_LIMIT = int(os.environ.get("GROUPNORM_IN_MEMORY_LIMIT", 8 * 2**30))
-
-
-class DataUnavailable(RuntimeError):
-    """The dataset is neither on disk nor downloadable; the message says where to put it."""
+IN_MEMORY_LIMIT = env.IN_MEMORY_LIMIT.get()
 
 
 @dataclass
@@ -133,12 +125,12 @@ class ImageData:
         tr = (
             slice(None)
             if n is None or n >= len(self.train_images)
-            else (_balanced_order(self.train_labels)[:n].sort().values)
+            else (balanced_order(self.train_labels)[:n].sort().values)
         )
         te = (
             slice(None)
             if test is None or test >= len(self.test_images)
-            else (_balanced_order(self.test_labels)[:test].sort().values)
+            else (balanced_order(self.test_labels)[:test].sort().values)
         )
         if isinstance(tr, slice) and isinstance(te, slice):
             return self
@@ -162,7 +154,7 @@ class ImageData:
                 f"val_split must be between 1 and the {len(self.train_images) - 1} training images less one, "
                 f"got {n}"
             )
-        order = _balanced_order(self.train_labels)
+        order = balanced_order(self.train_labels)
         held, kept = order[:n].sort().values, order[n:].sort().values
         return ImageData(
             f"{self.name} (validation split of {n})",
@@ -185,32 +177,8 @@ class ImageData:
         }
 
 
-def _balanced_order(labels: torch.Tensor) -> torch.Tensor:
-    """A fixed order of indices that interleaves the classes, so any prefix is (nearly) class-balanced."""
-    g = torch.Generator().manual_seed(SPLIT_SEED)
-    perm = torch.randperm(len(labels), generator=g)
-    lab = labels[perm]
-    # rank of each sample within its class, then sort by (rank, class): round-robin over classes
-    rank = torch.zeros_like(lab)
-    for c in lab.unique():
-        m = lab == c
-        rank[m] = torch.arange(int(m.sum()))
-    key = rank * (int(labels.max()) + 1) + lab
-    return perm[key.argsort(stable=True)]
-
-
-def held_out_split(
-    images: torch.Tensor, labels: torch.Tensor, fraction: float = 0.2
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Split into (train_images, train_labels, test_images, test_labels), stratified, the same on every call."""
-    order = _balanced_order(labels)
-    n_test = max(1, round(len(labels) * fraction))
-    test, train = order[:n_test].sort().values, order[n_test:].sort().values
-    return images[train], labels[train], images[test], labels[test]
-
-
 def default_root(name: str) -> Path:
-    base = os.environ.get("GROUPNORM_DATA") or Path.home() / ".cache" / "groupnorm" / "data"
+    base = env.DATA.get() or Path.home() / ".cache" / "groupnorm" / "data"
     return Path(base) / name
 
 
@@ -231,7 +199,7 @@ def load_dataset(
     if spec == "digits":
         data = _load_digits()
     elif spec == "textures" or spec.startswith("textures:"):
-        from .synthetic import load_textures_spec
+        from groupnorm.repro.synthetic import load_textures_spec
 
         data = load_textures_spec(spec.partition(":")[2])
     elif spec in TORCHVISION_SETS:
@@ -239,8 +207,6 @@ def load_dataset(
     elif spec.startswith("imagefolder:"):
         path = Path(spec.split(":", 1)[1])
         if _too_big_for_memory(path, image_size):
-            from .lazy_data import LazyImageFolder
-
             return LazyImageFolder(path, spec, image_size or 224).subset(train_subset, test_subset)
         data = _load_imagefolder_tree(
             path, spec, image_size, Augment(pad=max(1, _side(image_size) // 8), flip=True)
@@ -349,19 +315,6 @@ def _to_nchw(arr) -> torch.Tensor:
     return t.contiguous()
 
 
-def _list_tree(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    try:
-        classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-        items = []
-        for ci, c in enumerate(classes):
-            for f in sorted((split_dir / c).iterdir()):
-                if f.suffix.lower() in IMAGE_SUFFIXES:
-                    items.append((f, ci))
-    except OSError as e:  # e.g. a directory without read permission
-        raise DataUnavailable(f"cannot list the images under {split_dir}: {type(e).__name__}: {e}") from e
-    return classes, items
-
-
 def _read_images(items: list[tuple[Path, int]], size: tuple[int, int] | None, where: Path) -> torch.Tensor:
     """Decode ``items`` into (N, C, H, W) uint8, resized to ``size`` = (width, height) when given."""
     from PIL import Image
@@ -397,7 +350,7 @@ def _load_imagefolder_tree(root: Path, name: str, image_size: int | None, augmen
             f"dataset {name!r}: no directory {train_dir}; an ImageFolder dataset needs {root}/train/<class>/*.jpg "
             f"(and optionally {root}/test/<class>/*.jpg or {root}/val/<class>/*.jpg)"
         )
-    classes, train_items = _list_tree(train_dir)
+    classes, train_items = list_image_tree(train_dir)
     if not train_items:
         raise DataUnavailable(f"dataset {name!r}: no images found under {train_dir}/<class>/")
     size = (image_size, image_size) if image_size else None
@@ -407,7 +360,7 @@ def _load_imagefolder_tree(root: Path, name: str, image_size: int | None, augmen
     if test_dir is None:
         tr_x, tr_y, te_x, te_y = held_out_split(images, labels)
     else:
-        test_classes, test_items = _list_tree(test_dir)
+        test_classes, test_items = list_image_tree(test_dir)
         if test_classes != classes:
             raise ValueError(
                 f"dataset {name!r}: classes under {test_dir} differ from those under {train_dir}"

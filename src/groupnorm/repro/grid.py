@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from .checkpoint import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from .progress import Progress
-from .sweep import _try_lock, read_jsonl
-from .train import Dist, machine_info
+from groupnorm.repro.checkpoint import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from groupnorm.repro.progress import Progress
+from groupnorm.repro.sweep import _try_lock, read_jsonl
+from groupnorm.repro.train import Dist, machine_info
 
 Job = tuple[str, Callable]
 

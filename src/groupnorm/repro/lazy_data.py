@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .augment import uniform
+from groupnorm.repro.augment import uniform
+from groupnorm.repro.image_folders import DataUnavailable, list_image_tree
+from groupnorm.repro.splits import balanced_order
 
 STATS_SAMPLE = 512  # training images sampled for the per-channel mean/std
 
@@ -31,15 +33,13 @@ class LazyImageFolder:
     """Same interface as :class:`groupnorm.repro.data.ImageData`, for trees too large for memory."""
 
     def __init__(self, root: Path, name: str, image_size: int = 224, workers: int | None = None) -> None:
-        from .data import DataUnavailable, _list_tree
-
         self.name, self.root, self.size = name, root, image_size
         train_dir = root / "train"
         test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
         if not train_dir.is_dir() or test_dir is None:
             raise DataUnavailable(f"dataset {name!r}: need {root}/train/<class>/* and {root}/val/<class>/*")
-        self.classes, train = _list_tree(train_dir)
-        test_classes, test = _list_tree(test_dir)
+        self.classes, train = list_image_tree(train_dir)
+        test_classes, test = list_image_tree(test_dir)
         if test_classes != self.classes:
             raise ValueError(
                 f"dataset {name!r}: classes under {test_dir} differ from those under {train_dir}"
@@ -113,14 +113,12 @@ class LazyImageFolder:
             yield self.normalize(self._decode(paths, None)), self.test_labels[start : start + batch_size]
 
     def subset(self, n: int | None, test: int | None = None) -> LazyImageFolder:
-        from .data import _balanced_order
-
         if n is not None and n < self.num_train:
-            keep = _balanced_order(self.train_labels)[:n].sort().values
+            keep = balanced_order(self.train_labels)[:n].sort().values
             self.train_paths = [self.train_paths[i] for i in keep.tolist()]
             self.train_labels = self.train_labels[keep]
         if test is not None and test < len(self.test_paths):
-            keep = _balanced_order(self.test_labels)[:test].sort().values
+            keep = balanced_order(self.test_labels)[:test].sort().values
             self.test_paths = [self.test_paths[i] for i in keep.tolist()]
             self.test_labels = self.test_labels[keep]
         return self

@@ -11,8 +11,8 @@ from collections import Counter
 
 from torch import nn
 
-from .devices import device_bn
-from .hparams import HParams
+from groupnorm.repro.devices import device_bn
+from groupnorm.repro.hparams import HParams
 
 
 def norm_factory(hp: HParams):
@@ -28,7 +28,7 @@ def norm_factory(hp: HParams):
         if hp.groups is None and hp.group_size is None:
             return "gn"  # the model's default grouping
         # Group counts a narrow layer cannot take fall back to gcd(C, G) (at least 2 channels per group);
-        # the grouping actually used is recorded with every result (describe_norms).
+        # the grouping actually used is recorded with every result (grouping_label).
         return groupnorm.norm_layer(
             "gn", num_groups=hp.groups, group_size=hp.group_size, fallback="gcd", warn=False
         )
@@ -79,8 +79,9 @@ def _cifar_depth(name: str) -> int | None:
     return None
 
 
-def describe_norms(model: nn.Module) -> str:
-    """A compact description of the normalization layers, e.g. ``GroupNorm(16ch:G=1 ×7, 32ch:G=2 ×6)``."""
+def grouping_label(model: nn.Module) -> str:
+    """A one-line label of the normalization layers for run records, e.g. ``GroupNorm(16ch:G=1 ×7, 32ch:G=2 ×6)``
+    (:func:`groupnorm.describe_norms` lists them one by one)."""
     counts: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     for m in model.modules():

@@ -20,10 +20,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import paper
-from .checkpoint import atomic_write_text
-from .data import HELD_OUT_EVAL_DATASETS
-from .train import final_epochs
+from groupnorm.repro import paper
+from groupnorm.repro.checkpoint import atomic_write_text
+from groupnorm.repro.data import HELD_OUT_EVAL_DATASETS
+from groupnorm.repro.train import final_epochs
 
 NORM_ORDER = ["bn", "syncbn", "gn", "gn+ws", "ln", "in", "none"]
 COLORS = {"bn": "C0", "gn": "C1", "ln": "C2", "in": "C3", "syncbn": "C4", "gn+ws": "C5", "none": "C7"}

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import (
+from groupnorm.repro.checkpoint import (
     CorruptCheckpoint,
     atomic_write_json,
     atomic_write_jsonl,
     load_checkpoint,
     save_checkpoint,
 )
-from .train import Dist, machine_info
+from groupnorm.repro.train import Dist, machine_info
 
 
 def pick_device(device: str, rank: int) -> torch.device:

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import atomic_write_text
-from .data import ImageData
-from .hparams import HParams
-from .model import build_model
-from .train import param_groups
+from groupnorm.repro.checkpoint import atomic_write_text
+from groupnorm.repro.data import ImageData
+from groupnorm.repro.hparams import HParams
+from groupnorm.repro.model import build_model
+from groupnorm.repro.train import param_groups
 
 PHASES = ("data", "forward", "backward", "optimizer")
 # operator-name fragments -> kind, first match wins (names as torch.profiler reports them)
@@ -42,7 +42,7 @@ KINDS = (
 
 def synthetic_cifar(n: int = 2048, seed: int = 0) -> ImageData:
     """Random 32x32 RGB images in CIFAR's shape: what a step costs does not depend on the pixels."""
-    from .data import TORCHVISION_SETS
+    from groupnorm.repro.data import TORCHVISION_SETS
 
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
@@ -172,7 +172,7 @@ def profile_markdown(hps: dict[str, HParams], rounds: int, gn_torch: bool, steps
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .command import spec_from_args
+    from groupnorm.repro.command import spec_from_args
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cifar10-cpu")

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from .checkpoint import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from .data import load_dataset
-from .hparams import HParams
-from .progress import Progress
-from .train import Dist, RunTrainer, machine_info
+from groupnorm.repro.checkpoint import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from groupnorm.repro.data import load_dataset
+from groupnorm.repro.hparams import HParams
+from groupnorm.repro.progress import Progress
+from groupnorm.repro.train import Dist, RunTrainer, machine_info
 
 GN_NORMS = ("gn", "gn+ws")
 
@@ -257,7 +257,7 @@ def run_sweep(
     if me.main:
         aggregate(out, run_ids)
         if report:
-            from .report import report_summary, write_report
+            from groupnorm.repro.report import report_summary, write_report
 
             path = write_report(out)
             print(report_summary(path), flush=True)

@@ -33,8 +33,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .augment import Augment
-from .data import ImageData
+from groupnorm.repro.augment import Augment
+from groupnorm.repro.data import ImageData
 
 ORIENTATIONS = 5
 CLASSES = [f"{band}-{180 * k // ORIENTATIONS}deg" for band in ("fine", "coarse") for k in range(ORIENTATIONS)]

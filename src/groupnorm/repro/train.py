@@ -27,17 +27,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import (
+from groupnorm.repro.checkpoint import (
     CorruptCheckpoint,
     atomic_write_json,
     atomic_write_jsonl,
     load_checkpoint,
     save_checkpoint,
 )
-from .data import ImageData
-from .devices import average_buffers
-from .hparams import HParams
-from .model import build_model, describe_norms
+from groupnorm.repro.data import ImageData
+from groupnorm.repro.devices import average_buffers
+from groupnorm.repro.hparams import HParams
+from groupnorm.repro.model import build_model, grouping_label
 
 MEDIAN_OF_LAST = 5  # the paper reports the median validation error of the last 5 of its 100 epochs
 
@@ -179,7 +179,7 @@ class RunTrainer:
         if hp.norm == "syncbn" and self.dist.world > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
-        self.grouping = describe_norms(model)
+        self.grouping = grouping_label(model)
         self.optimizer = torch.optim.SGD(param_groups(model, hp), lr=hp.lr, momentum=hp.momentum)
         # Gradients are averaged by DDP; BN running statistics are averaged by average_buffers after each step.
         self.ddp = model

@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from groupnorm import env
+
 CSRC = Path(__file__).parent / "csrc"
 # the float32 kernels, and the float16/bfloat16 entry points built on them (one library)
 SOURCES = [CSRC / "groupnorm_cpu.c", CSRC / "groupnorm_half.c"]
@@ -40,7 +42,7 @@ class BuildError(RuntimeError):
 
 
 def compiler() -> str:
-    return os.environ.get("GROUPNORM_CPU_CC") or os.environ.get("CC") or "cc"
+    return env.CPU_CC.get()
 
 
 def _cpu_flags() -> str:
@@ -64,8 +66,8 @@ def _digest(*parts: bytes) -> str:
 
 def _env_tag() -> str:
     """Machine kind: architecture plus a hash of the compiler, the flags and the CPU's feature flags."""
-    env = _digest(compiler().encode(), " ".join(CFLAGS + LDFLAGS).encode(), _cpu_flags().encode())
-    return f"{platform.machine()}-{env}"
+    tag = _digest(compiler().encode(), " ".join(CFLAGS + LDFLAGS).encode(), _cpu_flags().encode())
+    return f"{platform.machine()}-{tag}"
 
 
 def library_name() -> str:
@@ -86,9 +88,9 @@ def _remove_stale(directory: Path, keep: str) -> None:
 
 def cache_dirs() -> list[Path]:
     """Candidate directories, in the order they are tried: beside the package, then the user's cache."""
-    env = os.environ.get("GROUPNORM_CACHE_DIR")
-    if env:  # an explicit choice is the only place looked at
-        return [Path(env)]
+    chosen = env.CACHE_DIR.get()
+    if chosen:  # an explicit choice is the only place looked at
+        return [Path(chosen)]
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return [Path(__file__).parent / "_build", Path(xdg) / "groupnorm"]
 

@@ -8,9 +8,10 @@ charge, so a GPU host or a machine without a C compiler still works.
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 import warnings
+
+from groupnorm import env
 
 ABI_VERSION = 4
 
@@ -34,8 +35,8 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 def disabled() -> bool:
-    """True when ``GROUPNORM_CPU_KERNEL`` is set to 0/false/off."""
-    return os.environ.get("GROUPNORM_CPU_KERNEL", "1").strip().lower() in ("0", "false", "off", "no")
+    """True when ``GROUPNORM_CPU_KERNEL`` is set to 0/false/off/no."""
+    return not env.CPU_KERNEL.get()
 
 
 def _load() -> ctypes.CDLL:

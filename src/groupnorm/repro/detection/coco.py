@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .data import DetectionData
+from groupnorm.repro.detection.data import DetectionData
 
 BOX_TOLERANCE = 1.0  # pixels: COCO's own boxes pass the border by rounding
 
@@ -147,7 +147,7 @@ def load_coco(text: str) -> DetectionData:
 
 def load_detection_data(spec: str, data_root: str | None = None, *, download: bool = True) -> DetectionData:
     """``scenes[:OPTIONS]`` (generated, see :mod:`.scenes`) or ``coco:ROOT[,OPTIONS]`` (COCO-format from disk)."""
-    from .scenes import load_scenes
+    from groupnorm.repro.detection.scenes import load_scenes
 
     if spec == "scenes" or spec.startswith("scenes:"):
         return load_scenes(spec.partition(":")[2], data_root, download=download)

@@ -21,10 +21,10 @@ import shlex
 import sys
 from dataclasses import replace
 
-from ..config_flags import add_config_flags, config_values, list_of
-from .config import VARIANTS, DetectionConfig
-from .presets import PRESETS, detection_preset
-from .report import SUMMARY_FIELDS
+from groupnorm.repro.config_flags import add_config_flags, config_values, list_of
+from groupnorm.repro.detection.config import VARIANTS, DetectionConfig
+from groupnorm.repro.detection.presets import PRESETS, detection_preset
+from groupnorm.repro.detection.report import SUMMARY_FIELDS
 
 GRID_KEYS = ("variants", "images_per_device", "seeds", "threads")
 
@@ -99,8 +99,8 @@ def _error(msg: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from ..data import DataUnavailable
-    from .report import write_detection_report
+    from groupnorm.repro.detection.report import write_detection_report
+    from groupnorm.repro.image_folders import DataUnavailable
 
     args = build_parser().parse_args(argv)
     if args.action == "report":
@@ -128,10 +128,10 @@ def main(argv: list[str]) -> int:
 def _run(args: argparse.Namespace, configs: list[DetectionConfig]) -> int:
     import torch.distributed as dist
 
-    from ..grid import run_grid
-    from .coco import load_detection_data
-    from .report import write_detection_report
-    from .train import DetectionTrainer
+    from groupnorm.repro.detection.coco import load_detection_data
+    from groupnorm.repro.detection.report import write_detection_report
+    from groupnorm.repro.detection.train import DetectionTrainer
+    from groupnorm.repro.grid import run_grid
 
     out = args.out or os.path.join("runs", args.preset or "detection")
     data = load_detection_data(configs[0].dataset, args.data_root, download=not args.no_download)

@@ -100,7 +100,7 @@ def coco_metrics(
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, split, num_classes: int, batch: int = 8, device=None) -> dict:
     """The metrics of ``model`` (eval mode) over every image of ``split``."""
-    from .data import normalize_image
+    from groupnorm.repro.detection.data import normalize_image
 
     model.eval()
     device = device or next(model.parameters()).device

@@ -22,11 +22,11 @@ import math
 
 from torch import nn
 
-from ..checkpoint import CorruptCheckpoint, load_checkpoint
-from ..devices import device_bn
-from ..hparams import HParams
-from ..model import build_model
-from .config import DetectionConfig
+from groupnorm.repro.checkpoint import CorruptCheckpoint, load_checkpoint
+from groupnorm.repro.detection.config import DetectionConfig
+from groupnorm.repro.devices import device_bn
+from groupnorm.repro.hparams import HParams
+from groupnorm.repro.model import build_model
 
 BN_VARIANTS = ("bn_frozen", "bn_finetune")
 GN_HEAD_VARIANTS = ("gn_all", "gn_scratch")

@@ -15,9 +15,9 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from ..checkpoint import atomic_write_text
-from ..report import _fmt, _mean_std
-from .config import VARIANT_LABELS, VARIANTS
+from groupnorm.repro.checkpoint import atomic_write_text
+from groupnorm.repro.detection.config import VARIANT_LABELS, VARIANTS
+from groupnorm.repro.report import _fmt, _mean_std
 
 # The paper's Mask R-CNN R50-FPN on COCO (§6.1; ../PAPER.md): box AP, mask AP; BN fine-tuned loses about 6 AP.
 PAPER = {"bn_frozen": (38.6, 34.2), "gn_all": (40.0, 34.8), "gn_scratch": (39.5, None)}
@@ -119,8 +119,8 @@ def write_detection_report(out: str | os.PathLike) -> Path:
           f"{float(r['mask_ap']):.2f} | {float(r['train_loss']):.3f} | {float(r['seconds_per_step']):.3f} | "
           f"{r['backbone_init']} | {r['grouping']} |" for r in rows],
     ]  # fmt: skip
-    from ..curves import plot_curves
-    from ..sweep import read_jsonl
+    from groupnorm.repro.curves import plot_curves
+    from groupnorm.repro.sweep import read_jsonl
 
     figure = plot_curves(
         read_jsonl(out / "results.jsonl"), out / "curves.png", x="step",

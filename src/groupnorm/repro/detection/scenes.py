@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..shapes import SHAPES, blob_mask, resize_patch, shape_mask, texture
-from .data import DetectionData, boxes_from_masks
+from groupnorm.repro.detection.data import DetectionData, boxes_from_masks
+from groupnorm.repro.shapes import SHAPES, blob_mask, resize_patch, shape_mask, texture
 
 DEFAULTS = {"objects": "shapes", "train": 2000, "test": 200, "canvas": 64, "max_objects": 3, "min_side": 12,
             "max_side": 32, "seed": 0}  # fmt: skip
@@ -118,7 +118,7 @@ def load_scenes(text: str = "", data_root: str | None = None, *, download: bool 
     if o["objects"] == "shapes":
         train_bank = test_bank = ObjectBank(list(SHAPES))
     else:
-        from ..data import load_dataset
+        from groupnorm.repro.data import load_dataset
 
         cifar = load_dataset("cifar10", data_root, download=download)
         train_bank = ObjectBank(cifar.classes, cifar.train_images, cifar.train_labels)

@@ -16,14 +16,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..devices import average_buffers
-from ..model import describe_norms
-from ..rounds import RoundTrainer, pick_device
-from ..train import epoch_order, param_groups
-from .config import DetectionConfig
-from .data import DetectionData, normalize_image
-from .evaluate import evaluate_model
-from .model import build_maskrcnn
+from groupnorm.repro.detection.config import DetectionConfig
+from groupnorm.repro.detection.data import DetectionData, normalize_image
+from groupnorm.repro.detection.evaluate import evaluate_model
+from groupnorm.repro.detection.model import build_maskrcnn
+from groupnorm.repro.devices import average_buffers
+from groupnorm.repro.model import grouping_label
+from groupnorm.repro.rounds import RoundTrainer, pick_device
+from groupnorm.repro.train import epoch_order, param_groups
 
 
 class _Subset:
@@ -60,7 +60,7 @@ class DetectionTrainer(RoundTrainer):
         canvas = int(data.train[0][0].shape[-1])
         model, self.backbone_origin = build_maskrcnn(cfg, data.num_classes, canvas)
         self.model = model.to(self.device)
-        self.grouping = describe_norms(self.model)
+        self.grouping = grouping_label(self.model)
         self.optimizer = torch.optim.SGD(param_groups(self.model, cfg), lr=cfg.lr, momentum=cfg.momentum)
         self.ddp = self.model
         if self.dist.world > 1:

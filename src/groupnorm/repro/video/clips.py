@@ -20,9 +20,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..detection.scenes import parse_options
-from ..shapes import shape_mask, texture
-from .data import ClipData
+from groupnorm.repro.detection.scenes import parse_options
+from groupnorm.repro.shapes import shape_mask, texture
+from groupnorm.repro.video.data import ClipData
 
 APPEARANCES: tuple[str, ...] = ("disk", "cross")
 MOTIONS: tuple[str, ...] = ("right", "left", "down", "up")

@@ -20,10 +20,10 @@ import shlex
 import sys
 from dataclasses import replace
 
-from ..config_flags import add_config_flags, config_values, list_of
-from .config import VIDEO_NORMS, VideoConfig
-from .presets import PRESETS, video_preset
-from .report import SUMMARY_FIELDS
+from groupnorm.repro.config_flags import add_config_flags, config_values, list_of
+from groupnorm.repro.video.config import VIDEO_NORMS, VideoConfig
+from groupnorm.repro.video.presets import PRESETS, video_preset
+from groupnorm.repro.video.report import SUMMARY_FIELDS
 
 GRID_KEYS = ("norms", "settings", "seeds", "threads")
 
@@ -101,7 +101,7 @@ def _error(msg: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from .report import write_video_report
+    from groupnorm.repro.video.report import write_video_report
 
     args = build_parser().parse_args(argv)
     if args.action == "report":
@@ -129,10 +129,10 @@ def main(argv: list[str]) -> int:
 def _run(args: argparse.Namespace, configs: list[VideoConfig]) -> int:
     import torch.distributed as dist
 
-    from ..grid import run_grid
-    from .folder import load_clip_data
-    from .report import write_video_report
-    from .train import VideoTrainer
+    from groupnorm.repro.grid import run_grid
+    from groupnorm.repro.video.folder import load_clip_data
+    from groupnorm.repro.video.report import write_video_report
+    from groupnorm.repro.video.train import VideoTrainer
 
     out = args.out or os.path.join("runs", args.preset or "video")
     world = int(os.environ.get("WORLD_SIZE", "1"))

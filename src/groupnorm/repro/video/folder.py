@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .data import ClipData
+from groupnorm.repro.video.data import ClipData
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -114,7 +114,7 @@ def load_clip_folder(root: str, frames: int) -> ClipData:
 
 def load_clip_data(spec: str, frames: int) -> ClipData:
     """``moving[:OPTIONS]`` (generated, :mod:`.clips`) or ``clips:ROOT`` (from disk)."""
-    from .clips import load_moving
+    from groupnorm.repro.video.clips import load_moving
 
     if spec == "moving" or spec.startswith("moving:"):
         return load_moving(spec.partition(":")[2], frames)

@@ -19,7 +19,7 @@ import re
 import torch
 from torch import nn
 
-from ..devices import device_bn3d
+from groupnorm.repro.devices import device_bn3d
 
 
 class Block3d(nn.Module):

@@ -13,9 +13,9 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from ..checkpoint import atomic_write_text
-from ..report import _fmt, _mean_std
-from .config import VIDEO_NORMS
+from groupnorm.repro.checkpoint import atomic_write_text
+from groupnorm.repro.report import _fmt, _mean_std
+from groupnorm.repro.video.config import VIDEO_NORMS
 
 # The paper's Kinetics ResNet-50 I3D top-1 accuracy (%; ../PAPER.md): (frames, clips per GPU) -> {norm: acc}
 PAPER = {(32, 4): {"bn": 72.1, "gn": 72.8}, (64, 4): {"bn": 73.3, "gn": 74.5}}
@@ -64,7 +64,7 @@ def findings(rows: list[dict]) -> list[str]:
 
 def write_video_report(out: str | os.PathLike) -> Path:
     """Write ``out/report.md`` from ``out/summary.csv`` and ``out/meta.json``; return its path."""
-    from ..detection.report import read_summary
+    from groupnorm.repro.detection.report import read_summary
 
     out = Path(out)
     rows = read_summary(out)
@@ -93,8 +93,8 @@ def write_video_report(out: str | os.PathLike) -> Path:
         *[f"| {r['run']} | {r['norm']} | {r['frames']} | {r['clips_per_device']} | {float(r['val_error']):.2f} | "
           f"{float(r['train_error']):.2f} | {float(r['seconds_per_step']):.3f} | {r['grouping']} |" for r in rows],
     ]  # fmt: skip
-    from ..curves import plot_curves
-    from ..sweep import read_jsonl
+    from groupnorm.repro.curves import plot_curves
+    from groupnorm.repro.sweep import read_jsonl
 
     figure = plot_curves(
         read_jsonl(out / "results.jsonl"), out / "curves.png", x="round", x_label="epoch",

@@ -15,13 +15,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..devices import average_buffers
-from ..model import describe_norms
-from ..rounds import RoundTrainer, pick_device
-from ..train import epoch_order, param_groups
-from .config import VideoConfig
-from .data import ClipData
-from .model import build_video_model
+from groupnorm.repro.devices import average_buffers
+from groupnorm.repro.model import grouping_label
+from groupnorm.repro.rounds import RoundTrainer, pick_device
+from groupnorm.repro.train import epoch_order, param_groups
+from groupnorm.repro.video.config import VideoConfig
+from groupnorm.repro.video.data import ClipData
+from groupnorm.repro.video.model import build_video_model
 
 
 class VideoTrainer(RoundTrainer):
@@ -56,7 +56,7 @@ class VideoTrainer(RoundTrainer):
             gn_groups=cfg.gn_groups,
         )
         self.model = model.to(self.device, memory_format=self.memory_format)
-        self.grouping = describe_norms(self.model)
+        self.grouping = grouping_label(self.model)
         self.optimizer = torch.optim.SGD(param_groups(self.model, _Decay(cfg.weight_decay)), lr=cfg.lr,
                                          momentum=cfg.momentum)  # fmt: skip
         self.ddp = self.model
