@@ -141,12 +141,13 @@ def _chunk_stats(
 
 @triton.jit
 def fwd_partial_stats_kernel(
-    X, PART_MEAN, PART_M2,
+    X, PART,
     S, G, CG, GROUP_BLOCKS, CHUNK_S, SPLIT, unit_start,
     x_sn, x_sc, x_ss,
     INT64: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, EVEN_CG: tl.constexpr,
 ):  # fmt: skip
-    """Split path, pass 1: (mean, M2) of x - pivot over one chunk of ``CHUNK_S`` positions, for each group."""
+    """Split path, pass 1: (mean, M2) of x - pivot over one chunk of ``CHUNK_S`` positions, for each group, into
+    PART: one float32 buffer, each (group, chunk) slot's mean and M2 side by side (one allocation per call)."""
     pid = tl.program_id(0)
     n, g0 = unit_coords(unit_start + pid // SPLIT, GROUP_BLOCKS, BLOCK_G, INT64)
     chunk = pid % SPLIT
@@ -158,13 +159,13 @@ def fwd_partial_stats_kernel(
         X, n, g0, pivot, s_begin, s_end, G, CG, x_sn, x_sc, x_ss, INT64, BLOCK_S, BLOCK_G, BLOCK_CG, EVEN_CG
     )
     slot = (n * G + g) * SPLIT + chunk
-    tl.store(PART_MEAN + slot, mean, mask=gmask)
-    tl.store(PART_M2 + slot, m2, mask=gmask)
+    tl.store(PART + 2 * slot, mean, mask=gmask)
+    tl.store(PART + 2 * slot + 1, m2, mask=gmask)
 
 
 @triton.jit
 def _merge_partial_stats(
-    PART_MEAN, PART_M2, grp, gmask, S, CG, CHUNK_S, SPLIT, eps,
+    PART, grp, gmask, S, CG, CHUNK_S, SPLIT, eps,
     INT64: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_G: tl.constexpr,
 ):  # fmt: skip
     """(mean - pivot, rstd) ``[BLOCK_G]`` from the ``SPLIT`` partials of groups ``grp``, summed in a fixed order.
@@ -180,7 +181,7 @@ def _merge_partial_stats(
         begin = k * CHUNK_S
         cnt = tl.where(kmask, (tl.minimum(begin + CHUNK_S, S) - begin).to(tl.float32) * CG, 0.0)
         slot = grp[None, :] * SPLIT + k[:, None]
-        pm = tl.load(PART_MEAN + slot, mask=kmask[:, None] & gmask[None, :], other=0.0)
+        pm = tl.load(PART + 2 * slot, mask=kmask[:, None] & gmask[None, :], other=0.0)
         acc_count += cnt
         acc_sum += cnt[:, None] * pm
     total = tl.sum(acc_count, axis=0)
@@ -193,15 +194,15 @@ def _merge_partial_stats(
         cnt = tl.where(kmask, (tl.minimum(begin + CHUNK_S, S) - begin).to(tl.float32) * CG, 0.0)
         slot = grp[None, :] * SPLIT + k[:, None]
         both = kmask[:, None] & gmask[None, :]
-        dev = tl.load(PART_MEAN + slot, mask=both, other=0.0) - mean[None, :]
-        acc_m2 += tl.load(PART_M2 + slot, mask=both, other=0.0) + cnt[:, None] * dev * dev
+        dev = tl.load(PART + 2 * slot, mask=both, other=0.0) - mean[None, :]
+        acc_m2 += tl.load(PART + 2 * slot + 1, mask=both, other=0.0) + cnt[:, None] * dev * dev
     rstd = tl.rsqrt(tl.sum(acc_m2, axis=0) / total + eps)
     return mean, rstd
 
 
 @triton.jit
 def fwd_apply_kernel(
-    X, Y, W, B, SCALE, SHIFT, RES, MEAN, RSTD, PART_MEAN, PART_M2,
+    X, Y, W, B, SCALE, SHIFT, RES, MEAN, RSTD, PART,
     C, S, G, CG, GROUP_BLOCKS, CHUNK_S, SPLIT, eps, unit_start,
     x_sn, x_sc, x_ss, y_sn, y_sc, y_ss, r_sn, r_sc, r_ss,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
@@ -228,7 +229,7 @@ def fwd_apply_kernel(
         mean = shifted_mean + pivot
     else:
         mean, rstd = _merge_partial_stats(
-            PART_MEAN, PART_M2, grp, gmask, S, CG, CHUNK_S, SPLIT, eps, INT64, BLOCK_K, BLOCK_G
+            PART, grp, gmask, S, CG, CHUNK_S, SPLIT, eps, INT64, BLOCK_K, BLOCK_G
         )
         mean += pivot
     if chunk == 0:

@@ -313,21 +313,20 @@ def forward(
             return y, mean, rstd
         if p.split == 1:  # looped: one program per unit computes its statistics, then applies them
             fk.fwd_apply_kernel[(p.units,)](
-                x, y, *optional, mean, rstd, mean, mean, *lp.scalars, p.chunk_s, 1, eps, 0, *lp.strides,
+                x, y, *optional, mean, rstd, mean, *lp.scalars, p.chunk_s, 1, eps, 0, *lp.strides,
                 **lp.kw["looped"],
             )  # fmt: skip
             return y, mean, rstd
-        part_mean = torch.empty(lp.part_len, device=x.device, dtype=torch.float32)
-        part_m2 = torch.empty(lp.part_len, device=x.device, dtype=torch.float32)
+        part = torch.empty(2 * lp.part_len, device=x.device, dtype=torch.float32)  # (mean, M2) per slot
         _c, s, g, cg, group_blocks = lp.scalars
         for start, units in lp.waves:
             grid = (units * p.split,)
             fk.fwd_partial_stats_kernel[grid](
-                x, part_mean, part_m2, s, g, cg, group_blocks, p.chunk_s, p.split, start, *lp.x_strides,
+                x, part, s, g, cg, group_blocks, p.chunk_s, p.split, start, *lp.x_strides,
                 **lp.kw["stats"],
             )  # fmt: skip
             fk.fwd_apply_kernel[grid](
-                x, y, *optional, mean, rstd, part_mean, part_m2,
+                x, y, *optional, mean, rstd, part,
                 *lp.scalars, p.chunk_s, p.split, eps, start, *lp.strides,
                 **lp.kw["apply"],
             )  # fmt: skip
