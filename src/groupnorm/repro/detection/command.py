@@ -93,36 +93,20 @@ def _configs(args: argparse.Namespace) -> list[DetectionConfig]:
     return out
 
 
-def _error(msg: str) -> int:
-    print(f"groupnorm repro detection: error: {msg}", file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str]) -> int:
     from groupnorm.repro.detection.report import write_detection_report
     from groupnorm.repro.image_folders import DataUnavailable
+    from groupnorm.repro.transfer_command import run_transfer_command
 
-    args = build_parser().parse_args(argv)
-    if args.action == "report":
-        if not args.dir:
-            return _error("report needs the sweep directory: groupnorm repro detection report DIR")
-        try:
-            print(f"report: {write_detection_report(args.dir)}")
-        except (FileNotFoundError, ValueError) as e:
-            return _error(str(e))
-        return 0
-    if args.dir:
-        return _error(f"unexpected argument {args.dir!r} (did you mean --out {args.dir}?)")
-    try:
-        configs = _configs(args)
-        threads = _settings(args).get("threads")
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
-        return _run(args, configs)
-    except (ValueError, FileNotFoundError, DataUnavailable) as e:
-        return _error(str(e))
+    return run_transfer_command(
+        "detection",
+        build_parser().parse_args(argv),
+        write_report=write_detection_report,
+        configs=_configs,
+        settings=_settings,
+        run=_run,
+        errors=(ValueError, FileNotFoundError, DataUnavailable),
+    )
 
 
 def _run(args: argparse.Namespace, configs: list[DetectionConfig]) -> int:

@@ -95,35 +95,19 @@ def configs_from_args(argv: list[str]) -> list[VideoConfig]:
     return _configs(build_parser().parse_args(argv))
 
 
-def _error(msg: str) -> int:
-    print(f"groupnorm repro video: error: {msg}", file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str]) -> int:
+    from groupnorm.repro.transfer_command import run_transfer_command
     from groupnorm.repro.video.report import write_video_report
 
-    args = build_parser().parse_args(argv)
-    if args.action == "report":
-        if not args.dir:
-            return _error("report needs the sweep directory: groupnorm repro video report DIR")
-        try:
-            print(f"report: {write_video_report(args.dir)}")
-        except (FileNotFoundError, ValueError) as e:
-            return _error(str(e))
-        return 0
-    if args.dir:
-        return _error(f"unexpected argument {args.dir!r} (did you mean --out {args.dir}?)")
-    try:
-        configs = _configs(args)
-        threads = _settings(args).get("threads")
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
-        return _run(args, configs)
-    except (ValueError, FileNotFoundError) as e:
-        return _error(str(e))
+    return run_transfer_command(
+        "video",
+        build_parser().parse_args(argv),
+        write_report=write_video_report,
+        configs=_configs,
+        settings=_settings,
+        run=_run,
+        errors=(ValueError, FileNotFoundError),
+    )
 
 
 def _run(args: argparse.Namespace, configs: list[VideoConfig]) -> int:
