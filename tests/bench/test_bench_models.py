@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from groupnorm.bench import models, models_command, models_report
+from groupnorm.bench import models, models_command, models_report, op_kinds
 from groupnorm.cli import main
 from groupnorm.patching.report import PatchReport
 
@@ -186,6 +186,8 @@ def test_command_end_to_end(tmp_path, capsys):
         (["--models", "--rounds", "0"], "--rounds must be at least 1"),
         (["--models", "--vae", "tiny", "--batch", "0"], "batch must be a positive integer"),
         (["--quick"], "--quick apply to --models only"),
+        (["--models", "--profile", "-1"], "--profile must be 0 or more calls, got -1"),
+        (["--profile", "2"], "--profile apply to --models only"),
     ],
 )
 def test_command_rejects_bad_values(argv, message, capsys):
@@ -209,7 +211,36 @@ def test_quick_sizes_and_explicit_options():
     assert sizes == models.Sizes(vae="small", latent_sides=(16,), unet_side=32, image_side=64, batch=4)
 
 
-@pytest.mark.parametrize("module", [models, models_report])
+def test_profiled_rows_split_each_models_time_by_operator_kind():
+    row = models.run_workload(_tiny("eval"), "nchw", rounds=1, profile_calls=2)
+    stock, patched = row["stock_kinds_ms"], row["patched_kinds_ms"]
+    assert list(stock) == list(patched) == op_kinds.kind_names(op_kinds.MODEL_KINDS)
+    # stock runs torch's group_norm and silu; patched the fused op, whose activation is inside the norm
+    assert stock["conv"] > 0 and stock["norm"] > 0 and stock["activation"] > 0
+    assert patched["conv"] > 0 and patched["norm"] > 0 and patched["activation"] == 0
+    table = models_report.norm_share_table([row])
+    stock_line, patched_line = table.splitlines()[2:]
+    assert stock_line.startswith("| tiny-eval | nchw | stock |") and stock_line.endswith("% | - |")
+    assert patched_line.startswith("| tiny-eval | nchw | patched |") and patched_line.endswith("x |")
+    assert "## Where the time goes" in models_report.markdown_page(
+        [row], "groupnorm bench --models --profile 2"
+    )
+    assert models_report.norm_share_table([models.run_workload(_tiny("eval"), "nchw", rounds=1)]) == ""
+
+
+def test_operator_kinds_are_matched_by_name_first_match_wins():
+    kinds = op_kinds.MODEL_KINDS
+    assert op_kinds.classify("aten::mkldnn_convolution", kinds) == "conv"
+    assert op_kinds.classify("groupnorm::forward", kinds) == "norm"
+    assert op_kinds.classify("aten::native_group_norm", kinds) == "norm"
+    assert op_kinds.classify("aten::baddbmm", kinds) == "attention"  # not an elementwise add
+    assert op_kinds.classify("aten::add_", kinds) == op_kinds.OTHER
+    assert op_kinds.classify("aten::silu", op_kinds.STEP_KINDS) == op_kinds.OTHER
+    with pytest.raises(ValueError, match="calls=0"):
+        op_kinds.self_time_by_kind(lambda: None, calls=0)
+
+
+@pytest.mark.parametrize("module", [models, models_report, op_kinds])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0

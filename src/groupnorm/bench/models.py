@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from groupnorm.bench import harness
+from groupnorm.bench import harness, op_kinds
 
 MODES = ("eval", "train")
 VAE_CONFIGS: dict[str, dict] = {
@@ -436,12 +436,15 @@ def run_workload(
     min_round_s: float = 0.0,
     patch: Callable[[nn.Module], tuple[nn.Module, object]] | None = None,
     seed: int = 0,
+    profile_calls: int = 0,
 ) -> dict:
     """Check, then time ``workload`` stock and patched in ``layout``; one record.
 
     ``patch`` (default :func:`groupnorm.patch`) turns a copy of the stock model into the patched one. Ratios are
     stock time / patched time (above 1: the patched model is faster): ``ratio_median`` is the median over rounds
-    of the per-round ratio, ``ratio_min``/``ratio_max`` its spread. Raises :class:`OutputMismatch` when the
+    of the per-round ratio, ``ratio_min``/``ratio_max`` its spread. ``profile_calls`` > 0 profiles that many
+    calls of each model after the timing and adds ``stock_kinds_ms`` / ``patched_kinds_ms``: milliseconds per call
+    by operator kind (:mod:`groupnorm.bench.op_kinds`). Raises :class:`OutputMismatch` when the
     patched model's output differs, and ``ValueError`` for bad arguments.
     """
     if layout not in harness.LAYOUTS:
@@ -498,6 +501,10 @@ def run_workload(
     if cpu_times["stock"]:
         row["stock_cpu_ms"] = round(statistics.median(cpu_times["stock"]) * 1e3, 3)
         row["patched_cpu_ms"] = round(statistics.median(cpu_times["patched"]) * 1e3, 3)
+    if profile_calls:
+        for name, fn in runners.items():
+            seconds = op_kinds.self_time_by_kind(fn, calls=profile_calls)  # host time: a CPU measure
+            row[f"{name}_kinds_ms"] = {kind: round(v * 1e3, 3) for kind, v in seconds.items()}
     row["row_s"] = round(time.perf_counter() - started, 1)
     return row
 
@@ -511,6 +518,7 @@ def run_all(
     min_round_s: float = 0.0,
     patch: Callable[[nn.Module], tuple[nn.Module, object]] | None = None,
     on_row: Callable[[dict], None] | None = None,
+    profile_calls: int = 0,
 ) -> list[dict]:
     """:func:`run_workload` for every workload and layout. A workload whose module is missing gets a row with
     ``skipped`` set; one whose patched output differs a row with ``error`` set and no timings (the others still
@@ -525,7 +533,13 @@ def run_all(
             else:
                 try:
                     row = run_workload(
-                        workload, layout, device=device, rounds=rounds, min_round_s=min_round_s, patch=patch
+                        workload,
+                        layout,
+                        device=device,
+                        rounds=rounds,
+                        min_round_s=min_round_s,
+                        patch=patch,
+                        profile_calls=profile_calls,
                     )
                 except OutputMismatch as error:
                     row = _blank_row(workload, layout, device, rounds)

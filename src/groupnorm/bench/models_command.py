@@ -60,11 +60,19 @@ def add_arguments(parser) -> None:
     g.add_argument("--unet-size", type=int, help="UNet input side (default: 64; --quick: 32)")
     g.add_argument("--image-size", type=int, help="ResNet image side (default: 224; --quick: 64)")
     g.add_argument("--batch", type=int, help="ResNet batch (default: 8)")
+    g.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="CALLS",
+        help="after timing, profile CALLS calls of each model and report its time by operator kind "
+        "(the norms' share bounds what the op can give the model; host time, so a CPU measure)",
+    )
 
 
 def options_given(args) -> str:
     """The ``--models`` options given (as flags, comma-separated), for an error when ``--models`` is not."""
-    names = ("quick", "vae", "latent_sizes", "unet_size", "image_size", "batch")
+    names = ("quick", "vae", "latent_sizes", "unet_size", "image_size", "batch", "profile")
     return ", ".join(f"--{n.replace('_', '-')}" for n in names if getattr(args, n))
 
 
@@ -96,6 +104,8 @@ def command_line(args, rounds: int) -> str:
     parts += ["--device", args.device, "--rounds", str(rounds), "--min-round-ms", f"{args.min_round_ms:g}"]
     if args.malloc != "keep":
         parts += ["--malloc", args.malloc]
+    if args.profile:
+        parts += ["--profile", str(args.profile)]
     for flag, value in (("--json", args.json), ("--md", args.markdown)):
         if value:
             parts += [flag, str(value)]
@@ -117,6 +127,8 @@ def run(args) -> int:
     rounds = args.rounds if args.rounds is not None else (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
     if rounds < 1:
         return _fail(f"--rounds must be at least 1, got {rounds}")
+    if args.profile < 0:
+        return _fail(f"--profile must be 0 or more calls, got {args.profile}")
     layouts = args.layouts or list(harness.LAYOUTS)
     for layout in layouts:
         if layout not in harness.LAYOUTS:
@@ -152,7 +164,13 @@ def run(args) -> int:
             report.write_json(args.json, rows)
 
     models.run_all(
-        workloads, layouts, device=device, rounds=rounds, min_round_s=args.min_round_ms / 1000, on_row=on_row
+        workloads,
+        layouts,
+        device=device,
+        rounds=rounds,
+        min_round_s=args.min_round_ms / 1000,
+        on_row=on_row,
+        profile_calls=args.profile,
     )
     print(f"groupnorm bench --models: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     if args.markdown:

@@ -59,6 +59,38 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def norm_share_table(rows: list[dict]) -> str:
+    """For profiled rows (``--profile``): each model's milliseconds per call by operator kind, stock and patched,
+    the share of stock's time in norms and their activations, and the ratio the patched model would reach if only
+    those had changed (what the norm kernel alone can give the model); empty when no row was profiled."""
+    profiled = [r for r in rows if r.get("stock_kinds_ms") and r.get("patched_kinds_ms")]
+    if not profiled:
+        return ""
+    kinds = list(profiled[0]["stock_kinds_ms"])
+    lines = [
+        "| model | layout | run | "
+        + " | ".join(kinds)
+        + " | norm + activation share | ratio if only norms changed |",
+        "|---|---|---|" + "---:|" * (len(kinds) + 2),
+    ]
+    for r in profiled:
+        stock, patched = r["stock_kinds_ms"], r["patched_kinds_ms"]
+        stock_total = sum(stock.values())
+        norm_act = ("norm", "activation")
+        stock_norm = sum(stock.get(k, 0.0) for k in norm_act)
+        patched_norm = sum(patched.get(k, 0.0) for k in norm_act)
+        bound = stock_total / max(stock_total - stock_norm + patched_norm, 1e-9)
+        for name, ms in (("stock", stock), ("patched", patched)):
+            share = f"{100 * stock_norm / stock_total:.1f}%" if name == "stock" else "-"
+            ceiling = f"{bound:.2f}x" if name == "patched" else "-"
+            lines.append(
+                f"| {r['model']} | {r['layout']} | {name} | "
+                + " | ".join(f"{ms.get(k, 0.0):.1f}" for k in kinds)
+                + f" | {share} | {ceiling} |"
+            )
+    return "\n".join(lines)
+
+
 def markdown_page(rows: list[dict], command: str) -> str:
     """A results page: the command, machine and versions, the table, and what each model runs."""
     first = rows[0] if rows else {}
@@ -88,6 +120,21 @@ def markdown_page(rows: list[dict], command: str) -> str:
         "",
         markdown_table(rows),
         "",
+    ]
+    profile = norm_share_table(rows)
+    if profile:
+        lines += [
+            "## Where the time goes",
+            "",
+            "Milliseconds per call by operator kind (self CPU time of profiled calls after the timing; `python` is "
+            "wall time outside any operator). The norm + activation share is stock's; the last column is "
+            "stock's total over stock's total with only its norm and activation time replaced by the patched "
+            "model's: the most the norm kernel can give this model, whatever else the patch changes.",
+            "",
+            profile,
+            "",
+        ]
+    lines += [
         "## Models",
         "",
     ]

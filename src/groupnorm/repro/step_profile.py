@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from groupnorm.bench import op_kinds
 from groupnorm.repro.checkpoint import atomic_write_text
 from groupnorm.repro.data import ImageData
 from groupnorm.repro.hparams import HParams
@@ -31,13 +32,6 @@ from groupnorm.repro.model import build_model
 from groupnorm.repro.train import param_groups
 
 PHASES = ("data", "forward", "backward", "optimizer")
-# operator-name fragments -> kind, first match wins (names as torch.profiler reports them)
-KINDS = (
-    ("conv", ("conv", "mkldnn_convolution")),
-    ("norm", ("batch_norm", "group_norm", "groupnorm::", "var_mean", "rsqrt")),
-    ("loss", ("cross_entropy", "log_softmax", "nll_loss")),
-    ("optimizer", ("sgd", "_foreach", "optimizer")),
-)
 
 
 def synthetic_cifar(n: int = 2048, seed: int = 0) -> ImageData:
@@ -109,21 +103,7 @@ def time_phases(
 
 def operator_kinds(runner: StepRunner, steps: int = 3) -> dict[str, float]:
     """Seconds per step by operator kind (self CPU time) in a profiled run; ``python`` is the remainder."""
-    from torch.profiler import ProfilerActivity, profile
-
-    runner.step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            runner.step()
-        wall = (time.perf_counter() - t0) / steps
-    totals: dict[str, float] = defaultdict(float)
-    for event in prof.key_averages():
-        name = event.key.lower()
-        kind = next((k for k, frags in KINDS if any(f in name for f in frags)), "other ops")
-        totals[kind] += event.self_cpu_time_total / 1e6 / steps
-    totals["python"] = max(0.0, wall - sum(totals.values()))
-    return dict(totals)
+    return op_kinds.self_time_by_kind(runner.step, calls=steps, kinds=op_kinds.STEP_KINDS)
 
 
 def _torch_gn_model(hp: HParams, data: ImageData) -> nn.Module:
@@ -160,7 +140,7 @@ def profile_markdown(hps: dict[str, HParams], rounds: int, gn_torch: bool, steps
             + " | ".join(f"{100 * p[ph] / p['step']:.0f}%" for ph in PHASES)
             + " |"
         )
-    kind_names = [k for k, _ in KINDS] + ["other ops", "python"]
+    kind_names = op_kinds.kind_names(op_kinds.STEP_KINDS)
     lines += ["", "By operator kind (profiled steps, share of the step):", ""]
     lines += ["| configuration | " + " | ".join(kind_names) + " |", "|---|" + "---|" * len(kind_names)]
     for name, k in kinds.items():
