@@ -13,7 +13,8 @@
 #                  our plan and launch count, max error against torch in float32. Each row is appended to
 #                  results.jsonl when done, so a cut-off run keeps every finished row  -> results.jsonl, bench.log
 #   4. table       the compact table (printed again at the very end)             -> table.txt
-#   5. tests       the CUDA tests in parallel workers, a per-test time limit and a small fuzz budget
+#   5. tests       the CUDA tests in parallel workers, a per-test time limit and a small fuzz budget (among them
+#                  test_triton_compile_traced.py: torch.compile traces into our kernels, forward and backward)
 #                                                                                  -> pytest-*.log, junit-*.xml
 # summary.txt has one line per step (name, exit status, seconds); summary.json the same as JSON.
 #
@@ -50,7 +51,7 @@ if [ "$DRY_RUN" = 1 ]; then
     export GROUPNORM_BENCH_COMPILE_BACKEND="${GROUPNORM_BENCH_COMPILE_BACKEND:-aot_eager}"  # no C++ codegen
     DEVICE=cpu
     SHAPES="${GPU_CHECK_SHAPES:-2x8x6x6:4,1x8x3x4x4:2}"
-    TESTS="${GPU_CHECK_TESTS:-tests/triton/test_triton_planner.py tests/triton/test_triton_cuda.py}"
+    TESTS="${GPU_CHECK_TESTS:-tests/triton/test_triton_planner.py tests/triton/test_triton_cuda.py tests/triton/test_triton_compile_traced.py}"
     WARM_WORKERS="${WARM_WORKERS:-2}"
     TEST_WORKERS="${TEST_WORKERS:-2}"
     ROUNDS=1

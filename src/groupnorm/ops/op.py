@@ -10,7 +10,9 @@ input; it recomputes x_hat from x, mean and rstd.
 Each call is served by the implementation that :func:`groupnorm.ops.routing.route` (``inside_op=True``) picks: a
 registered kernel for the tensor's device when one accepts it, else the plain-torch implementation. The ops are
 ``torch.library.custom_op``\\ s with fake implementations, autograd (:mod:`groupnorm.ops.autograd`) and autocast
-registered, so ``torch.compile(fullgraph=True)`` takes them whole.
+registered, so ``torch.compile(fullgraph=True)`` takes them without a graph break. Under compile they are opaque,
+except where the implementation serving the call has a traceable form (the Triton kernels on CUDA): there they
+decompose into its kernel launches, which the compiled graph then holds (:mod:`groupnorm.ops.decomposition`).
 
 Example::
 
@@ -26,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from groupnorm.ops import autograd, registry, torch_impl
+from groupnorm.ops import autograd, decomposition, registry, torch_impl
 from groupnorm.ops.checks import accumulation_dtype, check_forward_args
 from groupnorm.ops.routing import route
 
@@ -85,14 +87,18 @@ def backward(
     shift: Tensor | None,
     output_mask: list[bool],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    if len(output_mask) != torch_impl.NUM_GRADS:
-        raise ValueError(
-            f"output_mask must have {torch_impl.NUM_GRADS} flags, got output_mask={output_mask!r}"
-        )
+    _check_output_mask(output_mask)
     impl = route(x, inside_op=True).implementation
     return impl.backward(
         grad_y, x, weight, bias, mean, rstd, num_groups, activation, residual, scale, shift, output_mask
     )
+
+
+def _check_output_mask(output_mask: list[bool]) -> None:
+    if len(output_mask) != torch_impl.NUM_GRADS:
+        raise ValueError(
+            f"output_mask must have {torch_impl.NUM_GRADS} flags, got output_mask={output_mask!r}"
+        )
 
 
 @backward.register_fake
@@ -117,6 +123,13 @@ def _backward_formula(ctx, grad_y, _grad_mean, _grad_rstd):
 
 
 forward.register_autograd(_backward_formula, setup_context=_setup_context)
+
+# Where compile traces (AOTAutograd), the implementation's traceable form replaces the op; eager calls are unchanged.
+# The traced call checks its arguments as the op's body does.
+decomposition.register(forward, x_position=0, attribute="traced_forward", check=check_forward_args)
+decomposition.register(
+    backward, x_position=1, attribute="traced_backward", check=lambda *args: _check_output_mask(args[-1])
+)
 
 # Under CUDA autocast torch's group_norm is on the float32 list (inputs cast up, float32 out): do the same. CPU
 # autocast leaves torch's group_norm alone (a bfloat16 input with float32 weights gives bfloat16, computed in

@@ -37,6 +37,9 @@ class Implementation:
 
     ``forward`` and ``backward`` take exactly the arguments of the registered ops (see ``groupnorm.ops.op``) and
     return what they return. ``supports(x)`` decides per call (dtype, rank, size thresholds, ...).
+    ``traced_forward`` / ``traced_backward``, when set, are the same computation in a form torch.compile can trace
+    (torch ops and ``torch.library.wrap_triton`` launches): under compile the op decomposes into them
+    (``groupnorm.ops.decomposition``), so the compiled graph holds the kernels; eager calls never use them.
     """
 
     name: str
@@ -45,6 +48,8 @@ class Implementation:
     backward: BackwardFn
     supports: Callable[[torch.Tensor], bool] = field(default=_always)
     description: str = ""
+    traced_forward: ForwardFn | None = None
+    traced_backward: BackwardFn | None = None
 
 
 _REGISTRY: dict[str, list[Implementation]] = {}

@@ -5,18 +5,17 @@ Importing this package never needs Triton or a GPU: it registers the kernels wit
 tensors with them and everything else stays on the other implementations.
 
 Layers, bottom-up: ``epilogue`` (device functions) -> ``forward_kernels`` / ``backward_kernels`` -> ``planner``
-(work split; pure Python) -> ``launch`` (the op's signatures) -> this registration.
+(work split; pure Python) -> ``launch`` (the op's signatures) -> ``traced`` (the same, as torch.compile traces it)
+-> this registration.
 
-Why ``custom_op`` (the project's registered op) and not ``torch.library.triton_op`` + ``wrap_triton``: a
-``custom_op`` is opaque to ``torch.compile``, so the Triton launcher inside it runs as is, with no graph break
-under ``fullgraph=True``, and the fake implementation gives the compiler the output shapes and strides. A
-``triton_op`` would let Inductor trace into the launcher and schedule the kernels itself, but its body must be
-traceable torch ops plus wrapped kernels only -- our op picks its implementation per device at run time (CPU
-kernels, plain-torch fallback) and the launcher plans from Python-side device properties, which that tracing
-would freeze or reject. Inductor cannot fuse into a hand-written reduction kernel anyway, so the gain would be
-launch overhead only. That gain is not measured yet (it needs a GPU): ``scripts/gpu_check.sh`` times the op
-eager and as CUDA-graph replays beside ``torch.compile`` of the eager code, which bounds what a ``triton_op``
-could save; the launchers' per-call host cost with the kernels stubbed is ``scripts/host_overhead.py``'s.
+What ``torch.compile`` sees: the project's op stays one ``torch.library.custom_op`` (one name, eager calls
+launch the kernels directly), and where it serves a CUDA call with static shapes it decomposes under compile into
+its kernel launches (``traced``: the same launchers with each kernel wrapped by ``torch.library.wrap_triton``),
+which is what ``torch.library.triton_op`` does for its own ops; :mod:`groupnorm.ops.decomposition` says why that
+and not a ``triton_op``. Inductor then calls our kernels from its generated code (each launch a
+``triton_kernel_wrapper_functional`` node in the graph). The kernels are also registered as the op's Triton
+kernels, so torch's compile caches are keyed on their sources; the launchers' Python (the planner) is not in that
+key, so a changed planner needs a cleared cache (``TORCHINDUCTOR_CACHE_DIR``) to be traced again.
 
 Example::
 
@@ -51,7 +50,7 @@ def register() -> bool:
     if not available():
         return False
     try:
-        from groupnorm.ops.triton import launch
+        impl = implementation()
     except Exception as exc:  # a broken or incompatible Triton must not break `import groupnorm`
         warnings.warn(
             f"groupnorm: Triton kernels not registered, CUDA tensors use the plain-torch path ({exc!r})",
@@ -59,18 +58,39 @@ def register() -> bool:
             stacklevel=2,
         )
         return False
-
-    register_implementation(
-        Implementation(
-            name=IMPLEMENTATION_NAME,
-            device_type="cuda",
-            forward=launch.forward,
-            backward=launch.backward,
-            supports=launch.supports,
-            description="Triton: one-pass or split reduction with L2 waves, fused epilogue, fp32 statistics",
-        )
-    )
+    register_implementation(impl)
     return True
+
+
+def implementation() -> Implementation:
+    """The registry entry of the kernels (what :func:`register` registers; needs Triton, not a GPU)."""
+    from groupnorm.ops.triton import launch
+
+    traced_forward, traced_backward = _traced_launchers()
+    return Implementation(
+        name=IMPLEMENTATION_NAME,
+        device_type="cuda",
+        forward=launch.forward,
+        backward=launch.backward,
+        supports=launch.supports,
+        description="Triton: one-pass or split reduction with L2 waves, fused epilogue, fp32 statistics",
+        traced_forward=traced_forward,
+        traced_backward=traced_backward,
+    )
+
+
+def _traced_launchers():
+    """The launchers torch.compile traces into, or (None, None) where it cannot (then the op stays opaque)."""
+    from groupnorm.ops.triton import traced
+
+    if not traced.traceable():
+        return None, None
+    # torch keys its compile caches (AOTAutograd's) on the sources of an op's registered Triton kernels.
+    kernel_table = getattr(getattr(torch._library, "triton", None), "triton_ops_to_kernels", None)
+    if kernel_table is not None:
+        for name in ("groupnorm::forward", "groupnorm::backward"):
+            kernel_table[name] = traced.kernels()
+    return traced.forward, traced.backward
 
 
 register()

@@ -280,8 +280,13 @@ def forward(
     *,
     device: DeviceSpec | None = None,
     tuning: Tuning | None = None,
+    fk=fk,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(y, mean, rstd)`` as the registered forward; y has x's strides, mean/rstd are (N, G) float32."""
+    """``(y, mean, rstd)`` as the registered forward; y has x's strides, mean/rstd are (N, G) float32.
+
+    ``fk`` is where the kernels are looked up: the kernel module itself, or (``traced``) a view of it whose
+    kernels are wrapped for torch.compile to trace; a default argument, so the eager call pays nothing for it.
+    """
     has = (weight is not None, bias is not None, scale is not None, shift is not None)
     lp = forward_launch(_layout(x), x.device, num_groups, activation, has, _layout(residual), device, tuning)
     if lp.res_copy:
@@ -463,11 +468,12 @@ def backward(
     *,
     device: DeviceSpec | None = None,
     tuning: Tuning | None = None,
+    bk=bk,
 ) -> tuple[torch.Tensor, ...]:
     """``(dx, dweight, dbias, dresidual, dscale, dshift)`` as the registered backward.
 
     A gradient that is masked out or whose input is None is an empty tensor; the others take their owner's dtype
-    and strides.
+    and strides. ``bk``: where the kernels are looked up, as :func:`forward`'s ``fk``.
     """
     has = (weight is not None, bias is not None, scale is not None, shift is not None)
     lp = backward_launch(
@@ -528,7 +534,7 @@ def backward(
                         p.chunk_s, p.split, lp.count, start, p.split * c, *lp.strides, **lp.kw["dx"],
                     )  # fmt: skip
         grads_params = (
-            _param_grads(lp, weight, bias, scale, shift, part_p, part_q) if want_params else (None,) * 4
+            _param_grads(lp, weight, bias, scale, shift, part_p, part_q, bk) if want_params else (None,) * 4
         )
 
     dweight, dbias, dscale, dshift = (
@@ -547,7 +553,7 @@ def backward(
     )
 
 
-def _param_grads(lp: BackwardLaunch, weight, bias, scale, shift, part_p, part_q):
+def _param_grads(lp: BackwardLaunch, weight, bias, scale, shift, part_p, part_q, bk):
     """(dweight, dbias, dscale, dshift) from the per-sample channel sums in chunk 0's slots of the (N, SPLIT, C)
     buffers, contiguous, None where not wanted."""
     _dx, want_dw, want_db, _dres, want_dscale, want_dshift, _params = lp.want
