@@ -20,9 +20,9 @@ def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
     for word, folder in README_TABLES:
-        # one table whose header names the data set, and the Table-1 table after one blank line, if present
+        # one table whose header names the data set, and the tables after it, one blank line apart
         block = re.compile(
-            rf"^\|[^\n]*\b{word}\b[^\n]*\n(?:\|[^\n]*\n)+(?:\n\|[^\n]*\n(?:\|[^\n]*\n)+)?", re.M
+            rf"^\|[^\n]*\b{word}\b[^\n]*\n(?:\|[^\n]*\n)+(?:\n\|[^\n]*\n(?:\|[^\n]*\n)+)*", re.M
         )
         found = block.search(text)
         if found is None:

@@ -118,3 +118,31 @@ def test_summary_tables_mark_planned_cells_pending(tmp_path):
         "| at 32 / device | BN | GN | LN |" in tables
         and "| test error (%) | 30.00 | 36.00 ± 1.41 | pending |" in tables
     )
+
+
+def test_summary_tables_show_the_group_ablation_in_table_3s_order(tmp_path):
+    from groupnorm.repro.report import summary_tables
+
+    recs = _records("bn", 32, 0, [30]) + _records("bn", 2, 0, [45])
+    recs += _records("gn", 32, 0, [33], groups=8) + _records("gn", 2, 0, [34], groups=8)  # the main grouping
+    recs += _records("gn", 32, 0, [36], groups=2) + _records("gn", 32, 0, [32], groups=16)
+    for size, err in ((16, 35), (4, 31)):
+        extra = _records("gn", 32, 0, [err])
+        extra[0]["config"] = {**extra[0]["config"], "group_size": size}
+        extra[0]["run"] = f"gn{size}ch_b32_s0"
+        recs += extra
+    _write(tmp_path / "results.jsonl", recs)
+    tables = summary_tables(tmp_path)
+    assert "| GN G=8 | 33.00 | 34.00 |" in tables
+    assert (
+        "| GN at 32 / device, by group count | G=16 | G=8 | G=2 |\n|---|---|---|---|\n"
+        "| test error (%) | 32.00 | 33.00 | 36.00 |\n| paper (ImageNet) | 24.6 | 24.4 | 24.7 |\n"
+    ) in tables
+    assert (
+        "| GN at 32 / device, by channels per group | 4ch | 16ch |\n|---|---|---|\n"
+        "| test error (%) | 31.00 | 35.00 |\n| paper (ImageNet) | 24.8 | 24.2 |\n"
+    ) in tables
+    no_ablation = tmp_path / "plain"
+    no_ablation.mkdir()
+    _write(no_ablation / "results.jsonl", recs[:4])
+    assert "by group count" not in summary_tables(no_ablation)

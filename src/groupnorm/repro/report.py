@@ -169,14 +169,7 @@ def write_report(out: str | os.PathLike, results: str | os.PathLike | None = Non
     for label, b in val:
         batches_of[label].add(b)
     main_labels = _main_labels(labels, batches_of)
-    ablation_labels = [lb for lb in labels if lb not in main_labels]
-    # the batch sizes the ablation ran at; the main GN grouping is one point of the ablation there too
-    ablation_bs = sorted({b for lb in ablation_labels for b in batches_of[lb]}, reverse=True)
-    if ablation_labels:
-        ablation_labels = sorted(
-            ablation_labels + [lb for lb in main_labels if _base(lb) == "gn" and " " in lb],
-            key=_ablation_sort_key,
-        )
+    ablation_labels, ablation_bs = _ablation(labels, main_labels, batches_of)
     # the main rows keyed by their norm alone ("gn" for "gn G=8" when that is the sweep's only GN grouping)
     main_val = {(_base(lb), b): v for (lb, b), v in val.items() if lb in main_labels}
     cfg = shown[0].config
@@ -292,9 +285,9 @@ def report_summary(report: str | os.PathLike) -> str:
 
 
 def summary_tables(out: str | os.PathLike) -> str:
-    """The two tables a README shows for a sweep: error by images per device (Figure 1) and by norm at the
-    largest batch (Table 1), mean ± std over the finished runs' seeds; cells the sweep plans but has not finished
-    read ``pending``.
+    """The tables a README shows for a sweep: error by images per device (Figure 1), by norm at the largest batch
+    (Table 1) and, when the sweep has a group ablation, by group count and by channels per group (Table 3), mean
+    ± std over the finished runs' seeds; cells the sweep plans but has not finished read ``pending``.
 
     Example::
 
@@ -339,6 +332,29 @@ def summary_tables(out: str | os.PathLike) -> str:
         lines += ["", f"| at {big} / device | " + " | ".join(name(n) for n in planned) + " |"]
         lines += ["|---|" + "---|" * len(planned)]
         lines += [f"| {error_name(cfg)} error (%) | " + " | ".join(cell(n, big) for n in planned) + " |"]
+    batches_of: dict[str, set[int]] = defaultdict(set)
+    for label, b in val:
+        batches_of[label].add(b)
+    ablation, ablation_bs = _ablation(sorted(batches_of, key=_label_sort_key), main, batches_of)
+    by_count = [lb for lb in ablation if " G=" in lb]
+    by_size = [lb for lb in ablation if lb.endswith("ch")]
+    for by, chosen, ref in (
+        ("group count", by_count, paper.BY_GROUPS),
+        ("channels per group", by_size, paper.BY_GROUP_SIZE),
+    ):
+        if not chosen or not ablation_bs:
+            continue
+        b = ablation_bs[0]
+        groupings = [lb.split(" ", 1)[1] for lb in chosen]
+        refs = [ref.get(int(g[2:] if g.startswith("G=") else g[:-2])) for g in groupings]
+        lines += ["", f"| GN at {b} / device, by {by} | " + " | ".join(groupings) + " |"]
+        lines += ["|---|" + "---|" * len(chosen)]
+        lines += [
+            f"| {error_name(cfg)} error (%) | "
+            + " | ".join(_fmt(*val[(lb, b)][:2]) if (lb, b) in val else "pending" for lb in chosen)
+            + " |"
+        ]
+        lines += ["| paper (ImageNet) | " + " | ".join("—" if r is None else f"{r}" for r in refs) + " |"]
     return "\n".join(lines) + "\n"
 
 
@@ -348,6 +364,20 @@ def _recipe(cfg: dict) -> str:
     )
     init = "γ = 0 in each block's last norm" if cfg.get("zero_init_last", True) else "γ = 1 in every norm"
     return f"{shortcut}, {init}"
+
+
+def _ablation(
+    labels: list[str], main_labels: list[str], batches_of: dict[str, set[int]]
+) -> tuple[list[str], list[int]]:
+    """The group ablation's rows in Table 3's order, and the batch sizes it ran at; the main GN grouping is one
+    point of the ablation there too (no rows when the sweep has no ablation)."""
+    ablation = [lb for lb in labels if lb not in main_labels]
+    ablation_bs = sorted({b for lb in ablation for b in batches_of[lb]}, reverse=True)
+    if ablation:
+        ablation = sorted(
+            ablation + [lb for lb in main_labels if _base(lb) == "gn" and " " in lb], key=_ablation_sort_key
+        )
+    return ablation, ablation_bs
 
 
 def _ablation_sort_key(label: str) -> tuple:
