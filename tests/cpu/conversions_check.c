@@ -1,11 +1,11 @@
-/* Exhaustive check of groupnorm_half.c's conversions, built and run by test_half_precision.py:
+/* Exhaustive check of half_conversions.h, built and run by test_half_precision.py:
  * - every binary16 value widened, and every float32 bit pattern narrowed, against the CPU's own F16C conversions
  *   (round to nearest even, subnormals, overflow; NaN only has to stay NaN);
  * - the AVX-512 vector conversions against the scalar ones, for both 2-byte types, on random bit patterns.
  * Prints the number of mismatches and exits non-zero when there is any. */
 #include <stdio.h>
 
-#include "groupnorm_half.c"
+#include "half_conversions.h"
 
 #ifdef __F16C__
 #include <immintrin.h>

@@ -1,4 +1,5 @@
-"""Compile the CPU kernel library (``csrc/groupnorm_cpu.c`` and ``csrc/groupnorm_half.c``) into a cache directory.
+"""Compile the CPU kernel library (``csrc/groupnorm_cpu.c``, which includes the other ``csrc`` files) into a cache
+directory.
 
 The library is built for the machine it runs on (``-march=native``), so the file name carries a hash of the
 source, the flags and the CPU's feature flags; a cache shared by different machines keeps one library per kind.
@@ -27,9 +28,9 @@ from pathlib import Path
 from groupnorm import env
 
 CSRC = Path(__file__).parent / "csrc"
-# the float32 kernels, and the float16/bfloat16 entry points built on them (one library)
-SOURCES = [CSRC / "groupnorm_cpu.c", CSRC / "groupnorm_half.c"]
-HEADERS = [CSRC / "groupnorm_cpu.h", CSRC / "groupnorm_internal.h"]
+# one translation unit: groupnorm_cpu.c includes every part, so gcc inlines across them (see its header)
+SOURCES = [CSRC / "groupnorm_cpu.c"]
+HEADERS = sorted(CSRC.glob("*.h"))
 
 # -ffast-math is deliberately absent: at link time it adds crtfastmath.o, which turns on flush-to-zero and
 # denormals-are-zero for the whole Python process. Only flags that change no IEEE result are used.
@@ -118,24 +119,38 @@ def _writable_dir() -> Path:
     raise BuildError("no writable cache directory for the CPU kernel: " + "; ".join(errors))
 
 
+def _require_compiler() -> str:
+    cc = compiler()
+    if shutil.which(cc) is None:
+        raise BuildError(f"C compiler {cc!r} not found (set GROUPNORM_CPU_CC or CC)")
+    return cc
+
+
+def compile_library(sources: list[Path], output: Path) -> None:
+    """Compile ``sources`` into the shared library ``output`` with this module's flags.
+
+    :func:`build` calls it on :data:`SOURCES`; ``scripts/cpu_kernel_ab.py`` on another revision's sources. Raises
+    :class:`BuildError` with the compiler's output when it fails.
+    """
+    cmd = [_require_compiler(), *CFLAGS, *(str(p) for p in sources), "-o", str(output), *LDFLAGS]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr.strip()}")
+
+
 def build(force: bool = False) -> Path:
     """Compile the library unless one exists; return its path. Raises :class:`BuildError` on failure."""
     if not force:
         found = find_library()
         if found is not None:
             return found
-    cc = compiler()
-    if shutil.which(cc) is None:
-        raise BuildError(f"C compiler {cc!r} not found (set GROUPNORM_CPU_CC or CC)")
+    _require_compiler()
     out_dir = _writable_dir()
     target = out_dir / library_name()
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out_dir)
     os.close(fd)
     try:
-        cmd = [cc, *CFLAGS, *(str(p) for p in SOURCES), "-o", tmp, *LDFLAGS]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise BuildError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr.strip()}")
+        compile_library(SOURCES, Path(tmp))
         os.chmod(tmp, 0o755)
         os.replace(tmp, target)
         _remove_stale(out_dir, target.name)

@@ -1,5 +1,12 @@
-/* The library's entry points (see groupnorm_cpu.c for the float32 kernels, groupnorm_half.c for float16/bfloat16
- * tensors). Every function returns 0, -1 when a work buffer could not be allocated, or -2 for bad sizes. */
+/* The library's entry points (groupnorm_cpu.c; groupnorm.ops.cpu.loader declares the same signatures to ctypes).
+ * Every function returns 0, -1 when a work buffer could not be allocated, or -2 for bad sizes.
+ *
+ * Tensors are (N, C, S) with S the product of the spatial sizes, in layout channels_last = 0 ((N, C, *spatial)
+ * contiguous) or 1 ((N, *spatial, C) contiguous); mean and rstd are (N, G); w, bias are (C), scale, shift (N, C);
+ * any of w, bias, scale, shift, res may be NULL, as may any gradient output that is not wanted. act is a code of
+ * groupnorm.activations.TABLE. nthreads is the OpenMP thread count; the results are the same bits for every
+ * value. wave_bytes sizes the work that goes through the cache together, stream_bytes the output size from which
+ * the plain epilogue writes with streaming stores (0: never). */
 #ifndef GROUPNORM_CPU_H
 #define GROUPNORM_CPU_H
 
@@ -28,10 +35,18 @@ int gn_backward_f32_partial(const float *dy, const float *x, const float *mean, 
 /* dweight[c] = sum_n pw[n, c], dbias[c] = sum_n pb[n, c], in double, in order of n (either output may be NULL) */
 void gn_param_grad_sums(const float *pw, const float *pb, int64_t N, int64_t C, float *dw, float *db, int nthreads);
 
-/* float16 (dtype 1) and bfloat16 (dtype 2) tensors: the float32 kernels on float32 copies of a few samples at a
- * time, so DRAM sees the 2-byte tensors and the copies stay in cache. Same arguments as the float32 functions,
- * with x, y, res, dy, dx, dres in the given dtype (weight, bias, scale, shift, mean, rstd and the parameter
- * gradients stay float32). */
+/* float16 (dtype 1) and bfloat16 (dtype 2) tensors: the same arguments as the float32 functions, with x, y, res,
+ * dy, dx, dres in the given dtype (weight, bias, scale, shift, mean, rstd and the parameter gradients stay
+ * float32). The float32 kernels do the work on float32 copies made piece by piece, so that DRAM sees the 2-byte
+ * tensors and the copies stay in cache; the pieces depend on the size (half_precision.h):
+ *
+ * - with two threads or more, at least two samples per thread of at most 1 MiB as float32: each by one thread;
+ * - NCHW, groups of at most 128 Ki elements: runs of consecutive groups in per-thread tiles (x or dy read once);
+ * - channels_last forward otherwise: each statistics block and apply piece converted as it is needed;
+ * - otherwise (the channels_last backward, larger NCHW groups): waves of whole samples in float32 buffers.
+ *
+ * Every path gives the bits of the float32 kernels on the whole tensor converted to float32, rounded to the
+ * 2-byte type once at the end. */
 int gn_forward_half(const void *x, void *y, float *mean, float *rstd, const float *w, const float *bias,
                     const float *scale, const float *shift, const void *res, int64_t N, int64_t C, int64_t S,
                     int64_t G, float eps, int act, int channels_last, int nthreads, int64_t wave_bytes, int dtype);
