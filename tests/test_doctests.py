@@ -12,6 +12,8 @@ MODULES = [
     "groupnorm.tiled",
     "groupnorm.reference",
     "groupnorm.testing",
+    "groupnorm.testing.conformance",
+    "groupnorm.testing.reference_grads",
     "groupnorm.activations",
     "groupnorm.env",
     "groupnorm.info",

@@ -3,11 +3,10 @@
 import pytest
 import torch
 
-from groupnorm.ops import registry
 from groupnorm.reference import group_norm_ref
-from groupnorm.testing import assert_close_verbose, make_input
+from groupnorm.testing import assert_close_verbose, implementations_under_test, make_input
 
-IMPLEMENTATIONS = [registry.fallback(), *registry.implementations("cpu")]
+IMPLEMENTATIONS = [target.implementation for target in implementations_under_test(devices=["cpu"])]
 
 
 def _forward(impl, x, groups, eps=1e-5):

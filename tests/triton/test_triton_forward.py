@@ -1,17 +1,11 @@
-"""Forward kernels against the float64 reference: shapes, layouts, dtypes, epilogues, every planner path."""
+"""Forward kernels: what the conformance suite (test_triton_conformance.py) does not cover -- planner paths
+forced on particular shapes, special values, determinism, 64-bit offsets, the layouts the launcher refuses."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from groupnorm.reference import group_norm_ref
-from groupnorm.testing import (
-    TOLERANCES,
-    assert_close_verbose,
-    assert_no_worse_than_torch,
-    make_input,
-    shape_layout_cases,
-)
+from groupnorm.testing import TOLERANCES, assert_close_verbose, make_input, reference_statistics
 
 pytestmark = pytest.mark.triton
 
@@ -35,64 +29,11 @@ def _epilogue_inputs(x, seed=2):
 
 
 def _check_stats(x, num_groups, mean, rstd, eps=1e-5):
-    grouped = x.double().reshape(x.shape[0], num_groups, -1)
     assert mean.dtype == rstd.dtype == torch.float32
     assert mean.shape == rstd.shape == (x.shape[0], num_groups)
-    assert_close_verbose(mean, grouped.mean(-1), atol=1e-5, rtol=1e-5, name="mean")
-    expected_rstd = (grouped.var(-1, unbiased=False) + eps).rsqrt()
+    expected_mean, expected_rstd = reference_statistics(x, num_groups, eps)
+    assert_close_verbose(mean, expected_mean, atol=1e-5, rtol=1e-5, name="mean")
     assert_close_verbose(rstd, expected_rstd, atol=1e-4, rtol=1e-4, name="rstd")
-
-
-@pytest.mark.parametrize("path", ["one_pass", "split"])
-@pytest.mark.parametrize("named,layout", shape_layout_cases(), ids=str)
-def test_named_shapes_fp32(kernels, named, layout, path):
-    x = make_input(named.shape, torch.float32, layout, scale=2.0, offset=0.5)
-    weight, bias = _params(named.shape[1], torch.float32)
-    y, mean, rstd = kernels.forward(x, weight, bias, named.num_groups, path=path)
-    assert_close_verbose(y, group_norm_ref(x, named.num_groups, weight, bias), atol=2e-5, rtol=1e-5, name="y")
-    _check_stats(x, named.num_groups, mean, rstd)
-    assert y.stride() == x.stride(), "y must keep x's memory format"
-
-
-@pytest.mark.parametrize("weight_dtype", ["input", "float32"])
-@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("path", ["one_pass", "split"])
-def test_low_precision_no_worse_than_torch(kernels, dtype, weight_dtype, layout, path):
-    x = make_input((2, 16, 6, 5), dtype, layout, scale=3.0, offset=1.0)
-    weight, bias = _params(16, dtype if weight_dtype == "input" else torch.float32)
-    y, mean, rstd = kernels.forward(x, weight, bias, 4, path=path)
-    assert y.dtype == dtype and y.stride() == x.stride()
-    expected = group_norm_ref(x, 4, weight, bias)
-    atol, rtol = TOLERANCES[dtype]
-    assert_close_verbose(y, expected, atol=atol, rtol=rtol, name="y")
-    theirs = F.group_norm(x.float(), 4, weight.float(), bias.float()).to(dtype)
-    assert_no_worse_than_torch(y, theirs, expected, atol=atol, name="y vs torch")
-    _check_stats(x, 4, mean, rstd)
-
-
-@pytest.mark.parametrize("activation", ["none", "relu", "silu", "gelu", "gelu_tanh"])
-def test_full_epilogue_every_activation(kernels, activation, path):
-    x = make_input((2, 12, 5, 7), torch.float32, "channels_last", seed=3)
-    weight, bias = _params(12, torch.float32)
-    residual, scale, shift = _epilogue_inputs(x)
-    y, _, _ = kernels.forward(x, weight, bias, 3, 1e-5, activation, residual, scale, shift, path=path)
-    expected = group_norm_ref(
-        x, 3, weight, bias, activation=activation, residual=residual, scale=scale, shift=shift
-    )
-    assert_close_verbose(y, expected, atol=3e-5, rtol=1e-5, name=f"y ({activation})")
-
-
-@pytest.mark.parametrize(
-    "parts", [("residual",), ("scale",), ("shift",), ("scale", "shift"), ("residual", "shift")], ids="+".join
-)
-def test_epilogue_parts_alone(kernels, parts):
-    x = make_input((3, 8, 9), torch.float32, seed=4)
-    residual, scale, shift = _epilogue_inputs(x)
-    given = {k: v for k, v in (("residual", residual), ("scale", scale), ("shift", shift)) if k in parts}
-    y, _, _ = kernels.forward(x, None, None, 2, 1e-5, "silu", path="split", **given)
-    expected = group_norm_ref(x, 2, activation="silu", **given)
-    assert_close_verbose(y, expected, atol=2e-5, rtol=1e-5, name="y")
 
 
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
