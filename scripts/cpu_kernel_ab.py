@@ -50,8 +50,8 @@ SMALL_WAVE = 48 << 10  # many small waves: the split paths on small tensors
 # ---------------------------------------------------------------- the two libraries
 
 
-def compile_revision(rev: str, out_dir: Path) -> Path:
-    """The library of ``rev``'s ``csrc`` files, compiled into ``out_dir``."""
+def compile_revision(rev: str, out_dir: Path, march: str | None) -> Path:
+    """The library of ``rev``'s ``csrc`` files, compiled for ``march`` into ``out_dir``."""
     names = subprocess.run(
         ["git", "ls-tree", "--name-only", rev, f"{CSRC_IN_REPO}/"],
         cwd=ROOT, capture_output=True, text=True, check=True,
@@ -65,12 +65,12 @@ def compile_revision(rev: str, out_dir: Path) -> Path:
             ["git", "show", f"{rev}:{name}"], cwd=ROOT, capture_output=True, check=True
         ).stdout
         (src / Path(name).name).write_bytes(text)
-    return compile_directory(src, out_dir / f"{src.name}.so")
+    return compile_directory(src, out_dir / f"{src.name}.so", march)
 
 
-def compile_directory(src: Path, output: Path) -> Path:
-    """Every translation unit (``*.c``) of ``src`` compiled into one library."""
-    build.compile_library(sorted(src.glob("*.c")), output)
+def compile_directory(src: Path, output: Path, march: str | None) -> Path:
+    """Every translation unit (``*.c``) of ``src`` compiled for ``march`` into one library."""
+    build.compile_library(sorted(src.glob("*.c")), output, march)
     return output
 
 
@@ -88,9 +88,9 @@ def libraries(args: argparse.Namespace, work: Path) -> tuple[ctypes.CDLL, ctypes
             return load(Path(lib))
         if rev:
             print(f"building {label} from {rev} ...", file=sys.stderr)
-            return load(compile_revision(rev, work))
+            return load(compile_revision(rev, work, args.march))
         print(f"building {label} from the working tree ...", file=sys.stderr)
-        return load(compile_directory(build.CSRC, work / f"{label}.so"))
+        return load(compile_directory(build.CSRC, work / f"{label}.so", args.march))
 
     return one(args.before, args.before_lib, "before"), one(args.after, args.after_lib, "after")
 
@@ -335,6 +335,9 @@ def main() -> int:
         "--after", metavar="REV", help="git revision for the 'after' side (default: working tree)"
     )
     other.add_argument("--after-lib", metavar="PATH", help="an already built 'after' library")
+    p.add_argument(
+        "--march", help="the target both sides are built for (default: GROUPNORM_CPU_MARCH, native)"
+    )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--check", action="store_true", help="compare the outputs bit for bit")
     what.add_argument("--time", action="store_true", help="time both, interleaved (an idle machine only)")

@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,14 @@ def _switch(raw: str) -> bool:
 
 def _text(raw: str) -> str:
     return raw
+
+
+def _march(raw: str) -> str:
+    """A compiler target name (``native``, ``x86-64-v3``, ``znver4``, ...): one word, so never another flag."""
+    value = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", value):
+        raise ValueError("must be one -march target name such as native, x86-64-v3 or x86-64")
+    return value
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,12 @@ CACHE_DIR = Variable(
     default_text="`_build/` beside `groupnorm/ops/cpu/build.py`, then `$XDG_CACHE_HOME/groupnorm` "
     "(`~/.cache/groupnorm`)",
 )  # fmt: skip
+CPU_MARCH = Variable(
+    "GROUPNORM_CPU_MARCH", "native", _march,
+    "The target the CPU kernel library is compiled for (`-march=`, part of the library's file name): `native` "
+    "is this machine; `x86-64-v3` (AVX2) and `x86-64` (SSE2) build the portable paths that machines without "
+    "AVX-512 run.",
+)  # fmt: skip
 CPU_SMALL_NUMEL = Variable(
     "GROUPNORM_CPU_SMALL_NUMEL", None, _non_negative_int,
     "Size below which a plain (or ReLU/residual) float32 CPU call runs torch's own `group_norm`; `0` keeps "
@@ -140,8 +155,8 @@ TEST_TIMEOUT_S = Variable(
 )  # fmt: skip
 
 VARIABLES: tuple[Variable, ...] = (
-    CPU_KERNEL, CPU_CC, CACHE_DIR, CPU_SMALL_NUMEL, CPU_WAVE_BYTES, CPU_STREAM_BYTES, DATA, IN_MEMORY_LIMIT,
-    BENCH_COMPILE_BACKEND, FUZZ_EXAMPLES, TRITON_FUZZ_EXAMPLES, TEST_TIMEOUT_S,
+    CPU_KERNEL, CPU_CC, CACHE_DIR, CPU_MARCH, CPU_SMALL_NUMEL, CPU_WAVE_BYTES, CPU_STREAM_BYTES, DATA,
+    IN_MEMORY_LIMIT, BENCH_COMPILE_BACKEND, FUZZ_EXAMPLES, TRITON_FUZZ_EXAMPLES, TEST_TIMEOUT_S,
 )  # fmt: skip
 
 

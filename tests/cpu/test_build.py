@@ -48,5 +48,21 @@ def test_read_only_cache_dir_is_reported(tmp_path, monkeypatch):
 def test_no_fast_math_at_link():
     # -ffast-math (or -Ofast) on the link line pulls in crtfastmath.o: flush-to-zero for the whole process
     assert not any(
-        f in ("-ffast-math", "-Ofast", "-funsafe-math-optimizations") for f in build.CFLAGS + build.LDFLAGS
+        f in ("-ffast-math", "-Ofast", "-funsafe-math-optimizations") for f in build.cflags() + build.LDFLAGS
     )
+
+
+def test_the_target_is_a_flag_and_part_of_the_name(monkeypatch):
+    monkeypatch.delenv("GROUPNORM_CPU_MARCH", raising=False)
+    native = build.library_name()
+    assert "-native-" in native and "-march=native" in build.cflags()
+    monkeypatch.setenv("GROUPNORM_CPU_MARCH", "x86-64-v3")
+    assert "-march=x86-64-v3" in build.cflags() and "-march=native" not in build.cflags()
+    assert "-x86-64-v3-" in build.library_name() and build.library_name() != native
+    assert build.library_name("native") == native
+
+
+def test_a_target_must_be_one_word(monkeypatch):
+    monkeypatch.setenv("GROUPNORM_CPU_MARCH", "native -O0")
+    with pytest.raises(ValueError, match="GROUPNORM_CPU_MARCH"):
+        build.cflags()

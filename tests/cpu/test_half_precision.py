@@ -141,7 +141,7 @@ def test_conversions_exhaustively(kernel_lib, tmp_path):
     vector conversions against the scalar ones (tests/cpu/conversions_check.c; about 10 s)."""
     binary = tmp_path / "conversions_check"
     source = Path(__file__).with_name("conversions_check.c")
-    cmd = [build.compiler(), *build.CFLAGS, f"-I{build.CSRC}", str(source), "-o", str(binary)]
+    cmd = [build.compiler(), *build.cflags(), f"-I{build.CSRC}", str(source), "-o", str(binary)]
     compiled = subprocess.run([*cmd, "-lm"], capture_output=True, text=True)
     assert compiled.returncode == 0, compiled.stderr
     ran = subprocess.run([str(binary)], capture_output=True, text=True, timeout=300)

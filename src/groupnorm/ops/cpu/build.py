@@ -1,15 +1,18 @@
 """Compile the CPU kernel library (``csrc/groupnorm_cpu.c``, which includes the other ``csrc`` files) into a cache
 directory.
 
-The library is built for the machine it runs on (``-march=native``), so the file name carries a hash of the
-source, the flags and the CPU's feature flags; a cache shared by different machines keeps one library per kind.
-Builds are safe to run concurrently: each compiles to a private temporary file and moves it into place with
-``os.replace``, so a reader only ever sees a complete library.
+The library is built for the machine it runs on (``-march=native``) unless ``GROUPNORM_CPU_MARCH`` names another
+target: ``x86-64-v3`` for AVX2, ``x86-64`` for SSE2 only (the portable paths, which the tests marked ``portable``
+build and check). The file name carries the target and a hash of the source, the flags and, for ``native``, the
+CPU's feature flags; a cache shared by different machines keeps one library per kind. Builds are safe to run
+concurrently: each compiles to a private temporary file and moves it into place with ``os.replace``, so a reader
+only ever sees a complete library.
 
 Run ``python -m groupnorm.ops.cpu.build`` to build ahead of time (``make install`` does); otherwise the first CPU
 call builds it (about 10 s with gcc). Environment:
 
 - ``GROUPNORM_CPU_CC``: the C compiler (default ``cc``, or ``$CC``);
+- ``GROUPNORM_CPU_MARCH``: the ``-march`` target (default ``native``);
 - ``GROUPNORM_CACHE_DIR``: the only directory to look in and build into. Without it: ``_build/`` beside this
   file, then (read-only installs) ``$XDG_CACHE_HOME/groupnorm`` or ``~/.cache/groupnorm``.
 """
@@ -34,7 +37,8 @@ HEADERS = sorted(CSRC.glob("*.h"))
 
 # -ffast-math is deliberately absent: at link time it adds crtfastmath.o, which turns on flush-to-zero and
 # denormals-are-zero for the whole Python process. Only flags that change no IEEE result are used.
-CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-std=gnu11", "-fno-math-errno", "-fno-trapping-math"]
+# The target, -march=<GROUPNORM_CPU_MARCH>, comes in front of these (see cflags).
+CFLAGS = ["-O3", "-fopenmp", "-fPIC", "-std=gnu11", "-fno-math-errno", "-fno-trapping-math"]
 LDFLAGS = ["-shared", "-lm"]
 
 
@@ -44,6 +48,16 @@ class BuildError(RuntimeError):
 
 def compiler() -> str:
     return env.CPU_CC.get()
+
+
+def target() -> str:
+    """The ``-march`` target of the library this process builds and loads (``GROUPNORM_CPU_MARCH``)."""
+    return env.CPU_MARCH.get()
+
+
+def cflags(march: str | None = None) -> list[str]:
+    """The compiler flags for ``march`` (default: :func:`target`)."""
+    return [f"-march={march or target()}", *CFLAGS]
 
 
 def _cpu_flags() -> str:
@@ -65,20 +79,23 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()[:12]
 
 
-def _env_tag() -> str:
-    """Machine kind: architecture plus a hash of the compiler, the flags and the CPU's feature flags."""
-    tag = _digest(compiler().encode(), " ".join(CFLAGS + LDFLAGS).encode(), _cpu_flags().encode())
-    return f"{platform.machine()}-{tag}"
+def _env_tag(march: str) -> str:
+    """Machine kind: architecture, target, and a hash of the compiler, the flags and, for a native build, the
+    CPU's feature flags (a named target's library serves every machine that has that target)."""
+    cpu = _cpu_flags() if march == "native" else ""
+    tag = _digest(compiler().encode(), " ".join(cflags(march) + LDFLAGS).encode(), cpu.encode())
+    return f"{platform.machine()}-{march}-{tag}"
 
 
-def library_name() -> str:
-    """File name of the library for this machine kind and this source."""
-    return f"groupnorm_cpu-{_env_tag()}-{_digest(*(p.read_bytes() for p in SOURCES + HEADERS))}.so"
+def library_name(march: str | None = None) -> str:
+    """File name of the library for this machine kind, this target (default: :func:`target`) and this source."""
+    march = march or target()
+    return f"groupnorm_cpu-{_env_tag(march)}-{_digest(*(p.read_bytes() for p in SOURCES + HEADERS))}.so"
 
 
-def _remove_stale(directory: Path, keep: str) -> None:
-    """Delete libraries of older sources built for this machine kind (other machines' builds stay)."""
-    prefix = f"groupnorm_cpu-{_env_tag()}-"
+def _remove_stale(directory: Path, keep: str, march: str) -> None:
+    """Delete libraries of older sources built for this machine kind and target (other builds stay)."""
+    prefix = f"groupnorm_cpu-{_env_tag(march)}-"
     for old in directory.glob(prefix + "*.so"):
         if old.name != keep:
             try:
@@ -96,9 +113,9 @@ def cache_dirs() -> list[Path]:
     return [Path(__file__).parent / "_build", Path(xdg) / "groupnorm"]
 
 
-def find_library() -> Path | None:
-    """An already-built library for this machine, if any cache directory has one."""
-    name = library_name()
+def find_library(march: str | None = None) -> Path | None:
+    """An already-built library for this machine and target, if any cache directory has one."""
+    name = library_name(march)
     for d in cache_dirs():
         candidate = d / name
         if candidate.is_file():
@@ -126,38 +143,41 @@ def _require_compiler() -> str:
     return cc
 
 
-def compile_library(sources: list[Path], output: Path) -> None:
-    """Compile ``sources`` into the shared library ``output`` with this module's flags.
+def compile_library(sources: list[Path], output: Path, march: str | None = None) -> None:
+    """Compile ``sources`` into the shared library ``output`` with this module's flags for ``march`` (default:
+    :func:`target`).
 
-    :func:`build` calls it on :data:`SOURCES`; ``scripts/cpu_kernel_ab.py`` on another revision's sources. Raises
-    :class:`BuildError` with the compiler's output when it fails.
+    :func:`build` calls it on :data:`SOURCES`; ``scripts/cpu_kernel_ab.py`` on another revision's sources, the
+    portable-build tests for named targets. Raises :class:`BuildError` with the compiler's output when it fails.
     """
-    cmd = [_require_compiler(), *CFLAGS, *(str(p) for p in sources), "-o", str(output), *LDFLAGS]
+    cmd = [_require_compiler(), *cflags(march), *(str(p) for p in sources), "-o", str(output), *LDFLAGS]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BuildError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr.strip()}")
 
 
-def build(force: bool = False) -> Path:
-    """Compile the library unless one exists; return its path. Raises :class:`BuildError` on failure."""
+def build(force: bool = False, march: str | None = None) -> Path:
+    """Compile the library for ``march`` (default: :func:`target`) unless one exists; return its path. Raises
+    :class:`BuildError` on failure."""
+    march = march or target()
     if not force:
-        found = find_library()
+        found = find_library(march)
         if found is not None:
             return found
     _require_compiler()
     out_dir = _writable_dir()
-    target = out_dir / library_name()
+    library = out_dir / library_name(march)
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out_dir)
     os.close(fd)
     try:
-        compile_library(SOURCES, Path(tmp))
+        compile_library(SOURCES, Path(tmp), march)
         os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
-        _remove_stale(out_dir, target.name)
+        os.replace(tmp, library)
+        _remove_stale(out_dir, library.name, march)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return target
+    return library
 
 
 def main() -> int:

@@ -59,6 +59,16 @@
 
 int gn_abi_version(void) { return 4; }
 
+int gn_vector_bits(void) {
+#if defined(__AVX512F__)
+    return 512;
+#elif defined(__AVX__)
+    return 256;
+#else
+    return 128;
+#endif
+}
+
 static int bad_sizes(i64 N, i64 C, i64 S, i64 G, int nthreads) {
     return N <= 0 || C <= 0 || S <= 0 || G <= 0 || C % G != 0 || nthreads <= 0;
 }

@@ -14,6 +14,10 @@
 
 int gn_abi_version(void);
 
+/* the widest vector registers the build was compiled for: 512 (AVX-512), 256 (AVX, AVX2), else 128 (SSE2 on
+ * x86-64); GROUPNORM_CPU_MARCH chooses the target, the tests check that each build is what it says */
+int gn_vector_bits(void);
+
 int gn_forward_f32(const float *x, float *y, float *mean, float *rstd, const float *w, const float *bias,
                    const float *scale, const float *shift, const float *res, int64_t N, int64_t C, int64_t S,
                    int64_t G, float eps, int act, int channels_last, int nthreads, int64_t wave_bytes,
