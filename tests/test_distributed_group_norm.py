@@ -182,6 +182,8 @@ def _worker(rank: int, world: int, init_file: str) -> None:
             _check_one_collective_per_pass(rank, ranks, group)
             _check_disagreeing_ranks_raise(rank, ranks, group)
             _check_ddp_and_convert(rank, ranks, group)
+        # rank 2 skips the pair's checks and would tear gloo down while ranks 0 and 1 still talk: that aborts it
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -29,6 +29,7 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
         ).run()
         with open(os.path.join(out, f"result{rank}.json"), "w") as f:
             json.dump(result, f)
+        dist.barrier()  # no rank tears gloo down while another still uses it
     finally:
         dist.destroy_process_group()
 

@@ -46,6 +46,7 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
         torch.save(trainer.model.state_dict(), os.path.join(out, f"det_model{rank}.pt"))
         with open(os.path.join(out, f"result{rank}.json"), "w") as f:
             json.dump({"video": video, "detection": detection}, f)
+        dist.barrier()  # no rank tears gloo down while another still uses it
     finally:
         dist.destroy_process_group()
 
