@@ -1,33 +1,62 @@
-"""Rewrite the README's reproduction tables from the committed sweeps (``summary_tables`` of each run folder).
+"""Rewrite the README's reproduction tables from the committed runs.
 
 The README copies these tables; ``tests/test_readme.py`` fails when a committed run changes and the copy does not.
-Run from the repository root after a sweep lands: ``python scripts/readme_tables.py``.
+Run from the repository root after a run lands: ``python scripts/readme_tables.py``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
+from groupnorm.repro.detection.report import ap_table, read_summary
 from groupnorm.repro.report import summary_tables
+from groupnorm.repro.video.report import error_table
 
 ROOT = Path(__file__).resolve().parents[1]
-# (a word the table's first header cell holds, the committed run it shows)
-README_TABLES = (("digits", "docs/results/demo"), ("cifar10", "docs/results/cifar10-cpu"))
+
+
+def _video(folder: Path) -> str:
+    return error_table(read_summary(folder))
+
+
+def _detection(folder: Path) -> str:
+    return ap_table(read_summary(folder))
+
+
+# (a phrase the table's first header line holds, the committed run it shows, the tables it renders, whether
+# the tables after it, one blank line apart, belong to it too)
+README_TABLES: tuple[tuple[str, str, Callable[[Path], str], bool], ...] = (
+    ("digits", "docs/results/demo", summary_tables, True),
+    ("cifar10", "docs/results/cifar10-cpu", summary_tables, True),
+    ("clips/device", "docs/results/video-cpu", _video, False),
+    ("box AP @", "docs/results/detection-cpu", _detection, False),
+)
+
+
+def rendered(folder: str) -> str:
+    """The tables the README shows for ``folder`` (one of :data:`README_TABLES`), from its committed files."""
+    for _phrase, known, render, _following in README_TABLES:
+        if known == folder:
+            return render(ROOT / folder)
+    raise KeyError(f"folder={folder!r} is not one of the README's runs")
 
 
 def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
-    for word, folder in README_TABLES:
-        # one table whose header names the data set, and the tables after it, one blank line apart
-        block = re.compile(
-            rf"^\|[^\n]*\b{word}\b[^\n]*\n(?:\|[^\n]*\n)+(?:\n\|[^\n]*\n(?:\|[^\n]*\n)+)*", re.M
-        )
+    for phrase, folder, render, following in README_TABLES:
+        if not (ROOT / folder / "summary.csv").exists():
+            continue  # not run yet: the README says so in its own words
+        more = r"(?:\n\|[^\n]*\n(?:\|[^\n]*\n)+)*" if following else ""
+        named = rf"(?<!\w){re.escape(phrase)}(?!\w)"
+        block = re.compile(rf"^\|[^\n]*{named}[^\n]*\n(?:\|[^\n]*\n)+{more}", re.M)
         found = block.search(text)
         if found is None:
-            raise SystemExit(f"README.md has no table naming {word!r}; add one where the run should be shown")
-        text = text[: found.start()] + summary_tables(ROOT / folder) + text[found.end() :]
+            raise SystemExit(f"README.md has no table naming {phrase!r}; add one where {folder} should be shown")
+        tables = render(ROOT / folder).rstrip("\n") + "\n"
+        text = text[: found.start()] + tables + text[found.end() :]
     readme.write_text(text)
 
 
