@@ -35,6 +35,12 @@ README_TABLES: tuple[tuple[str, str, Callable[[Path], str], bool], ...] = (
 )
 
 
+def has_runs(folder: str) -> bool:
+    """Whether ``folder`` holds a finished run (its ``summary.csv`` has a row below the header)."""
+    summary = ROOT / folder / "summary.csv"
+    return summary.exists() and len(summary.read_text().strip().splitlines()) > 1
+
+
 def rendered(folder: str) -> str:
     """The tables the README shows for ``folder`` (one of :data:`README_TABLES`), from its committed files."""
     for _phrase, known, render, _following in README_TABLES:
@@ -47,14 +53,16 @@ def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
     for phrase, folder, render, following in README_TABLES:
-        if not (ROOT / folder / "summary.csv").exists():
+        if not has_runs(folder):
             continue  # not run yet: the README says so in its own words
         more = r"(?:\n\|[^\n]*\n(?:\|[^\n]*\n)+)*" if following else ""
         named = rf"(?<!\w){re.escape(phrase)}(?!\w)"
         block = re.compile(rf"^\|[^\n]*{named}[^\n]*\n(?:\|[^\n]*\n)+{more}", re.M)
         found = block.search(text)
         if found is None:
-            raise SystemExit(f"README.md has no table naming {phrase!r}; add one where {folder} should be shown")
+            raise SystemExit(
+                f"README.md has no table naming {phrase!r}; add one where {folder} should be shown"
+            )
         tables = render(ROOT / folder).rstrip("\n") + "\n"
         text = text[: found.start()] + tables + text[found.end() :]
     readme.write_text(text)

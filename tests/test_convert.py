@@ -247,3 +247,30 @@ def test_timm_efficientnet_with_norm_act_layers() -> None:
     assert {c.num_channels for c in summary.group_changes} >= {16, 24, 40}
     assert any(isinstance(m, groupnorm.GroupNorm) and m.activation == "silu" for m in model.modules())
     model(torch.randn(2, 3, 32, 32)).sum().backward()
+
+
+def test_timm_group_norm_classes_move_with_source_gn() -> None:
+    # timm's GroupNorm and GroupNorm1 override forward only to choose timm's fast-norm path; GroupNormAct holds
+    # drop and act: all three convert (onto the fused op, or with a process group onto DistributedGroupNorm)
+    # instead of being skipped, with the same outputs.
+    pytest.importorskip("timm")
+    from timm.layers import GroupNorm as TimmGroupNorm
+    from timm.layers import GroupNorm1, GroupNormAct
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        TimmGroupNorm(16, num_groups=4), nn.Conv2d(16, 8, 1), GroupNorm1(8), GroupNormAct(8, num_groups=2)
+    )
+    for m in model.modules():
+        if isinstance(m, nn.GroupNorm):
+            nn.init.normal_(m.weight)
+            nn.init.normal_(m.bias)
+    x = torch.randn(2, 16, 5, 3)
+    with torch.no_grad():
+        expected = model(x)
+    model, summary = groupnorm.convert_norms(model, source="gn")
+    assert not summary.skipped and len(summary.replaced) == 3
+    assert all(type(model[i]) is groupnorm.GroupNorm for i in (0, 2, 3))
+    assert (model[0].num_groups, model[2].num_groups, model[3].activation) == (4, 1, "relu")
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected)

@@ -19,7 +19,7 @@ modules (``BatchNormAct2d``: a BN subclass holding ``drop`` and ``act``) become 
 fused when it is ReLU/SiLU/GELU and ``drop`` is the identity, else ``Sequential(norm, drop, act)``. Other
 subclasses, whose ``forward`` we cannot know, are left in place and listed in ``summary.skipped``.
 ``source="gn"`` moves ``torch.nn.GroupNorm`` layers (same groups) onto :class:`groupnorm.GroupNorm` and its fused
-op.
+op, and so timm's ``GroupNorm``/``GroupNorm1`` (whose ``forward`` is plain GroupNorm) and ``GroupNormAct``.
 
 Example::
 
@@ -50,6 +50,7 @@ from groupnorm.layers.distributed import DistributedGroupNorm
 from groupnorm.layers.group_norm import GroupNorm
 from groupnorm.layers.grouping import GroupChange
 from groupnorm.layers.norm_registry import GroupingWarning, NormLayer, norm_layer
+from groupnorm.patching import timm as timm_norms
 
 _BATCH_NORMS: tuple[type[nn.Module], ...] = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 _BN_DIMS: dict[type[nn.Module], int | None] = {
@@ -195,6 +196,9 @@ class _Converter:
         if hasattr(m, "num_features") and getattr(m, "num_features", 1) == 0:
             return ("skip", "uninitialized lazy module (run a forward first)")
         if type(m).forward is base.forward:
+            return ("plain", base.__name__)
+        if self.source == "gn" and timm_norms.classify_norm(m) == ("plain", ""):
+            # timm's GroupNorm/GroupNorm1 override forward only to pick timm's fast-norm path: plain GroupNorm
             return ("plain", base.__name__)
         if isinstance(getattr(m, "act", None), nn.Module) and isinstance(getattr(m, "drop", None), nn.Module):
             if self.kind in ("bn", "syncbn"):
