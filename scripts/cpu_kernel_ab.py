@@ -21,6 +21,7 @@ Usage (from the repository root)::
     python scripts/cpu_kernel_ab.py --before HEAD~1 --check
     python scripts/cpu_kernel_ab.py --before HEAD~1 --time --rounds 21
     python scripts/cpu_kernel_ab.py --before-lib /tmp/old.so --time --shapes 2x32x8x8:8 --rounds 1
+    python scripts/cpu_kernel_ab.py --before HEAD --after HEAD --time   # A/A: the noise of the timing itself
 """
 
 from __future__ import annotations
@@ -50,15 +51,16 @@ SMALL_WAVE = 48 << 10  # many small waves: the split paths on small tensors
 # ---------------------------------------------------------------- the two libraries
 
 
-def compile_revision(rev: str, out_dir: Path, march: str | None) -> Path:
-    """The library of ``rev``'s ``csrc`` files, compiled for ``march`` into ``out_dir``."""
+def compile_revision(rev: str, out_dir: Path, march: str | None, label: str = "lib") -> Path:
+    """The library of ``rev``'s ``csrc`` files, compiled for ``march`` into ``out_dir`` (``label`` names the
+    build, so that the same revision can be built twice: an A/A run that shows the timing noise)."""
     names = subprocess.run(
         ["git", "ls-tree", "--name-only", rev, f"{CSRC_IN_REPO}/"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     if not names:
         raise SystemExit(f"{rev} has no files under {CSRC_IN_REPO}")
-    src = out_dir / f"csrc-{rev.replace('/', '_')}"
+    src = out_dir / f"{label}-csrc-{rev.replace('/', '_')}"
     src.mkdir()
     for name in names:
         text = subprocess.run(
@@ -88,7 +90,7 @@ def libraries(args: argparse.Namespace, work: Path) -> tuple[ctypes.CDLL, ctypes
             return load(Path(lib))
         if rev:
             print(f"building {label} from {rev} ...", file=sys.stderr)
-            return load(compile_revision(rev, work, args.march))
+            return load(compile_revision(rev, work, args.march, label))
         print(f"building {label} from the working tree ...", file=sys.stderr)
         return load(compile_directory(build.CSRC, work / f"{label}.so", args.march))
 
