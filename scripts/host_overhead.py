@@ -46,6 +46,7 @@ KERNELS = {
         "fwd_apply_kernel",
     ),
     backward_kernels: (
+        "bwd_onepass_flat_kernel",
         "bwd_onepass_kernel",
         "bwd_partial_kernel",
         "bwd_total_kernel",

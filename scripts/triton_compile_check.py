@@ -18,6 +18,8 @@ Usage::
     PYTHONPATH=src python3 scripts/triton_compile_check.py            # all variants, sm_90
     PYTHONPATH=src python3 scripts/triton_compile_check.py --quick --arch 80
     PYTHONPATH=src python3 scripts/triton_compile_check.py --key-shapes --json compile-report.json
+    PYTHONPATH=src python3 scripts/triton_compile_check.py --key-shapes \
+        --json docs/results/triton-compile-report.json --md docs/results/triton-compile-report.md
     PYTHONPATH=src python3 scripts/triton_compile_check.py --key-shapes --shapes 32x2048x7x7 --modes fwd
 
 Exit status 0 when every variant compiles; failures are listed.
@@ -60,6 +62,7 @@ KERNEL_NAMES = {
         "fwd_apply_kernel",
     ),
     backward_kernels: (
+        "bwd_onepass_flat_kernel",
         "bwd_onepass_kernel",
         "bwd_partial_kernel",
         "bwd_total_kernel",
@@ -305,6 +308,55 @@ def key_shape_report(target, backend, arch: int, shape_names, modes) -> tuple[li
     return records, failures
 
 
+# What each kernel streams: x (and dy, the residual) read, y or dx (and dresidual) written. The others move
+# per-group or per-channel partial sums, whose accesses are small by nature.
+STREAM_LOADS = {name for names in KERNEL_NAMES.values() for name in names} - {
+    "bwd_total_kernel",
+    "bwd_param_kernel",
+}
+STREAM_STORES = STREAM_LOADS - {"fwd_partial_stats_kernel", "bwd_partial_kernel"}
+
+
+def markdown(records: list[dict], command: str, arch: int) -> str:
+    """The report as a page: what holds (16-byte streaming accesses, no spills, launches), then every record."""
+    loads = [r for r in records if r["kernel"] in STREAM_LOADS and "error" not in r]
+    stores = [r for r in records if r["kernel"] in STREAM_STORES and "error" not in r]
+    narrow = [r for r in loads if r["ld_global_bytes"] < 16] + [
+        r for r in stores if r["st_global_bytes"] < 16
+    ]
+    spilling = [r for r in records if r.get("spills")]
+    launches = {m: max((r["launches"] for r in records if r["mode"] == m), default=0) for m in ("fwd", "bwd")}
+
+    def name(r: dict) -> str:
+        return f"{'x'.join(map(str, r['shape']))} {r['layout']} {r['dtype']} {r['mode']} {r['kernel']}"
+
+    lines = [
+        "# What the Triton launchers launch for the key shapes, compiled for an H200",
+        "",
+        f"Command: `{command}` (Triton {triton.__version__}, sm_{arch}, no GPU needed: Triton's front end, LLVM",
+        "and ptxas, with the specialization Triton's launcher derives from the real arguments).",
+        "",
+        f"- Streaming loads (x, dy, residual) at 16 bytes: {len(loads) - sum(r['ld_global_bytes'] < 16 for r in loads)}"
+        f" of {len(loads)} kernel records; streaming stores (y, dx): "
+        f"{len(stores) - sum(r['st_global_bytes'] < 16 for r in stores)} of {len(stores)}.",
+        *[f"  - narrower: {name(r)}" for r in narrow],
+        f"- Register spills: {len(spilling)} record(s)" + (":" if spilling else "."),
+        *[f"  - {name(r)}: {r['spills']} bytes" for r in spilling],
+        f"- Most registers per thread: {max((r.get('registers') or 0) for r in records)}; most launches per call: "
+        f"forward {launches['fwd']}, backward {launches['bwd']} (targets: 3 and 5).",
+        "",
+        "| shape | layout | dtype | mode | kernel | launches | widest ld / st (bytes) | registers | spills |",
+        "|---|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in records:
+        lines.append(
+            f"| {'x'.join(map(str, r['shape']))} | {r['layout']} | {r['dtype']} | {r['mode']} | {r['kernel']} | "
+            f"{r['launches']} | {r.get('ld_global_bytes', '?')} / {r.get('st_global_bytes', '?')} | "
+            f"{r.get('registers', '?')} | {r.get('spills', '?')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -315,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", help="with --key-shapes: comma-separated names or NxCxHxW[:G] instead")
     parser.add_argument("--modes", default="fwd,bwd", help="with --key-shapes: fwd, bwd or both")
     parser.add_argument("--json", help="with --key-shapes: write the records here")
+    parser.add_argument("--md", help="with --key-shapes: write the report as a markdown page here")
     args = parser.parse_args(argv)
     modes = tuple(m for m in args.modes.split(",") if m)
     if not modes or any(m not in ("fwd", "bwd") for m in modes):
@@ -329,6 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(records, f, indent=1)
+        if args.md:
+            command = "python3 scripts/triton_compile_check.py " + " ".join(
+                argv if argv is not None else sys.argv[1:]
+            )
+            with open(args.md, "w") as f:
+                f.write(markdown(records, command, args.arch))
         for r in records:
             print(
                 f"{'x'.join(map(str, r['shape'])):>18} {r['layout']:>13} {r['dtype']:>8} {r['mode']:>3} "

@@ -149,3 +149,81 @@ def test_64_bit_offsets_give_the_same_bits(kernels):
     wide_out = kernels.backward(*args, path="split", tuning=wide)
     for name, a, b in zip(GRADIENT_NAMES, narrow, wide_out, strict=True):
         assert torch.equal(a, b), name
+
+
+class _KernelSpy:
+    """A kernel module that records the names of the kernels looked up (launched) through it."""
+
+    def __init__(self, module) -> None:
+        self._module, self.launched = module, []
+
+    def __getattr__(self, name: str):
+        self.launched.append(name)
+        return getattr(self._module, name)
+
+
+@pytest.mark.parametrize(
+    "residual_layout, grad_layout, mask, activation",
+    [
+        ("contiguous", "contiguous", (True,) * 6, "silu"),  # the residual addressed as a run too
+        ("channels_last", "contiguous", (True,) * 6, "gelu"),  # the residual by its strides
+        ("contiguous", "contiguous", (True, False, False, True, False, False), "silu"),  # no P, Q stored
+        ("contiguous", "contiguous", (False, True, True, False, True, True), "none"),  # only the sums
+        ("contiguous", "channels_last", (True,) * 6, "silu"),  # grad_y not a run: the tiled kernel
+    ],
+)
+def test_nchw_groups_as_runs_take_the_flat_kernels(kernels, residual_layout, grad_layout, mask, activation):
+    # 7 x 5 positions: no tile of [positions, channels] could vectorize; the flat kernels walk each group's run,
+    # and their per-channel sums (a segmented scan) must equal the reference's.
+    _check_flat_kernels(residual_layout, grad_layout, mask, activation)
+
+
+@pytest.mark.parametrize("chunk", [16, 64])
+@pytest.mark.parametrize("mask", [(True,) * 6, (True, False, False, True, False, False)])
+def test_flat_backward_in_chunks_carries_channel_sums_across_them(monkeypatch, mask, chunk):
+    # A group of 4 channels x 35 positions walked 16 or 64 at a time: channel runs start, end and (16) pass
+    # through whole chunks, so the scan's carry from one chunk to the next is what makes P and Q right.
+    from groupnorm.ops.triton import launch
+
+    monkeypatch.setattr(launch, "FLAT_BACKWARD_CHUNK_BYTES", chunk * 4)  # float32 inputs
+    launch.backward_launch.cache_clear()
+    try:
+        _check_flat_kernels("contiguous", "contiguous", mask, "silu")
+    finally:
+        launch.backward_launch.cache_clear()
+
+
+def _check_flat_kernels(residual_layout, grad_layout, mask, activation):
+    from groupnorm.ops.triton import backward_kernels, forward_kernels, launch
+
+    from .conftest import DEVICE, PATHS
+
+    inp = _inputs((3, 12, 7, 5), torch.float32, "contiguous", groups=3)
+    inp["residual"] = make_input((3, 12, 7, 5), torch.float32, residual_layout, seed=5)
+    inp["grad_y"] = make_input((3, 12, 7, 5), torch.float32, grad_layout, seed=6)
+    spec, tuning = PATHS["one_pass"]
+    fk, bk = _KernelSpy(forward_kernels), _KernelSpy(backward_kernels)
+    dev = {k: v.to(DEVICE) for k, v in inp.items()}
+    common = (dev["weight"], dev["bias"])
+    extra = (dev["residual"], dev["scale"], dev["shift"])
+    y, mean, rstd = launch.forward(
+        dev["x"], *common, 3, 1e-5, activation, *extra, device=spec, tuning=tuning, fk=fk
+    )
+    ours = launch.backward(
+        dev["grad_y"], dev["x"], *common, mean, rstd, 3, activation, *extra, list(mask),
+        device=spec, tuning=tuning, bk=bk,
+    )  # fmt: skip
+    assert fk.launched == ["fwd_onepass_flat_kernel"]
+    grad_is_run = grad_layout == "contiguous"
+    main = "bwd_onepass_flat_kernel" if grad_is_run else "bwd_onepass_kernel"
+    assert bk.launched == [main] + (["bwd_param_kernel"] if any(mask[i] for i in (1, 2, 4, 5)) else [])
+
+    expected = _reference_grads(inp, 3, activation)
+    for name, got, want, wanted in zip(GRADIENT_NAMES, ours, expected, mask, strict=True):
+        if not wanted:
+            assert got.numel() == 0, f"{name} was not asked for"
+            continue
+        atol, rtol = gradient_tolerance(torch.float32, want)
+        assert_close_verbose(got.cpu(), want, atol=atol, rtol=rtol, name=name)
+    if mask[0]:
+        assert ours[0].stride() == inp["x"].stride()

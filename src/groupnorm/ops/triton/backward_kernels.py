@@ -22,23 +22,31 @@ import triton
 import triton.language as tl
 
 from groupnorm.ops.triton.epilogue import activate_grad, channel_coefficients, to_dtype
-from groupnorm.ops.triton.tiles import index_range, tile_ptrs, unit_channels, unit_coords, unit_groups
+from groupnorm.ops.triton.tiles import (
+    index_range,
+    load_tile,
+    store_tile,
+    unit_channels,
+    unit_coords,
+    unit_groups,
+)
 
 
 @triton.jit
 def _grad_tile(
-    X, DY, RES, n, s, ch, mask, mean, rstd, gain, offset,
+    X, DY, RES, n, s, smask, mask, g0, ch, G, mean, rstd, gain, offset,
     x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss,
     HAS_RES: tl.constexpr, ACT: tl.constexpr,
+    BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, EVEN_CG: tl.constexpr,
 ):  # fmt: skip
     """(x_hat, dp) of one tile, zero outside ``mask``; mean/rstd ``[BLOCK_G]``, gain/offset per channel."""
-    x = tl.load(tile_ptrs(X, n, s, ch, x_sn, x_sc, x_ss), mask=mask, other=0.0).to(tl.float32)
-    dy = tl.load(tile_ptrs(DY, n, s, ch, d_sn, d_sc, d_ss), mask=mask, other=0.0).to(tl.float32)
+    x = load_tile(X, n, s, smask, mask, g0, ch, G, x_sn, x_sc, x_ss, BLOCK_G, BLOCK_CG, EVEN_CG)
+    dy = load_tile(DY, n, s, smask, mask, g0, ch, G, d_sn, d_sc, d_ss, BLOCK_G, BLOCK_CG, EVEN_CG)
     xhat = tl.where(mask, (x - mean[None, :, None]) * rstd[None, :, None], 0.0)
     if ACT != 0:
         pre = xhat * gain[None, :, :] + offset[None, :, :]
         if HAS_RES:
-            pre += tl.load(tile_ptrs(RES, n, s, ch, r_sn, r_sc, r_ss), mask=mask, other=0.0).to(tl.float32)
+            pre += load_tile(RES, n, s, smask, mask, g0, ch, G, r_sn, r_sc, r_ss, BLOCK_G, BLOCK_CG, EVEN_CG)
         dp = tl.where(mask, dy * activate_grad(pre, ACT), 0.0)
     else:
         dp = dy
@@ -47,17 +55,20 @@ def _grad_tile(
 
 @triton.jit
 def _store_dx_tile(
-    DX, DRES, n, s, ch, mask, xhat, dp, rstd, gain, mean_dxhat, mean_dxhat_xhat,
+    DX, DRES, n, s, smask, mask, g0, ch, G, xhat, dp, rstd, gain, mean_dxhat, mean_dxhat_xhat,
     x_sn, x_sc, x_ss, r_sn, r_sc, r_ss,
     WANT_DX: tl.constexpr, WANT_DRES: tl.constexpr,
+    BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, EVEN_CG: tl.constexpr,
 ):  # fmt: skip
     if WANT_DRES:
-        tl.store(tile_ptrs(DRES, n, s, ch, r_sn, r_sc, r_ss), to_dtype(dp, DRES.dtype.element_ty), mask=mask)
+        dres = to_dtype(dp, DRES.dtype.element_ty)
+        store_tile(DRES, dres, n, s, smask, mask, g0, ch, G, r_sn, r_sc, r_ss, BLOCK_G, BLOCK_CG, EVEN_CG)
     if WANT_DX:
         dx = rstd[None, :, None] * (
             dp * gain[None, :, :] - mean_dxhat[None, :, None] - xhat * mean_dxhat_xhat[None, :, None]
         )
-        tl.store(tile_ptrs(DX, n, s, ch, x_sn, x_sc, x_ss), to_dtype(dx, DX.dtype.element_ty), mask=mask)
+        dx = to_dtype(dx, DX.dtype.element_ty)
+        store_tile(DX, dx, n, s, smask, mask, g0, ch, G, x_sn, x_sc, x_ss, BLOCK_G, BLOCK_CG, EVEN_CG)
 
 
 @triton.jit
@@ -83,13 +94,14 @@ def bwd_onepass_kernel(
     mean, rstd = _load_stats(MEAN, RSTD, n * G + g, gmask)
     ch, cmask = unit_channels(g0, 0, G, CG, BLOCK_G, BLOCK_CG, EVEN_CG)
     s = index_range(BLOCK_S, INT64)
-    mask = (s < S)[:, None, None] & cmask[None, :, :]
+    smask = s < S
+    mask = smask[:, None, None] & cmask[None, :, :]
     _w, gain, offset = channel_coefficients(
         W, B, SCALE, SHIFT, n, ch, cmask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
     )
     xhat, dp = _grad_tile(
-        X, DY, RES, n, s, ch, mask, mean, rstd, gain, offset,
-        x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss, HAS_RES, ACT,
+        X, DY, RES, n, s, smask, mask, g0, ch, G, mean, rstd, gain, offset,
+        x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss, HAS_RES, ACT, BLOCK_G, BLOCK_CG, EVEN_CG,
     )  # fmt: skip
     p = tl.sum(dp, axis=0)
     q = tl.sum(dp * xhat, axis=0)
@@ -99,17 +111,151 @@ def bwd_onepass_kernel(
     mean_dxhat = tl.sum(gain * p, axis=1) / count
     mean_dxhat_xhat = tl.sum(gain * q, axis=1) / count
     _store_dx_tile(
-        DX, DRES, n, s, ch, mask, xhat, dp, rstd, gain, mean_dxhat, mean_dxhat_xhat,
-        x_sn, x_sc, x_ss, r_sn, r_sc, r_ss, WANT_DX, WANT_DRES,
+        DX, DRES, n, s, smask, mask, g0, ch, G, xhat, dp, rstd, gain, mean_dxhat, mean_dxhat_xhat,
+        x_sn, x_sc, x_ss, r_sn, r_sc, r_ss, WANT_DX, WANT_DRES, BLOCK_G, BLOCK_CG, EVEN_CG,
     )  # fmt: skip
 
 
 @triton.jit
+def _segment_add(f1, p1, q1, f2, p2, q2):
+    """Combine of a segmented inclusive sum of (P, Q): a flag marks where a segment (a channel's run) starts."""
+    return f1 | f2, tl.where(f2 != 0, p2, p1 + p2), tl.where(f2 != 0, q2, q1 + q2)
+
+
+@triton.jit
+def _flat_chunk(
+    DY, X, W, B, SCALE, SHIFT, RES, n, g, e, mean, rstd,
+    C, S, CG, GROUP_LEN, x_sn, d_sn, r_sn, r_sc, r_ss,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
+    HAS_RES: tl.constexpr, RES_FLAT: tl.constexpr, ACT: tl.constexpr,
+):  # fmt: skip
+    """Positions ``e`` of group ``g``'s run: (mask, channel, run offset, residual offset, gain, x_hat, dp)."""
+    emask = e < GROUP_LEN
+    ch = g * CG + e // S
+    _w, gain, offset = channel_coefficients(
+        W, B, SCALE, SHIFT, n, ch, emask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
+    )
+    run = g * GROUP_LEN + e
+    if RES_FLAT:
+        res_at = n * r_sn + run
+    else:
+        res_at = n * r_sn + ch * r_sc + (e % S) * r_ss
+    x = tl.load(X + n * x_sn + run, mask=emask, other=0.0).to(tl.float32)
+    dy = tl.load(DY + n * d_sn + run, mask=emask, other=0.0).to(tl.float32)
+    xhat = tl.where(emask, (x - mean) * rstd, 0.0)
+    if ACT != 0:
+        pre = xhat * gain + offset
+        if HAS_RES:
+            pre += tl.load(RES + res_at, mask=emask, other=0.0).to(tl.float32)
+        dp = tl.where(emask, dy * activate_grad(pre, ACT), 0.0)
+    else:
+        dp = dy
+    return emask, ch, run, res_at, gain, xhat, dp
+
+
+@triton.jit
+def _store_channel_sums(
+    PART_P, PART_Q, n, C, S, e, e0, emask, ch, xhat, dp, carry_p, carry_q, BLOCK_E: tl.constexpr
+):
+    """P and Q of the channels whose runs end in this chunk (a segmented scan, read at each run's last position),
+    starting from the sums ``carry_*`` of the run open at the chunk's start; returns the sums of the run left
+    open at its end (0 when none is)."""
+    first = (e % S == 0).to(tl.int32)
+    head = e == e0
+    _f, p, q = tl.associative_scan(
+        (first, tl.where(head, dp + carry_p, dp), tl.where(head, dp * xhat + carry_q, dp * xhat)),
+        0,
+        _segment_add,
+    )
+    last = emask & (e % S == S - 1)
+    tl.store(PART_P + n * C + ch, p, mask=last)
+    tl.store(PART_Q + n * C + ch, q, mask=last)
+    open_end = (e == e0 + BLOCK_E - 1) & (e % S != S - 1)
+    return tl.sum(tl.where(open_end, p, 0.0), axis=0), tl.sum(tl.where(open_end, q, 0.0), axis=0)
+
+
+@triton.jit
+def bwd_onepass_flat_kernel(
+    DY, X, W, B, SCALE, SHIFT, RES, MEAN, RSTD, DX, DRES, PART_P, PART_Q,
+    C, S, G, CG, GROUP_LEN, count,
+    x_sn, d_sn, r_sn, r_sc, r_ss,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
+    HAS_RES: tl.constexpr, RES_FLAT: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr,
+    WANT_DX: tl.constexpr, WANT_DRES: tl.constexpr, WANT_PQ: tl.constexpr,
+    BLOCK_E: tl.constexpr, ONE_CHUNK: tl.constexpr,
+):  # fmt: skip
+    """:func:`bwd_onepass_kernel` for a group whose ``GROUP_LEN = CG * S`` elements are one contiguous run in x,
+    dy and dx (NCHW): one program per group walks the run as flat ``[BLOCK_E]`` chunks, so loads and stores
+    vectorize whatever S is. The group's two sums are flat sums (``sum_c gain P = sum gain dp``); P and Q per
+    channel, for the parameter gradients, come from a segmented scan over the run.
+
+    ``ONE_CHUNK`` (``GROUP_LEN <= BLOCK_E``): x and dy are read once and dx written from registers. Otherwise a
+    first loop sums, a second recomputes x_hat and dp from x and dy (read again, from cache: the group was just
+    read) and writes dx; chunks keep registers below the spill point where a whole group would not.
+    ``RES_FLAT``: the residual has the same run layout (else it is addressed by its strides)."""
+    pid = tl.program_id(0)
+    if INT64:
+        pid = pid.to(tl.int64)
+    n = pid // G
+    g = pid % G
+    mean = tl.load(MEAN + pid).to(tl.float32)
+    rstd = tl.load(RSTD + pid).to(tl.float32)
+    offs = index_range(BLOCK_E, INT64)
+    if ONE_CHUNK:
+        emask, ch, run, res_at, gain, xhat, dp = _flat_chunk(
+            DY, X, W, B, SCALE, SHIFT, RES, n, g, offs, mean, rstd, C, S, CG, GROUP_LEN,
+            x_sn, d_sn, r_sn, r_sc, r_ss, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, HAS_RES, RES_FLAT, ACT,
+        )  # fmt: skip
+        if WANT_PQ:
+            _store_channel_sums(PART_P, PART_Q, n, C, S, offs, 0, emask, ch, xhat, dp, 0.0, 0.0, BLOCK_E)
+        gdp = gain * dp
+        mean_dxhat = tl.sum(gdp, axis=0) / count
+        mean_dxhat_xhat = tl.sum(gdp * xhat, axis=0) / count
+        if WANT_DRES:
+            tl.store(DRES + res_at, to_dtype(dp, DRES.dtype.element_ty), mask=emask)
+        if WANT_DX:
+            dx = rstd * (gdp - mean_dxhat - xhat * mean_dxhat_xhat)
+            tl.store(DX + n * x_sn + run, to_dtype(dx, DX.dtype.element_ty), mask=emask)
+    else:
+        sum_dxhat = 0.0
+        sum_dxhat_xhat = 0.0
+        carry_p = 0.0
+        carry_q = 0.0
+        for e0 in range(0, GROUP_LEN, BLOCK_E):
+            e = e0 + offs
+            emask, ch, run, res_at, gain, xhat, dp = _flat_chunk(
+                DY, X, W, B, SCALE, SHIFT, RES, n, g, e, mean, rstd, C, S, CG, GROUP_LEN,
+                x_sn, d_sn, r_sn, r_sc, r_ss, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, HAS_RES, RES_FLAT, ACT,
+            )  # fmt: skip
+            if WANT_PQ:
+                carry_p, carry_q = _store_channel_sums(
+                    PART_P, PART_Q, n, C, S, e, e0, emask, ch, xhat, dp, carry_p, carry_q, BLOCK_E
+                )
+            gdp = gain * dp
+            sum_dxhat += tl.sum(gdp, axis=0)
+            sum_dxhat_xhat += tl.sum(gdp * xhat, axis=0)
+        mean_dxhat = sum_dxhat / count
+        mean_dxhat_xhat = sum_dxhat_xhat / count
+        if WANT_DX or WANT_DRES:
+            for e0 in range(0, GROUP_LEN, BLOCK_E):
+                e = e0 + offs
+                emask, ch, run, res_at, gain, xhat, dp = _flat_chunk(
+                    DY, X, W, B, SCALE, SHIFT, RES, n, g, e, mean, rstd, C, S, CG, GROUP_LEN,
+                    x_sn, d_sn, r_sn, r_sc, r_ss, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, HAS_RES, RES_FLAT, ACT,
+                )  # fmt: skip
+                if WANT_DRES:
+                    tl.store(DRES + res_at, to_dtype(dp, DRES.dtype.element_ty), mask=emask)
+                if WANT_DX:
+                    dx = rstd * (gain * dp - mean_dxhat - xhat * mean_dxhat_xhat)
+                    tl.store(DX + n * x_sn + run, to_dtype(dx, DX.dtype.element_ty), mask=emask)
+
+
+@triton.jit
 def _chunk_pq(
-    X, DY, RES, n, ch, cmask, s_begin, s_end, mean, rstd, gain, offset,
+    X, DY, RES, n, g0, ch, cmask, G, s_begin, s_end, mean, rstd, gain, offset,
     x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss,
     HAS_RES: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr,
-    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, EVEN_CG: tl.constexpr,
 ):  # fmt: skip
     """(P, Q) ``[BLOCK_G, BLOCK_CG]`` of channels ``ch`` over positions ``[s_begin, s_end)``."""
     offs_s = index_range(BLOCK_S, INT64)
@@ -117,10 +263,11 @@ def _chunk_pq(
     acc_q = tl.zeros([BLOCK_G, BLOCK_CG], tl.float32)
     for s0 in range(s_begin, s_end, BLOCK_S):
         s = s0 + offs_s
-        mask = (s < s_end)[:, None, None] & cmask[None, :, :]
+        smask = s < s_end
+        mask = smask[:, None, None] & cmask[None, :, :]
         xhat, dp = _grad_tile(
-            X, DY, RES, n, s, ch, mask, mean, rstd, gain, offset,
-            x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss, HAS_RES, ACT,
+            X, DY, RES, n, s, smask, mask, g0, ch, G, mean, rstd, gain, offset,
+            x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss, HAS_RES, ACT, BLOCK_G, BLOCK_CG, EVEN_CG,
         )  # fmt: skip
         acc_p += tl.sum(dp, axis=0)
         acc_q += tl.sum(dp * xhat, axis=0)
@@ -151,8 +298,9 @@ def bwd_partial_kernel(
             W, B, SCALE, SHIFT, n, ch, cmask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
         )
         acc_p, acc_q = _chunk_pq(
-            X, DY, RES, n, ch, cmask, s_begin, s_end, mean, rstd, gain, offset,
-            x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss, HAS_RES, ACT, INT64, BLOCK_S, BLOCK_G, BLOCK_CG,
+            X, DY, RES, n, g0, ch, cmask, G, s_begin, s_end, mean, rstd, gain, offset,
+            x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss, HAS_RES, ACT, INT64,
+            BLOCK_S, BLOCK_G, BLOCK_CG, EVEN_CG,
         )  # fmt: skip
         tl.store(PART_P + row + ch, acc_p, mask=cmask)
         tl.store(PART_Q + row + ch, acc_q, mask=cmask)
@@ -225,9 +373,9 @@ def bwd_dx_kernel(
                 W, B, SCALE, SHIFT, n, ch, cmask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
             )
             p, q = _chunk_pq(
-                X, DY, RES, n, ch, cmask, 0, S, mean, rstd, gain, offset,
+                X, DY, RES, n, g0, ch, cmask, G, 0, S, mean, rstd, gain, offset,
                 x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss, HAS_RES, ACT, INT64,
-                BLOCK_S, BLOCK_G, BLOCK_CG,
+                BLOCK_S, BLOCK_G, BLOCK_CG, EVEN_CG,
             )  # fmt: skip
             tl.store(TOTAL_P + n * TOTAL_ROW + ch, p, mask=cmask)
             tl.store(TOTAL_Q + n * TOTAL_ROW + ch, q, mask=cmask)
@@ -256,14 +404,15 @@ def bwd_dx_kernel(
         )
         for s0 in range(s_begin, s_end, BLOCK_S):
             s = s0 + offs_s
-            mask = (s < s_end)[:, None, None] & cmask[None, :, :]
+            smask = s < s_end
+            mask = smask[:, None, None] & cmask[None, :, :]
             xhat, dp = _grad_tile(
-                X, DY, RES, n, s, ch, mask, mean, rstd, gain, offset,
-                x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss, HAS_RES, ACT,
+                X, DY, RES, n, s, smask, mask, g0, ch, G, mean, rstd, gain, offset,
+                x_sn, x_sc, x_ss, d_sn, d_sc, d_ss, r_sn, r_sc, r_ss, HAS_RES, ACT, BLOCK_G, BLOCK_CG, EVEN_CG,
             )  # fmt: skip
             _store_dx_tile(
-                DX, DRES, n, s, ch, mask, xhat, dp, rstd, gain, mean_dxhat, mean_dxhat_xhat,
-                x_sn, x_sc, x_ss, r_sn, r_sc, r_ss, WANT_DX, WANT_DRES,
+                DX, DRES, n, s, smask, mask, g0, ch, G, xhat, dp, rstd, gain, mean_dxhat, mean_dxhat_xhat,
+                x_sn, x_sc, x_ss, r_sn, r_sc, r_ss, WANT_DX, WANT_DRES, BLOCK_G, BLOCK_CG, EVEN_CG,
             )  # fmt: skip
 
 

@@ -18,7 +18,8 @@ from groupnorm.ops.triton.epilogue import activate, channel_coefficients, to_dty
 from groupnorm.ops.triton.tiles import (
     group_sum,
     index_range,
-    tile_ptrs,
+    load_tile,
+    store_tile,
     unit_channels,
     unit_coords,
     unit_groups,
@@ -46,9 +47,10 @@ def fwd_onepass_kernel(
     g, gmask = unit_groups(g0, G, BLOCK_G)
     ch, cmask = unit_channels(g0, 0, G, CG, BLOCK_G, BLOCK_CG, EVEN_CG)
     s = index_range(BLOCK_S, INT64)
-    mask = (s < S)[:, None, None] & cmask[None, :, :]
+    smask = s < S
+    mask = smask[:, None, None] & cmask[None, :, :]
     pivot = _pivot(X, n, g, gmask, CG, x_sn, x_sc)
-    x = tl.load(tile_ptrs(X, n, s, ch, x_sn, x_sc, x_ss), mask=mask, other=0.0).to(tl.float32)
+    x = load_tile(X, n, s, smask, mask, g0, ch, G, x_sn, x_sc, x_ss, BLOCK_G, BLOCK_CG, EVEN_CG)
     x = tl.where(mask, x - pivot[None, :, None], 0.0)
     shifted_mean = group_sum(x) / count
     diff = tl.where(mask, x - shifted_mean[None, :, None], 0.0)
@@ -61,9 +63,9 @@ def fwd_onepass_kernel(
     )
     pre = diff * (rstd[:, None] * gain)[None, :, :] + offset[None, :, :]
     if HAS_RES:
-        pre += tl.load(tile_ptrs(RES, n, s, ch, r_sn, r_sc, r_ss), mask=mask, other=0.0).to(tl.float32)
-    y = activate(pre, ACT)
-    tl.store(tile_ptrs(Y, n, s, ch, y_sn, y_sc, y_ss), to_dtype(y, Y.dtype.element_ty), mask=mask)
+        pre += load_tile(RES, n, s, smask, mask, g0, ch, G, r_sn, r_sc, r_ss, BLOCK_G, BLOCK_CG, EVEN_CG)
+    y = to_dtype(activate(pre, ACT), Y.dtype.element_ty)
+    store_tile(Y, y, n, s, smask, mask, g0, ch, G, y_sn, y_sc, y_ss, BLOCK_G, BLOCK_CG, EVEN_CG)
 
 
 @triton.jit
@@ -72,11 +74,13 @@ def fwd_onepass_flat_kernel(
     C, S, G, CG, GROUP_LEN, count, eps,
     x_sn, r_sn, r_sc, r_ss,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
-    HAS_RES: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr, BLOCK_E: tl.constexpr,
+    HAS_RES: tl.constexpr, RES_FLAT: tl.constexpr, ACT: tl.constexpr, INT64: tl.constexpr,
+    BLOCK_E: tl.constexpr,
 ):  # fmt: skip
     """:func:`fwd_onepass_kernel` for a group whose ``GROUP_LEN = CG * S`` elements are one contiguous run (NCHW):
     one program per group walks that run as a flat ``[BLOCK_E]`` tile, so loads and stores vectorize whatever S
-    is (a ``[positions, channels]`` tile of S = 49 rows cannot). y has x's strides."""
+    is (a ``[positions, channels]`` tile of S = 49 rows cannot). y has x's strides. ``RES_FLAT``: the residual
+    has the same run layout (else it is addressed by its strides, element by element)."""
     pid = tl.program_id(0)
     if INT64:
         pid = pid.to(tl.int64)
@@ -100,7 +104,11 @@ def fwd_onepass_flat_kernel(
     )
     pre = diff * (gain * rstd) + offset
     if HAS_RES:
-        pre += tl.load(RES + n * r_sn + ch * r_sc + (e % S) * r_ss, mask=emask, other=0.0).to(tl.float32)
+        if RES_FLAT:
+            res_at = n * r_sn + g * GROUP_LEN + e
+        else:
+            res_at = n * r_sn + ch * r_sc + (e % S) * r_ss
+        pre += tl.load(RES + res_at, mask=emask, other=0.0).to(tl.float32)
     y = activate(pre, ACT)
     tl.store(Y + base + e, to_dtype(y, Y.dtype.element_ty), mask=emask)
 
@@ -124,7 +132,7 @@ def _chunk_stats(
         for cb in range(0, CG, BLOCK_CG):
             ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG, EVEN_CG)
             mask = smask[:, None, None] & cmask[None, :, :]
-            x = tl.load(tile_ptrs(X, n, s, ch, x_sn, x_sc, x_ss), mask=mask, other=0.0).to(tl.float32)
+            x = load_tile(X, n, s, smask, mask, g0, ch, G, x_sn, x_sc, x_ss, BLOCK_G, BLOCK_CG, EVEN_CG)
             x = tl.where(mask, x - pivot[None, :, None], 0.0)
             tile_count = rows * tl.minimum(CG - cb, BLOCK_CG).to(tl.float32)
             tile_mean = group_sum(x) / tile_count
@@ -247,12 +255,13 @@ def fwd_apply_kernel(
         scale = (rstd[:, None] * gain)[None, :, :]
         for s0 in range(s_begin, s_end, BLOCK_S):
             s = s0 + offs_s
-            mask = (s < s_end)[:, None, None] & cmask[None, :, :]
-            x = tl.load(tile_ptrs(X, n, s, ch, x_sn, x_sc, x_ss), mask=mask, other=0.0).to(tl.float32)
+            smask = s < s_end
+            mask = smask[:, None, None] & cmask[None, :, :]
+            x = load_tile(X, n, s, smask, mask, g0, ch, G, x_sn, x_sc, x_ss, BLOCK_G, BLOCK_CG, EVEN_CG)
             pre = (x - mean[None, :, None]) * scale + offset[None, :, :]
             if HAS_RES:
-                pre += tl.load(tile_ptrs(RES, n, s, ch, r_sn, r_sc, r_ss), mask=mask, other=0.0).to(
-                    tl.float32
+                pre += load_tile(
+                    RES, n, s, smask, mask, g0, ch, G, r_sn, r_sc, r_ss, BLOCK_G, BLOCK_CG, EVEN_CG
                 )
-            y = activate(pre, ACT)
-            tl.store(tile_ptrs(Y, n, s, ch, y_sn, y_sc, y_ss), to_dtype(y, Y.dtype.element_ty), mask=mask)
+            y = to_dtype(activate(pre, ACT), Y.dtype.element_ty)
+            store_tile(Y, y, n, s, smask, mask, g0, ch, G, y_sn, y_sc, y_ss, BLOCK_G, BLOCK_CG, EVEN_CG)

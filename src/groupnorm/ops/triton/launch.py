@@ -42,6 +42,11 @@ INTERPRETER_DEVICE = DeviceSpec(sm_count=4, l2_bytes=256 * 1024)
 # Launch descriptions are kept per distinct call layout: a model calls the op with a handful of layouts, so after
 # the first call of each the launcher only allocates outputs and launches (validation and planning happen once).
 _CACHE_SIZE = 1024
+# The most bytes of x a flat backward program holds at once (16 warps: 8 bf16 or 4 float32 elements per
+# thread): ptxas keeps that within 128 registers without spilling (scripts/triton_compile_check.py: 99 for a bf16
+# 7x7 group); a whole bf16 14x14 group of 32 channels (6,272 elements) at 16 per thread spilled, and so did a
+# float32 7x7 group at 8, so larger groups are walked in chunks of this size.
+FLAT_BACKWARD_CHUNK_BYTES = 8192
 
 
 @functools.cache
@@ -130,6 +135,11 @@ def _strides_or_zero(t: torch.Tensor | None) -> tuple[int, int, int]:
     strides = flat_strides(t)
     assert strides is not None  # a layout the kernels address (see _dense_meta)
     return strides
+
+
+def _is_run(strides: tuple[int, int, int] | None, spatial: int) -> bool:
+    """Whether (N, C, S) ``strides`` lay each sample's channels out as one run of C * S elements (NCHW)."""
+    return strides is not None and strides[2] == 1 and strides[1] == spatial
 
 
 def _block_k(split: int, block_c: int) -> int:
@@ -247,10 +257,11 @@ def forward_launch(
     lp.res_copy = _residual_needs_copy(residual)
     lp.cuda_index = _cuda_index(x_device)
     # One pass over groups that are contiguous runs (NCHW): the flat kernel, whose accesses vectorize for any S.
-    lp.flat = p.one_pass and p.block_g == 1 and lp.x_strides[2] == 1 and lp.x_strides[1] == s
+    lp.flat = p.one_pass and p.block_g == 1 and _is_run(lp.x_strides, s)
     flags, blocks = lp.flags, lp.blocks
+    res_flat = res_m is not None and _is_run(flat_strides(res_m), s)
     lp.kw = {  # each kernel's keyword arguments, merged once
-        "flat": {**flags, "BLOCK_E": next_power_of_2(cg * s), "num_warps": p.num_warps},
+        "flat": {**flags, "RES_FLAT": res_flat, "BLOCK_E": next_power_of_2(cg * s), "num_warps": p.num_warps},
         "onepass": {**flags, **blocks},
         "looped": {**flags, **blocks, "BLOCK_K": 1, "FUSED_STATS": True},
         "stats": {"INT64": flags["INT64"], **blocks},
@@ -342,7 +353,8 @@ class BackwardLaunch:
     """Everything a backward call of one layout needs besides the tensors."""
 
     __slots__ = ("plan", "n", "c", "scalars", "count", "strides", "flags", "blocks", "block_k", "waves",
-                 "want", "grad_copy", "res_copy", "int64", "param", "cuda_index", "part_shape", "kw")  # fmt: skip
+                 "want", "grad_copy", "res_copy", "int64", "param", "cuda_index", "part_shape", "kw",
+                 "flat")  # fmt: skip
 
     def launches(self) -> int:
         """Kernel launches per call."""
@@ -410,6 +422,8 @@ def backward_launch(
     lp.strides = (*flat_strides(xm), *flat_strides(gm), *_strides_or_zero(res_m))
     lp.scalars = (c, s, num_groups, cg, p.group_blocks)
     lp.count = float(cg * s)
+    # One pass over groups that are contiguous runs in x and grad_y (dx has x's strides): the flat kernel.
+    lp.flat = p.one_pass and p.block_g == 1 and _is_run(flat_strides(xm), s) and _is_run(flat_strides(gm), s)
     lp.part_shape = (n, p.split, c)
     lp.block_k = _block_k(p.split, p.block_g * p.block_c)
     lp.waves = tuple(_waves(p))
@@ -422,8 +436,18 @@ def backward_launch(
     lp.cuda_index = _cuda_index(x_device)
     flags, blocks = lp.flags, lp.blocks
     wants = dict(WANT_DX=want_dx, WANT_DRES=want_dres)
+    flat_chunk = FLAT_BACKWARD_CHUNK_BYTES // xm.element_size()
     lp.kw = {  # each kernel's keyword arguments, merged once
         "onepass": {**flags, **wants, "WANT_PQ": want_params, **blocks},
+        "flat": {
+            **flags,
+            **wants,
+            "WANT_PQ": want_params,
+            "RES_FLAT": res_m is not None and _is_run(flat_strides(res_m), s),
+            "BLOCK_E": min(next_power_of_2(cg * s), flat_chunk),
+            "ONE_CHUNK": cg * s <= flat_chunk,
+            "num_warps": min(16, max(p.num_warps, next_power_of_2(cg * s) // 256)),
+        },
         "looped": {**flags, **wants, **blocks, "FUSED_PQ": True},
         "partial": {**flags, **blocks},
         "total": dict(
@@ -506,7 +530,14 @@ def backward(
     inputs = [t if t is not None else dummy for t in (weight, bias, scale, shift, res_k, mean, rstd)]
     outs = [t if t is not None else dummy for t in (dx, dres)]
     with _device_context(lp.cuda_index):
-        if p.one_pass:
+        if lp.flat:
+            _c, s, _g, cg, _gb = lp.scalars
+            x_sn, _x_sc, _x_ss, d_sn, _d_sc, _d_ss, *res_strides = lp.strides
+            bk.bwd_onepass_flat_kernel[(p.units,)](
+                grad_y, x, *inputs, *outs, part_p, part_q, *lp.scalars[:4], cg * s, lp.count,
+                x_sn, d_sn, *res_strides, **lp.kw["flat"],
+            )  # fmt: skip
+        elif p.one_pass:
             bk.bwd_onepass_kernel[(p.units,)](
                 grad_y, x, *inputs, *outs, part_p, part_q, *lp.scalars, lp.count, 0,
                 *lp.strides, **lp.kw["onepass"],
