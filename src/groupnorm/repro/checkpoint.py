@@ -78,3 +78,54 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure (weights_only refusals included) means the file cannot be used
         raise CorruptCheckpoint(f"{path} cannot be read: {e}") from e
+
+
+def resume_run(
+    run_dir: str | os.PathLike, hparams: dict, model, optimizer, *, main: bool, log, restore_rng: bool = False
+) -> list[dict]:
+    """The records of a run's finished epochs or rounds, with ``model`` and ``optimizer`` restored from
+    ``run_dir/checkpoint.pt`` (and torch's random state when ``restore_rng``); ``[]`` when there is no checkpoint,
+    or when it belongs to other hyper-parameters or is damaged (a warning is logged: the run restarts).
+
+    The main process first removes temporary files of writes a kill cut short. Example::
+
+        records = resume_run(run_dir, hp.to_dict(), model, optimizer, main=True, log=print)
+    """
+    run_dir = Path(run_dir)
+    if main:
+        for tmp in run_dir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+    path = run_dir / "checkpoint.pt"
+    if not path.exists():
+        return []
+    try:
+        state = load_checkpoint(path)
+        if state.get("hparams") != hparams:
+            raise CorruptCheckpoint(f"{path} belongs to other hyper-parameters")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if restore_rng and "rng" in state:
+            torch.set_rng_state(state["rng"])
+    except CorruptCheckpoint as e:
+        log(f"warning: {e}; restarting run {run_dir.name} from scratch")
+        return []
+    return list(state["records"])
+
+
+def save_run(
+    run_dir: str | os.PathLike, hparams: dict, model, optimizer, records: list[dict], log_name: str, *,
+    rng: bool = False,
+) -> None:  # fmt: skip
+    """Checkpoint a run after an epoch or round (weights, optimizer, records, and torch's random state when
+    ``rng``), then rewrite its ``log_name`` JSONL from the same records: a kill between the two leaves the log one
+    record behind, and :func:`resume_run` plus a rewrite of the log from the checkpoint repairs it."""
+    state = {
+        "hparams": hparams,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "records": records,
+    }
+    if rng:
+        state["rng"] = torch.get_rng_state()
+    save_checkpoint(Path(run_dir) / "checkpoint.pt", state)
+    atomic_write_jsonl(Path(run_dir) / log_name, records)

@@ -17,29 +17,8 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-
-from groupnorm.repro.checkpoint import (
-    CorruptCheckpoint,
-    atomic_write_json,
-    atomic_write_jsonl,
-    load_checkpoint,
-    save_checkpoint,
-)
+from groupnorm.repro.checkpoint import atomic_write_json, atomic_write_jsonl, resume_run, save_run
 from groupnorm.repro.train import Dist, machine_info
-
-
-def pick_device(device: str, rank: int) -> torch.device:
-    """``auto`` (CUDA when there is one), ``cpu`` or ``cuda``; under torchrun the local rank's GPU."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
-    if device == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    d = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
-    torch.cuda.set_device(d)
-    return d
 
 
 class RoundTrainer:
@@ -80,38 +59,23 @@ class RoundTrainer:
         return self.run_dir / "checkpoint.pt"
 
     def _resume(self) -> list[dict]:
-        if self.dist.main:
-            for tmp in self.run_dir.glob(".*.tmp"):  # temporary files of writes cut short by a kill
-                tmp.unlink(missing_ok=True)
-        if not self.checkpoint_path.exists():
-            return []
-        try:
-            state = load_checkpoint(self.checkpoint_path)
-            if state.get("hparams") != self.config.to_dict():
-                raise CorruptCheckpoint(f"{self.checkpoint_path} belongs to other hyper-parameters")
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            if (
-                "rng" in state
-            ):  # Mask R-CNN samples anchors and RoIs with torch's generator: resume it exactly
-                torch.set_rng_state(state["rng"])
-        except CorruptCheckpoint as e:
-            self.log(f"warning: {e}; restarting run {self.run_dir.name} from scratch")
-            return []
-        return list(state["records"])
+        # Mask R-CNN samples anchors and RoIs with torch's generator: a resumed run continues it exactly
+        return resume_run(
+            self.run_dir, self.config.to_dict(), self.model, self.optimizer, main=self.dist.main, log=self.log,
+            restore_rng=True,
+        )  # fmt: skip
 
     def _save(self, records: list[dict]) -> None:
-        if not self.dist.main:
-            return
-        state = {
-            "hparams": self.config.to_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "records": records,
-            "rng": torch.get_rng_state(),
-        }
-        save_checkpoint(self.checkpoint_path, state)
-        atomic_write_jsonl(self.run_dir / "rounds.jsonl", records)
+        if self.dist.main:
+            save_run(
+                self.run_dir,
+                self.config.to_dict(),
+                self.model,
+                self.optimizer,
+                records,
+                "rounds.jsonl",
+                rng=True,
+            )
 
     def run(self) -> dict:
         """Train the remaining rounds; return the result (also written to ``result.json``)."""

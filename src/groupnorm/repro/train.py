@@ -27,13 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from groupnorm.repro.checkpoint import (
-    CorruptCheckpoint,
-    atomic_write_json,
-    atomic_write_jsonl,
-    load_checkpoint,
-    save_checkpoint,
-)
+from groupnorm.repro.checkpoint import atomic_write_json, atomic_write_jsonl, resume_run, save_run
 from groupnorm.repro.data import ImageData
 from groupnorm.repro.devices import average_buffers
 from groupnorm.repro.hparams import HParams
@@ -131,6 +125,20 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
+def pick_device(device: str, rank: int) -> torch.device:
+    """``auto`` (CUDA when there is one), ``cpu`` or ``cuda``; under torchrun the local rank's GPU."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
+    if device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))  # torchrun sets it per node
+    d = torch.device("cuda", local_rank % torch.cuda.device_count())
+    torch.cuda.set_device(d)
+    return d
+
+
 class RunTrainer:
     """One run: the model, its optimizer and the loop over epochs. ``run()`` resumes from ``run_dir``."""
 
@@ -164,15 +172,7 @@ class RunTrainer:
                 "run it in one process, where it is exact: --devices K emulates K devices"
             )
         torch.manual_seed(hp.seed)
-        if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
-        self.device = torch.device("cpu")
-        if device != "cpu" and torch.cuda.is_available():
-            local_rank = int(os.environ.get("LOCAL_RANK", self.dist.rank))  # torchrun sets it per node
-            self.device = torch.device("cuda", local_rank % torch.cuda.device_count())
-            torch.cuda.set_device(self.device)
+        self.device = pick_device(device, self.dist.rank)
         self.memory_format = torch.channels_last if hp.channels_last else torch.contiguous_format
         model = build_model(hp, data.num_classes, data.image_shape[0]).to(self.device)
         model = model.to(memory_format=self.memory_format)
@@ -206,33 +206,13 @@ class RunTrainer:
         return {"run": self.run_dir.name, "epoch": epoch, "config": self.config(), **stats}
 
     def _resume(self) -> list[dict]:
-        if self.dist.main:  # temporary files of writes cut short by a kill
-            for tmp in self.run_dir.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
-        if not self.checkpoint_path.exists():
-            return []
-        try:
-            state = load_checkpoint(self.checkpoint_path)
-            if state.get("hparams") != self.hp.to_dict():
-                raise CorruptCheckpoint(f"{self.checkpoint_path} belongs to other hyper-parameters")
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        except CorruptCheckpoint as e:
-            self.log(f"warning: {e}; restarting run {self.run_dir.name} from scratch")
-            return []
-        return list(state["records"])
+        return resume_run(
+            self.run_dir, self.hp.to_dict(), self.model, self.optimizer, main=self.dist.main, log=self.log
+        )
 
     def _save(self, records: list[dict]) -> None:
-        if not self.dist.main:
-            return
-        state = {
-            "hparams": self.hp.to_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "records": records,
-        }
-        save_checkpoint(self.checkpoint_path, state)
-        atomic_write_jsonl(self.run_dir / "epochs.jsonl", records)
+        if self.dist.main:
+            save_run(self.run_dir, self.hp.to_dict(), self.model, self.optimizer, records, "epochs.jsonl")
 
     # ---- the loop ----------------------------------------------------------------------------------------------
     def run(self) -> dict:

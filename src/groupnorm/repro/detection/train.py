@@ -22,8 +22,8 @@ from groupnorm.repro.detection.evaluate import evaluate_model
 from groupnorm.repro.detection.model import build_maskrcnn
 from groupnorm.repro.devices import average_buffers
 from groupnorm.repro.model import grouping_label
-from groupnorm.repro.rounds import RoundTrainer, pick_device
-from groupnorm.repro.train import epoch_order, param_groups
+from groupnorm.repro.rounds import RoundTrainer
+from groupnorm.repro.train import epoch_order, param_groups, pick_device
 
 
 class _Subset:

@@ -17,8 +17,8 @@ from torch import nn
 
 from groupnorm.repro.devices import average_buffers
 from groupnorm.repro.model import grouping_label
-from groupnorm.repro.rounds import RoundTrainer, pick_device
-from groupnorm.repro.train import epoch_order, param_groups
+from groupnorm.repro.rounds import RoundTrainer
+from groupnorm.repro.train import epoch_order, param_groups, pick_device
 from groupnorm.repro.video.config import VideoConfig
 from groupnorm.repro.video.data import ClipData
 from groupnorm.repro.video.model import build_video_model
