@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.json, "w") as f:
                 json.dump(records, f, indent=1)
         if args.md:
-            command = "python3 scripts/triton_compile_check.py " + " ".join(
+            command = "PYTHONPATH=src python3 scripts/triton_compile_check.py " + " ".join(
                 argv if argv is not None else sys.argv[1:]
             )
             with open(args.md, "w") as f:
