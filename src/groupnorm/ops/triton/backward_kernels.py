@@ -123,23 +123,32 @@ def _segment_add(f1, p1, q1, f2, p2, q2):
 
 
 @triton.jit
-def _flat_chunk(
-    DY, X, W, B, SCALE, SHIFT, RES, n, g, e, mean, rstd,
-    C, S, CG, GROUP_LEN, x_sn, d_sn, r_sn, r_sc, r_ss,
-    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
-    HAS_RES: tl.constexpr, RES_FLAT: tl.constexpr, ACT: tl.constexpr,
-):  # fmt: skip
-    """Positions ``e`` of group ``g``'s run: (mask, channel, run offset, residual offset, gain, x_hat, dp)."""
+def _flat_offsets(n, g, e, S, CG, GROUP_LEN, r_sn, r_sc, r_ss, RES_FLAT: tl.constexpr):
+    """Positions ``e`` of group ``g``'s run: (mask, channel, offset in the run's sample, residual offset).
+
+    Only indices go in: torch.compile's analysis of which arguments a kernel writes counts every pointer passed
+    to the helper that computed a store's address, so the addresses must not come from a helper handed x or dy.
+    """
     emask = e < GROUP_LEN
     ch = g * CG + e // S
-    _w, gain, offset = channel_coefficients(
-        W, B, SCALE, SHIFT, n, ch, emask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
-    )
     run = g * GROUP_LEN + e
     if RES_FLAT:
         res_at = n * r_sn + run
     else:
         res_at = n * r_sn + ch * r_sc + (e % S) * r_ss
+    return emask, ch, run, res_at
+
+
+@triton.jit
+def _flat_chunk(
+    DY, X, W, B, SCALE, SHIFT, RES, n, emask, ch, run, res_at, mean, rstd, C, x_sn, d_sn,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
+    HAS_RES: tl.constexpr, ACT: tl.constexpr,
+):  # fmt: skip
+    """(gain, x_hat, dp) at the positions :func:`_flat_offsets` gave, zero outside ``emask``."""
+    _w, gain, offset = channel_coefficients(
+        W, B, SCALE, SHIFT, n, ch, emask, C, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT
+    )
     x = tl.load(X + n * x_sn + run, mask=emask, other=0.0).to(tl.float32)
     dy = tl.load(DY + n * d_sn + run, mask=emask, other=0.0).to(tl.float32)
     xhat = tl.where(emask, (x - mean) * rstd, 0.0)
@@ -150,7 +159,7 @@ def _flat_chunk(
         dp = tl.where(emask, dy * activate_grad(pre, ACT), 0.0)
     else:
         dp = dy
-    return emask, ch, run, res_at, gain, xhat, dp
+    return gain, xhat, dp
 
 
 @triton.jit
@@ -202,9 +211,10 @@ def bwd_onepass_flat_kernel(
     rstd = tl.load(RSTD + pid).to(tl.float32)
     offs = index_range(BLOCK_E, INT64)
     if ONE_CHUNK:
-        emask, ch, run, res_at, gain, xhat, dp = _flat_chunk(
-            DY, X, W, B, SCALE, SHIFT, RES, n, g, offs, mean, rstd, C, S, CG, GROUP_LEN,
-            x_sn, d_sn, r_sn, r_sc, r_ss, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, HAS_RES, RES_FLAT, ACT,
+        emask, ch, run, res_at = _flat_offsets(n, g, offs, S, CG, GROUP_LEN, r_sn, r_sc, r_ss, RES_FLAT)
+        gain, xhat, dp = _flat_chunk(
+            DY, X, W, B, SCALE, SHIFT, RES, n, emask, ch, run, res_at, mean, rstd, C, x_sn, d_sn,
+            HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, HAS_RES, ACT,
         )  # fmt: skip
         if WANT_PQ:
             _store_channel_sums(PART_P, PART_Q, n, C, S, offs, 0, emask, ch, xhat, dp, 0.0, 0.0, BLOCK_E)
@@ -223,9 +233,10 @@ def bwd_onepass_flat_kernel(
         carry_q = 0.0
         for e0 in range(0, GROUP_LEN, BLOCK_E):
             e = e0 + offs
-            emask, ch, run, res_at, gain, xhat, dp = _flat_chunk(
-                DY, X, W, B, SCALE, SHIFT, RES, n, g, e, mean, rstd, C, S, CG, GROUP_LEN,
-                x_sn, d_sn, r_sn, r_sc, r_ss, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, HAS_RES, RES_FLAT, ACT,
+            emask, ch, run, res_at = _flat_offsets(n, g, e, S, CG, GROUP_LEN, r_sn, r_sc, r_ss, RES_FLAT)
+            gain, xhat, dp = _flat_chunk(
+                DY, X, W, B, SCALE, SHIFT, RES, n, emask, ch, run, res_at, mean, rstd, C, x_sn, d_sn,
+                HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, HAS_RES, ACT,
             )  # fmt: skip
             if WANT_PQ:
                 carry_p, carry_q = _store_channel_sums(
@@ -239,9 +250,10 @@ def bwd_onepass_flat_kernel(
         if WANT_DX or WANT_DRES:
             for e0 in range(0, GROUP_LEN, BLOCK_E):
                 e = e0 + offs
-                emask, ch, run, res_at, gain, xhat, dp = _flat_chunk(
-                    DY, X, W, B, SCALE, SHIFT, RES, n, g, e, mean, rstd, C, S, CG, GROUP_LEN,
-                    x_sn, d_sn, r_sn, r_sc, r_ss, HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, HAS_RES, RES_FLAT, ACT,
+                emask, ch, run, res_at = _flat_offsets(n, g, e, S, CG, GROUP_LEN, r_sn, r_sc, r_ss, RES_FLAT)
+                gain, xhat, dp = _flat_chunk(
+                    DY, X, W, B, SCALE, SHIFT, RES, n, emask, ch, run, res_at, mean, rstd, C, x_sn, d_sn,
+                    HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, HAS_RES, ACT,
                 )  # fmt: skip
                 if WANT_DRES:
                     tl.store(DRES + res_at, to_dtype(dp, DRES.dtype.element_ty), mask=emask)
