@@ -172,3 +172,37 @@ def test_a_run_locked_by_another_process_is_skipped(tmp_path):
     assert not (run_dir / "checkpoint.pt").exists()
     results = run_sweep(spec, tmp_path / "out", quiet=True, report=False, device="cpu")  # lock released
     assert len(results) == 2
+
+
+def test_resume_run_restores_matching_state_and_restarts_on_other_hyper_parameters(tmp_path):
+    from groupnorm.repro.checkpoint import resume_run, save_run
+
+    def fresh():
+        torch.manual_seed(1)
+        model = torch.nn.Linear(3, 2)
+        return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    model, opt = fresh()
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    records = [{"epoch": 1, "loss": 0.5}]
+    torch.manual_seed(7)
+    save_run(tmp_path, {"lr": 0.1}, model, opt, records, "rounds.jsonl", rng=True)
+    expected_draw = torch.rand(3)
+    assert read_jsonl(tmp_path / "rounds.jsonl") == records
+    (tmp_path / ".rounds.jsonl.123.tmp").write_text("cut short by a kill")
+
+    logs: list[str] = []
+    other, other_opt = fresh()
+    assert resume_run(tmp_path, {"lr": 0.2}, other, other_opt, main=True, log=logs.append) == []
+    assert "belongs to other hyper-parameters" in logs[0] and "restarting run" in logs[0]
+    assert not list(tmp_path.glob(".*.tmp"))  # the main process clears what a kill left
+
+    again, again_opt = fresh()
+    torch.manual_seed(123)
+    assert (
+        resume_run(tmp_path, {"lr": 0.1}, again, again_opt, main=True, log=logs.append, restore_rng=True)
+        == records
+    )
+    assert torch.equal(again.weight, model.weight) and again_opt.state_dict()["state"].keys() == {0, 1}
+    assert torch.equal(torch.rand(3), expected_draw)  # torch's generator continues where the run left it

@@ -193,6 +193,37 @@ def test_flat_backward_in_chunks_carries_channel_sums_across_them(monkeypatch, m
         launch.backward_launch.cache_clear()
 
 
+@pytest.mark.parametrize("chunk", [8, 1024])
+def test_flat_backward_64_bit_offsets_odd_groups_and_bf16(monkeypatch, chunk):
+    # 3 channels per group of 5 x 5 positions (a run of 75), bf16, chunked (8) and whole (1024): 64-bit offsets
+    # give the same bits, and both match the reference.
+    from groupnorm.ops.triton import launch
+    from groupnorm.ops.triton.planner import Tuning
+
+    from .conftest import DEVICE, PATHS
+
+    monkeypatch.setattr(launch, "FLAT_BACKWARD_CHUNK_BYTES", chunk * 2)  # bf16 inputs
+    launch.backward_launch.cache_clear()
+    inp = _inputs((2, 9, 5, 5), torch.bfloat16, "contiguous", groups=3)
+    spec, tuning = PATHS["one_pass"]
+    dev = {k: v.to(DEVICE) for k, v in inp.items()}
+    extra = (dev["residual"], dev["scale"], dev["shift"])
+    y, mean, rstd = launch.forward(dev["x"], dev["weight"], dev["bias"], 3, 1e-5, "silu", *extra, device=spec)
+    args = (dev["grad_y"], dev["x"], dev["weight"], dev["bias"], mean, rstd, 3, "silu", *extra, [True] * 6)
+    try:
+        assert launch.backward_launch(
+            *(launch._layout(t) for t in args[:2]), dev["x"].device, 3, "silu", (True,) * 4,
+            launch._layout(extra[0]), (True,) * 6, spec, tuning,
+        ).flat  # fmt: skip
+        narrow = launch.backward(*args, device=spec, tuning=tuning)
+        wide = launch.backward(*args, device=spec, tuning=Tuning(**{**tuning.__dict__, "force_int64": True}))
+    finally:
+        launch.backward_launch.cache_clear()
+    for name, a, b in zip(GRADIENT_NAMES, narrow, wide, strict=True):
+        assert torch.equal(a, b), name
+    _assert_grads_close([t.cpu() for t in narrow], _reference_grads(inp, 3, "silu"), torch.bfloat16)
+
+
 def _check_flat_kernels(residual_layout, grad_layout, mask, activation):
     from groupnorm.ops.triton import backward_kernels, forward_kernels, launch
 

@@ -436,7 +436,8 @@ def backward_launch(
     lp.cuda_index = _cuda_index(x_device)
     flags, blocks = lp.flags, lp.blocks
     wants = dict(WANT_DX=want_dx, WANT_DRES=want_dres)
-    flat_chunk = FLAT_BACKWARD_CHUNK_BYTES // xm.element_size()
+    per_chunk = max(1, FLAT_BACKWARD_CHUNK_BYTES // xm.element_size())
+    flat_chunk = 1 << (per_chunk.bit_length() - 1)  # a power of two, for tl.arange
     lp.kw = {  # each kernel's keyword arguments, merged once
         "onepass": {**flags, **wants, "WANT_PQ": want_params, **blocks},
         "flat": {
