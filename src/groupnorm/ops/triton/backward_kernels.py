@@ -184,6 +184,19 @@ def _store_channel_sums(
 
 
 @triton.jit
+def _store_flat_dx(
+    DX, DRES, n, x_sn, run, res_at, emask, gdp, xhat, dp, rstd, mean_dxhat, mean_dxhat_xhat,
+    WANT_DX: tl.constexpr, WANT_DRES: tl.constexpr,
+):  # fmt: skip
+    """dresidual = dp and dx = rstd (gain dp - mean(dx_hat) - x_hat mean(dx_hat x_hat)) at a chunk's positions."""
+    if WANT_DRES:
+        tl.store(DRES + res_at, to_dtype(dp, DRES.dtype.element_ty), mask=emask)
+    if WANT_DX:
+        dx = rstd * (gdp - mean_dxhat - xhat * mean_dxhat_xhat)
+        tl.store(DX + n * x_sn + run, to_dtype(dx, DX.dtype.element_ty), mask=emask)
+
+
+@triton.jit
 def bwd_onepass_flat_kernel(
     DY, X, W, B, SCALE, SHIFT, RES, MEAN, RSTD, DX, DRES, PART_P, PART_Q,
     C, S, G, CG, GROUP_LEN, count,
@@ -221,11 +234,10 @@ def bwd_onepass_flat_kernel(
         gdp = gain * dp
         mean_dxhat = tl.sum(gdp, axis=0) / count
         mean_dxhat_xhat = tl.sum(gdp * xhat, axis=0) / count
-        if WANT_DRES:
-            tl.store(DRES + res_at, to_dtype(dp, DRES.dtype.element_ty), mask=emask)
-        if WANT_DX:
-            dx = rstd * (gdp - mean_dxhat - xhat * mean_dxhat_xhat)
-            tl.store(DX + n * x_sn + run, to_dtype(dx, DX.dtype.element_ty), mask=emask)
+        _store_flat_dx(
+            DX, DRES, n, x_sn, run, res_at, emask, gdp, xhat, dp, rstd, mean_dxhat, mean_dxhat_xhat,
+            WANT_DX, WANT_DRES,
+        )  # fmt: skip
     else:
         sum_dxhat = 0.0
         sum_dxhat_xhat = 0.0
@@ -255,11 +267,10 @@ def bwd_onepass_flat_kernel(
                     DY, X, W, B, SCALE, SHIFT, RES, n, emask, ch, run, res_at, mean, rstd, C, x_sn, d_sn,
                     HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, HAS_RES, ACT,
                 )  # fmt: skip
-                if WANT_DRES:
-                    tl.store(DRES + res_at, to_dtype(dp, DRES.dtype.element_ty), mask=emask)
-                if WANT_DX:
-                    dx = rstd * (gain * dp - mean_dxhat - xhat * mean_dxhat_xhat)
-                    tl.store(DX + n * x_sn + run, to_dtype(dx, DX.dtype.element_ty), mask=emask)
+                _store_flat_dx(
+                    DX, DRES, n, x_sn, run, res_at, emask, gain * dp, xhat, dp, rstd, mean_dxhat,
+                    mean_dxhat_xhat, WANT_DX, WANT_DRES,
+                )  # fmt: skip
 
 
 @triton.jit
