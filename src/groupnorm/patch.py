@@ -14,15 +14,31 @@ Every weight is kept bit for bit (same ``state_dict`` keys and values, device, d
      against the installed source and structure (:mod:`groupnorm.patching.diffusers`, :mod:`~groupnorm.patching.timm`);
    - in any ``nn.Sequential``, a GroupNorm child followed directly by an activation module (torchvision's
      ``Conv2dNormActivation``, e.g. in the FCOS and RetinaNet-v2 heads);
-   - for models ``torch.fx`` can trace, the graph: a GroupNorm called once whose single user is an activation.
-     The model is then returned as a ``torch.fx.GraphModule``.
+   - for models ``torch.fx`` can trace, the graph: a GroupNorm called once whose single user is an activation
+     (module, function or method; the activation module may be used elsewhere too, as in torchvision's ResNet
+     blocks). The model is traced twice, with its modules' training flags as they are and flipped; when the
+     graphs differ (a forward branching on ``self.training``) there is no graph rewrite, since the graph would
+     keep one mode's branch.
 
    A fused activation module becomes ``nn.Identity``; a fused GroupNorm shows its activation as
    ``module.activation``.
 
+What comes back, and what happens to the caller's model: rewrites 1 and 2 (all but the graph) change the caller's
+model in place, like ``SyncBatchNorm.convert_sync_batchnorm``; the returned model is that same object (or, when the
+model itself is one GroupNorm, its replacement). Only when the graph rewrite fused a pair is the returned model a
+new ``torch.fx.GraphModule``: its forward is the traced code without the fused activations, and it holds the
+caller's submodules and parameter tensors, except that each GroupNorm fused there is a new module of its own (same
+class, the same parameter tensors). The caller's model keeps those norms unfused and its own forward, which still
+applies their activations. So the caller's model and the returned one always both compute what the model computed
+before (at float rounding), share every parameter (training either trains both; ``train()``/``eval()`` on either
+reaches the submodules they share), and the caller's model is never left with a norm whose activation its forward
+applies a second time. Patching the returned model again finds nothing to do and returns it unchanged, as the
+report says.
+
 The returned :class:`PatchReport` lists what was swapped and fused, and every GroupNorm left without an activation
-with the reason. A model with nothing to move or fuse is returned unchanged, and the report says so; one whose
-GroupNorms have no activation to take gets the swap alone (the report starts "nothing to fuse").
+with the reason. A model with nothing to move or fuse is returned unchanged, and the report says so (counting
+the GroupNorms fused already); one whose GroupNorms have no activation to take gets the swap alone (the report
+starts "nothing to fuse").
 
 Example::
 
@@ -45,8 +61,9 @@ from collections import Counter
 from torch import nn
 
 from groupnorm.convert import convert_norms
+from groupnorm.layers.group_norm import GroupNorm
 from groupnorm.patching import diffusers
-from groupnorm.patching.graph import fuse_graph, trace
+from groupnorm.patching.graph import ModeDependentGraph, fuse_graph, trace
 from groupnorm.patching.leftovers import known_pair_rules, left_norms
 from groupnorm.patching.pairs import fuse_pair
 from groupnorm.patching.report import PatchReport
@@ -72,26 +89,45 @@ def _fuse_known_blocks(
 def _fuse_traced(model: nn.Module, report: PatchReport, reasons: dict[int, str]) -> nn.Module:
     try:
         traced = trace(model)
+    except ModeDependentGraph as error:
+        report.trace_error = str(error)
+        return model
     except Exception as error:  # noqa: BLE001  (any tracing failure just means: no graph rewrite)
-        report.trace_error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        report.trace_error = f"torch.fx could not trace the model: {type(error).__name__}: {first_line}"
         return model
     report.traced = True
     before = len(report.fused)
-    fuse_graph(traced, report, reasons)
+    fuse_graph(traced, {id(m) for m in model.modules()}, report, reasons)
     if len(report.fused) == before:
         return model  # nothing to rewrite: keep the user's own module
-    return traced.train(model.training)
+    return traced
+
+
+def _distribute(model: nn.Module, process_group: object, reasons: dict[int, str]) -> nn.Module:
+    """``model`` with every GroupNorm a DistributedGroupNorm (in place); each replacement keeps its reason."""
+    before = {path: id(m) for path, m in model.named_modules() if isinstance(m, nn.GroupNorm)}
+    model, _ = convert_norms(model, source="gn", process_group=process_group)
+    for path, m in model.named_modules():
+        if before.get(path) in reasons:
+            reasons.setdefault(id(m), reasons[before[path]])
+    return model
+
+
+def _fused_already(model: nn.Module) -> list[str]:
+    return [p for p, m in model.named_modules() if isinstance(m, GroupNorm) and m.activation is not None]
 
 
 def patch(
     model: nn.Module, *, fuse: bool = True, trace: bool = True, process_group=None
 ) -> tuple[nn.Module, PatchReport]:
     """Move ``model``'s GroupNorms onto the fused op and fuse GroupNorm->activation pairs; returns
-    ``(model, report)``. The model is changed in place; with a traced rewrite the returned model is a
-    ``torch.fx.GraphModule`` sharing its parameters. ``fuse=False`` only swaps (timm's norm+activation modules
-    keep their activation, now fused); ``trace=False`` skips torch.fx. With ``process_group`` every GroupNorm
-    becomes a :class:`groupnorm.DistributedGroupNorm` of that group (statistics over the parts of an image split
-    spatially over its ranks), keeping the fused activations.
+    ``(model, report)``. ``model`` is changed in place and keeps computing what it computed; the returned model is
+    ``model`` itself, or, when the torch.fx rewrite fused a pair, a ``torch.fx.GraphModule`` over its submodules
+    and parameters with its own fused GroupNorms (see the module docstring). ``fuse=False`` only swaps (timm's
+    norm+activation modules keep their activation, now fused); ``trace=False`` skips torch.fx. With
+    ``process_group`` every GroupNorm of ``model`` becomes a :class:`groupnorm.DistributedGroupNorm` of that group
+    (statistics over the parts of an image split spatially over its ranks), keeping the fused activations.
 
     Example::
 
@@ -103,16 +139,17 @@ def patch(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got model of type {type(model).__name__}")
-    report = PatchReport()
+    report = PatchReport(already=_fused_already(model))
     reasons: dict[int, str] = {}  # why a GroupNorm (by module id) was not fused, from the rewrite that saw it
     model = swap_norms(model, report, reasons)
     if fuse:
         uses = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
         _fuse_known_blocks(model, uses, report, reasons)
         fuse_sequentials(model, uses, report, reasons)
-        if trace:
-            model = _fuse_traced(model, report, reasons)
-    report.left = left_norms(model, reasons, report.traced)
+    # Before the graph is traced, so that the graph module holds the distributed norms too.
     if process_group is not None:
-        convert_norms(model, source="gn", process_group=process_group)
+        model = _distribute(model, process_group, reasons)
+    if fuse and trace:
+        model = _fuse_traced(model, report, reasons)
+    report.left = left_norms(model, reasons, report.traced)
     return model, report
