@@ -121,6 +121,7 @@ def preflight(device: str) -> dict:
 
     info["triton_kernels_registered"] = gt.register()
     info["liger"] = "liger" in providers.names()
+    info["liger_error"] = providers.load_errors().get("liger")  # why it is missing, when it is
     info["copy_bytes_per_s"] = copy_bandwidth(device)
     return info
 

@@ -12,12 +12,15 @@ import platform
 
 import torch
 
+from groupnorm import machine
 from groupnorm._version import __version__
 from groupnorm.ops import registry
 from groupnorm.ops.routing import route
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-_PACKAGES = ("torch", "triton", "numpy", "torchvision", "timm", "onnx", "onnxruntime", "numba")
+# what the library runs on (torch, triton, numpy) and what it integrates with (patch, convert, export, bench)
+_PACKAGES = ("torch", "triton", "numpy", "torchvision", "timm", "diffusers", "onnx", "onnxruntime", "onnxscript",
+             "liger-kernel")  # fmt: skip
 
 
 def available_devices() -> list[str]:
@@ -73,6 +76,12 @@ def format_info() -> str:
     lines = [f"groupnorm {__version__}", f"python {platform.python_version()} on {platform.platform()}"]
     lines += [f"{name:12s} {version}" for name, version in package_versions().items()]
     lines.append(f"threads      {torch.get_num_threads()}")
+    described = machine.describe()
+    lines.append(
+        f"cpu          {described['cpu']}, {described['cpu_count']} cores, L3 {described['cpu_l3'] or '?'}, "
+        f"runs {described['cpu_isa']}"
+    )
+    lines.append(f"cpu kernels  {described['kernel_build']}")
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)

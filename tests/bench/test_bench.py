@@ -106,6 +106,9 @@ def test_command_writes_json_csv_and_resumes(tmp_path, capsys):
     assert (
         "groupnorm bench --preset quick" in text and "--shapes 2x32x6x6:8" in text and "| groupnorm |" in text
     )
+    assert (
+        "| cpu_l3 |" in text and "| cpu_isa |" in text and "| kernel_build |" in text
+    )  # where it was measured
 
 
 def test_command_rejects_bad_values(capsys):

@@ -181,6 +181,8 @@ def run(args) -> int:
         for name in providers.names():
             prov = providers.get(name)
             print(f"provider {name:14s} {'default' if prov.default else 'on request':10s} {prov.description}")
+        for line in providers.not_loaded_lines():
+            print(line)
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -193,6 +195,8 @@ def run(args) -> int:
     except ValueError as e:
         print(f"groupnorm bench: {e}", file=sys.stderr)
         return 2
+    for line in providers.not_loaded_lines():
+        print(f"groupnorm bench: {line}", file=sys.stderr)
     names = args.providers or [n for n in providers.names() if providers.get(n).default]
     for n in names:
         try:
@@ -215,6 +219,7 @@ def run(args) -> int:
     todo = [c for c in cases if any(c.key() + (n,) not in done for n in names)]
     env = report.environment(device)
     env["malloc"] = allocator.keep_freed_memory() if args.malloc == "keep" else "default"
+    env["providers_not_loaded"] = providers.load_errors()  # what this machine could not compare against
     bar = _progress(len(todo))
     for case in todo:
         bar.set_description(f"{case.shape.name} {case.layout} {case.activation} {case.mode}")

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import importlib
 
+from groupnorm.bench.report import ratio_text
+from groupnorm.machine import FIELDS
+
 COLUMNS = ["model", "layout", "stock ms", "patched ms", "ratio median", "ratio spread", "what patch fused"]
-ENV_KEYS = ["cpu", "cpu_count", "torch_threads", "device", "gpu", "torch_version", "triton_version",
+ENV_KEYS = [*FIELDS, "torch_threads", "device", "gpu", "torch_version", "triton_version",
             "diffusers_version", "timm_version", "torchvision_version", "groupnorm_version", "python_version",
             "platform", "cpu_kernel", "malloc"]  # fmt: skip
 
@@ -50,7 +53,7 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
         timed = r.get("ratio_median") is not None
-        ratio = f"{r['ratio_median']:.2f}x" if timed else "-"
+        ratio = ratio_text(r["ratio_median"], r.get("stock_ms"), r.get("patched_ms")) if timed else "-"
         spread = f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}x" if timed else "-"
         lines.append(
             f"| {r['model']} | {r['layout']} | {_ms(r.get('stock_ms'))} | {_ms(r.get('patched_ms'))} "

@@ -2,8 +2,9 @@
 
 A setup function gets the prepared inputs (:class:`Inputs`) and returns a function that runs one call of the
 timed work for a mode: ``fwd`` (forward only, no autograd), ``bwd`` (the backward of a forward built once) or
-``fwd+bwd``. Providers can live in their own module: :func:`register_provider` at import, and list the module in
-:data:`PLUGIN_MODULES` (imported when present, skipped when its dependencies are missing).
+``fwd+bwd``. Providers can live in their own module: :func:`register_provider` at import, and name the module in
+:data:`PLUGIN_MODULES`. Such a module is imported on first use of the registry; when that fails (its optional
+dependencies are missing, or a bug), the provider is left out and :func:`load_errors` says why.
 
 Example::
 
@@ -55,8 +56,10 @@ class Provider:
 
 
 _PROVIDERS: dict[str, Provider] = {}
-PLUGIN_MODULES = ["groupnorm.bench.providers_liger"]
+# Optional providers: name -> the module that registers it.
+PLUGIN_MODULES = {"liger": "groupnorm.bench.providers_liger"}
 _plugins_loaded = False
+_load_errors: dict[str, str] = {}
 
 
 def register_provider(name: str, setup: SetupFn, *, description: str = "", default: bool = True) -> None:
@@ -69,11 +72,24 @@ def _load_plugins() -> None:
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    for module in PLUGIN_MODULES:
+    for name, module in PLUGIN_MODULES.items():
         try:
             importlib.import_module(module)
-        except ImportError:
-            pass  # absent, or its dependencies (e.g. triton) are not installed here
+        except Exception as e:
+            # Kept, not raised: one broken optional provider must not stop the others' benchmark; but a plugin
+            # that vanished silently (a renamed import once hid liger everywhere) is reported by load_errors().
+            _load_errors[name] = f"{type(e).__name__}: {e}"
+
+
+def load_errors() -> dict[str, str]:
+    """The optional providers that could not be loaded: name -> ``"ExceptionType: message"``."""
+    _load_plugins()
+    return dict(_load_errors)
+
+
+def not_loaded_lines() -> list[str]:
+    """One line per provider that could not be loaded, e.g. ``provider liger not loaded: ModuleNotFoundError: ...``."""
+    return [f"provider {name} not loaded: {error}" for name, error in load_errors().items()]
 
 
 def names() -> list[str]:
@@ -84,11 +100,13 @@ def names() -> list[str]:
 def get(name: str) -> Provider:
     _load_plugins()
     if name not in _PROVIDERS:
+        if name in _load_errors:
+            raise ValueError(f"provider {name} not loaded: {_load_errors[name]}")
         raise ValueError(f"unknown provider {name!r}; known: {', '.join(_PROVIDERS)}")
     return _PROVIDERS[name]
 
 
-def _autograd_runner(inp: Inputs, mode: str, fn: Callable[..., torch.Tensor]) -> Callable[[], object]:
+def autograd_runner(inp: Inputs, mode: str, fn: Callable[..., torch.Tensor]) -> Callable[[], object]:
     """fwd / bwd / fwd+bwd runners around ``fn(x, weight, bias, residual)``."""
     if mode == "fwd":
 
@@ -129,7 +147,7 @@ def _setup_torch(inp: Inputs, mode: str):
     def fn(x, w, b, r):
         return torch_eager(x, w, b, r, groups=inp.groups, activation=inp.activation)
 
-    return _autograd_runner(inp, mode, fn)
+    return autograd_runner(inp, mode, fn)
 
 
 _compiled: dict[tuple, Callable] = {}
@@ -161,7 +179,7 @@ def _setup_torch_compile(inp: Inputs, mode: str):
         # GROUPNORM_BENCH_COMPILE_BACKEND: another backend than inductor (a dry run uses aot_eager: no codegen).
         backend = env.BENCH_COMPILE_BACKEND.get()
         _compiled[key] = torch.compile(fn, dynamic=False, backend=backend)
-    return _autograd_runner(inp, mode, _compiled[key])
+    return autograd_runner(inp, mode, _compiled[key])
 
 
 def _setup_groupnorm(inp: Inputs, mode: str):
@@ -173,7 +191,7 @@ def _setup_groupnorm(inp: Inputs, mode: str):
     def fn(x, w, b, r):
         return group_norm(x, inp.groups, w, b, activation=act, residual=r)
 
-    return _autograd_runner(inp, mode, fn)
+    return autograd_runner(inp, mode, fn)
 
 
 register_provider("groupnorm", _setup_groupnorm, description="this package's op (fused epilogue)")

@@ -14,28 +14,18 @@ from pathlib import Path
 import torch
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(device: str) -> dict:
     """Machine and version fields recorded with every result."""
+    from groupnorm import machine
     from groupnorm._version import __version__
 
+    on_cpu = torch.device(device).type == "cpu"
     env = {
         "groupnorm_version": __version__,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
+        **machine.describe(kernels=on_cpu),
         "torch_threads": torch.get_num_threads(),
         "device": device,
         "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
@@ -55,6 +45,24 @@ def environment(device: str) -> dict:
 
         env["cpu_kernel"] = "compiled" if loader.available() else f"torch fallback ({loader.error()})"
     return env
+
+
+def ratio_text(paired: float, baseline_ms: float | None, ours_ms: float | None) -> str:
+    """A speed-up for a headline: the paired ratio (median over rounds of baseline / ours), unless the ratio of the
+    two medians points the other way, which means the difference is within the rounds' noise.
+
+    Example::
+
+        >>> ratio_text(1.05, 15585.0, 15849.0)
+        'no difference within noise (1.05x paired, 0.98x of medians)'
+        >>> ratio_text(1.05, 16000.0, 15200.0)
+        '1.05x'
+    """
+    if baseline_ms and ours_ms:
+        of_medians = baseline_ms / ours_ms
+        if (paired - 1.0) * (of_medians - 1.0) < 0:
+            return f"no difference within noise ({paired:.2f}x paired, {of_medians:.2f}x of medians)"
+    return f"{paired:.2f}x"
 
 
 def atomic_write(path: str | Path, text: str) -> None:
@@ -179,7 +187,9 @@ def summary(records: list[dict], provider: str = "groupnorm") -> str:
 
 def markdown_report(records: list[dict], command: str) -> str:
     """A results page: the command, the machine and versions, the speed-up summary and the full table."""
-    env_keys = ["cpu", "cpu_count", "torch_threads", "device", "gpu", "torch_version", "triton_version",
+    from groupnorm.machine import FIELDS
+
+    env_keys = [*FIELDS, "torch_threads", "device", "gpu", "torch_version", "triton_version",
                 "groupnorm_version", "python_version", "platform", "cpu_kernel", "malloc"]  # fmt: skip
     first = records[0] if records else {}
     loads = sorted({r.get("load_avg_1m") for r in records if r.get("load_avg_1m") is not None})
@@ -201,6 +211,9 @@ def markdown_report(records: list[dict], command: str) -> str:
         lines.append(f"| run | {stamps[0]} .. {stamps[-1]} |")
     if loads:
         lines.append(f"| 1-minute load average at start of run(s) | {', '.join(str(v) for v in loads)} |")
+    for name, error in (first.get("providers_not_loaded") or {}).items():
+        cell = error.replace("|", "&#124;")  # a bare | would end the table cell
+        lines.append(f"| provider {name} not loaded | {cell} |")
     lines += [
         "",
         "## Speed-up over torch eager",

@@ -27,6 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from groupnorm import machine
 from groupnorm.repro.checkpoint import atomic_write_json, atomic_write_jsonl, resume_run, save_run
 from groupnorm.repro.data import ImageData
 from groupnorm.repro.devices import average_buffers
@@ -72,7 +73,7 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
+        **machine.describe(),
         "torch_threads": torch.get_num_threads(),
         "device": "cpu",
     }
