@@ -1,23 +1,9 @@
-"""The README's Python examples run as written (in order, in one namespace)."""
+"""The README's reproduction tables are the committed runs' (its code blocks: tests/test_readme_blocks.py)."""
 
 import importlib.util
-import re
 from pathlib import Path
 
-import pytest
-
 README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def test_readme_python_blocks_run():
-    pytest.importorskip("torchvision")
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) >= 3
-    namespace: dict = {}
-    for i, block in enumerate(blocks):
-        if "import diffusers" in block and importlib.util.find_spec("diffusers") is None:
-            continue  # an optional extra (groupnorm[diffusers]); later blocks do not use its names
-        exec(compile(block, f"README.md python block {i}", "exec"), namespace)  # noqa: S102
 
 
 def _readme_tables_script():

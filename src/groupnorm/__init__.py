@@ -6,6 +6,9 @@ Example::
     >>> y = groupnorm.group_norm(torch.randn(2, 64, 8, 8), 32, activation="silu")
 """
 
+import importlib
+from typing import Any
+
 from groupnorm import models
 from groupnorm._version import __version__
 from groupnorm.convert import ConversionSummary, convert_norms
@@ -57,3 +60,18 @@ __all__ = [
     "group_norm_part_backward",
     "tiled_decode",
 ]
+
+# Public submodules loaded on first attribute access (PEP 562), so that ``import groupnorm; groupnorm.export.to_onnx``
+# works as the README writes it without every ``import groupnorm`` paying for them.
+_LAZY_SUBMODULES = ("export", "testing")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        # import_module binds the submodule as an attribute of this package, so later accesses skip this hook.
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
