@@ -9,7 +9,42 @@ import sys
 
 import pytest
 
+from groupnorm import machine
 from groupnorm.ops.cpu import build, loader
+
+from .conftest import require_library
+
+
+def test_the_kernels_loaded():
+    """The sentinel: a failed or missing build fails the suite (GROUPNORM_TEST_ALLOW_NO_KERNELS=1 opts out)."""
+    lib = require_library()
+    assert lib.gn_abi_version() == loader.ABI_VERSION
+    assert machine.kernel_build().startswith(build.target())
+
+
+def test_a_failed_build_fails_the_strict_build(tmp_path):
+    # `make install` builds with --strict: a compiler that fails must fail the install, not leave torch serving
+    env = dict(os.environ, GROUPNORM_CACHE_DIR=str(tmp_path), GROUPNORM_CPU_CC="false")
+    strict = subprocess.run(
+        [sys.executable, "-m", "groupnorm.ops.cpu.build", "--strict"], env=env, capture_output=True, text=True
+    )
+    assert strict.returncode != 0 and "CPU kernel not built" in strict.stderr, strict.stderr
+    lenient = subprocess.run([sys.executable, "-m", "groupnorm.ops.cpu.build"], env=env, capture_output=True)
+    assert lenient.returncode == 0  # without --strict (a user's first call), torch serves instead
+
+
+@pytest.mark.slow
+def test_the_first_call_that_builds_says_so_once(tmp_path):
+    if shutil.which(build.compiler()) is None:
+        pytest.skip("no C compiler")
+    env = dict(os.environ, GROUPNORM_CACHE_DIR=str(tmp_path))
+    call = "import torch, groupnorm; groupnorm.group_norm(torch.randn(2, 8, 4, 4), 2, activation='silu')"
+    first = subprocess.run([sys.executable, "-c", call], env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    (line,) = [ln for ln in first.stderr.splitlines() if ln.startswith("groupnorm:")]
+    assert "compiled the CPU kernels" in line and str(tmp_path) in line and "GROUPNORM_CPU_KERNEL=0" in line
+    again = subprocess.run([sys.executable, "-c", call], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "groupnorm:" not in again.stderr  # cached: silent
 
 
 @pytest.mark.slow

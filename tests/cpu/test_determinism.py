@@ -1,4 +1,5 @@
-"""Same bits on every run, for every thread count and every cache-wave size."""
+"""Same bits on every run, for every thread count and every cache-wave size, and whatever else a call asks for, in
+every build this CPU can run (native and the x86-64, -v3, -v4 targets: see conftest.any_build)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def run_all(x, w, b, res, sc, sh, grad, groups, act):
 
 @pytest.mark.parametrize("act", ["silu", "none"])  # the plain epilogue has loops of its own
 @pytest.mark.parametrize("shape,groups,layout", CASES)
-def test_bitwise_across_threads_runs_and_waves(kernel_lib, monkeypatch, shape, groups, layout, act):
+def test_bitwise_across_threads_runs_and_waves(any_build, monkeypatch, shape, groups, layout, act):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(*shape, generator=gen) * 3 + 1
     if layout == "channels_last":
@@ -69,7 +70,7 @@ def test_bitwise_across_threads_runs_and_waves(kernel_lib, monkeypatch, shape, g
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_streaming_stores_give_the_same_bits(kernel_lib, monkeypatch, layout):
+def test_streaming_stores_give_the_same_bits(any_build, monkeypatch, layout):
     # large outputs (y, dx) are written with streaming stores; force that path on a small tensor (odd sizes:
     # unaligned row starts and tails in NCHW)
     x = torch.randn(3, 64, 13, 11) * 2 + 1
@@ -98,7 +99,7 @@ def test_streaming_stores_give_the_same_bits(kernel_lib, monkeypatch, layout):
 
 @pytest.mark.parametrize("act", ["gelu", "gelu_tanh", "silu", "relu", "none"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_parameter_gradients_do_not_depend_on_what_else_is_asked(kernel_lib, layout, act):
+def test_parameter_gradients_do_not_depend_on_what_else_is_asked(any_build, layout, act):
     # rows of 49 and 300 elements: the part of a row past the last 64-element chunk is summed by its own loop, once
     # compiled for a backward that stores g for the dx pass and once for one that does not; both give the same bits
     for shape in ((2, 32, 7, 7), (2, 16, 300)):

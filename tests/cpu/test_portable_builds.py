@@ -1,17 +1,17 @@
-"""The portable builds of the CPU kernels, x86-64-v3 (AVX2) and x86-64 (SSE2 only), built and checked here.
+"""The CPU kernels built for each x86-64 level, x86-64-v4 (AVX-512), x86-64-v3 (AVX2) and x86-64 (SSE2 only), and
+checked wherever this CPU can run them (skipped, with the reason, where it cannot).
 
-The library is normally compiled for the machine it runs on (``-march=native``): on an AVX-512 machine that
-leaves the AVX2 and SSE2 code of the C source, which every machine without AVX-512 runs, to no other test. Each
-variant is built once per session into a temporary directory (as ``GROUPNORM_CPU_MARCH`` would build it) and put
-in the loader's place, so that ``kernels.forward`` / ``backward`` run its code. Checked for each: it is the build
-it says (the vector width it reports and, with objdump, no wider registers in its code), it gives the same bits
-for 1 and 2 threads, and it passes the conformance suite of ``groupnorm.testing``.
+The library is normally compiled for the machine it runs on (``-march=native``): that leaves the code of the other
+levels, which other machines run, to no other test; and the machines the suite runs on differ (some have AVX-512,
+some do not). Each target is built once per session into a temporary directory (as ``GROUPNORM_CPU_MARCH`` would
+build it) and put in the loader's place, so that ``kernels.forward`` / ``backward`` run its code. Checked for
+each: it is the build it says (the vector width it reports and, with objdump, no wider registers in its code), it
+gives the same bits for 1 and 2 threads, and it passes the conformance suite of ``groupnorm.testing``. The
+determinism tests (test_determinism.py) run on every one of these builds too.
 """
 
 from __future__ import annotations
 
-import ctypes
-import platform
 import shutil
 import subprocess
 
@@ -22,38 +22,23 @@ import groupnorm.ops.cpu as cpu_impl
 from groupnorm.ops.cpu import build, kernels, loader
 from groupnorm.testing import conformance_cases, run_conformance
 
+from .conftest import target_library
+
 pytestmark = pytest.mark.portable
 
 # target -> (the vector width its build reports, registers its code must use, registers it must not)
-VARIANTS = {"x86-64-v3": (256, ("%ymm",), ("%zmm",)), "x86-64": (128, ("%xmm",), ("%ymm", "%zmm"))}
-# what x86-64-v3 code needs of the CPU (besides what every CPU with these features has)
-V3_CPU_FLAGS = {"avx2", "fma", "bmi1", "bmi2", "f16c", "movbe"}
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
+VARIANTS = {
+    "x86-64-v4": (512, ("%zmm",), ()),
+    "x86-64-v3": (256, ("%ymm",), ("%zmm",)),
+    "x86-64": (128, ("%xmm",), ("%ymm", "%zmm")),
+}
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
 def variant(request, tmp_path_factory):
-    """(target, path, library) of one portable build, compiled once for the module."""
-    march = request.param
-    if platform.machine() not in ("x86_64", "AMD64"):
-        pytest.skip("the portable targets are x86-64's")
-    if shutil.which(build.compiler()) is None:
-        pytest.skip("no C compiler")
-    if march == "x86-64-v3" and not V3_CPU_FLAGS <= _cpu_flags():
-        pytest.skip("this CPU cannot run x86-64-v3 code")
-    path = tmp_path_factory.mktemp(march) / build.library_name(march)
-    build.compile_library(build.SOURCES, path, march)
-    lib = ctypes.CDLL(str(path))
-    loader._declare(lib)
-    assert lib.gn_abi_version() == loader.ABI_VERSION
-    return march, path, lib
+    """(target, path, library) of one target's build, compiled once per session."""
+    path, lib = target_library(request.param, tmp_path_factory.getbasetemp() / "builds")
+    return request.param, path, lib
 
 
 @pytest.fixture

@@ -37,8 +37,15 @@ HEADERS = sorted(CSRC.glob("*.h"))
 
 # -ffast-math is deliberately absent: at link time it adds crtfastmath.o, which turns on flush-to-zero and
 # denormals-are-zero for the whole Python process. Only flags that change no IEEE result are used.
+# -ffp-contract=off: the compiler may not fuse a * b + c into one FMA on its own. gcc otherwise decides that per
+# compiled copy of a loop (vectorized or not, inlined where, for which target), so two copies of one formula (the
+# backward with and without dx, a split and a fused path) could round differently; with it, every result is the
+# source's IEEE operations in the source's order, the same in every copy and for every -march. FMAs that are part
+# of a formula are written as intrinsics (simd_avx512.h and the AVX-512 loops) and stay FMAs.
 # The target, -march=<GROUPNORM_CPU_MARCH>, comes in front of these (see cflags).
-CFLAGS = ["-O3", "-fopenmp", "-fPIC", "-std=gnu11", "-fno-math-errno", "-fno-trapping-math"]
+CFLAGS = [
+    "-O3", "-fopenmp", "-fPIC", "-std=gnu11", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
+]  # fmt: skip
 LDFLAGS = ["-shared", "-lm"]
 
 

@@ -8,7 +8,9 @@ charge, so a GPU host or a machine without a C compiler still works.
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
+import time
 import warnings
 
 from groupnorm import env
@@ -42,7 +44,17 @@ def disabled() -> bool:
 def _load() -> ctypes.CDLL:
     from groupnorm.ops.cpu import build  # here, so `python -m groupnorm.ops.cpu.build` runs a fresh module
 
-    path = build.build()
+    path = build.find_library()
+    if path is None:  # the first CPU call on this machine compiles the kernels: say so, it takes seconds
+        start = time.perf_counter()
+        path = build.build()
+        print(
+            f"groupnorm: compiled the CPU kernels for {build.target()} in {time.perf_counter() - start:.1f} s, "
+            f"cached at {path} (built once per machine kind; `python -m groupnorm.ops.cpu.build` builds ahead, "
+            f"{env.CPU_KERNEL.name}=0 uses plain torch instead)",
+            file=sys.stderr,
+            flush=True,
+        )
     lib = ctypes.CDLL(str(path))
     _declare(lib)
     if lib.gn_abi_version() != ABI_VERSION:
