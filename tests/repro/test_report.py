@@ -58,7 +58,23 @@ def test_findings_say_plainly_when_bn_does_not_collapse():
            ("gn", 2): (11.1, None, 1)}  # fmt: skip
     text = " ".join(findings(val, [32, 2]))
     assert "does NOT reproduce this" in text  # BN barely moved
-    assert "At b=2, GN − BN = +0.90 points" in text and "ours does NOT agree" in text
+    assert "At b=2, GN − BN = +0.90 points (paper at b=2: -10.6); ours does NOT agree" in text
+
+
+def test_findings_compare_only_the_cells_the_run_has_at_the_papers_batch_size():
+    # a run at 8 images per device alone: one GN − BN line, against the paper at b=8, nothing about b=2 or b=32
+    val = {("bn", 8): (10.0, None, 1), ("gn", 8): (10.5, None, 1)}
+    lines = findings(val, [8])
+    assert lines == ["At b=8, GN − BN = +0.50 points (paper at b=8: -0.8); ours agrees."]
+    # a batch size the paper does not state: no comparison made up for it
+    assert findings({("bn", 64): (10.0, None, 1), ("gn", 64): (12.0, None, 1)}, [64]) == [
+        "This sweep has no cell that the paper's comparisons apply to."
+    ]
+    # GN+WS is reported beside BN at the run's ends
+    val = {("bn", 32): (23.2, None, 1), ("gn+ws", 32): (25.8, None, 1)}
+    assert findings(val, [32]) == [
+        "At b=32, GN+WS − BN = +2.60 points (not in the paper, whose GN runs without Weight Standardization)."
+    ]
 
 
 def test_missing_results_file_is_a_clear_error(tmp_path):
