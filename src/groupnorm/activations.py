@@ -98,7 +98,8 @@ def canonical_activation(activation: str | None) -> str:
 
 def module_activation_name(module: object) -> str | None:
     """The fused-op name of a torch activation module (``nn.ReLU``, ``nn.SiLU``, ``nn.GELU``, ``nn.Identity``),
-    or ``None`` when the op has no equivalent."""
+    or ``None`` when the op has no equivalent (including an ``nn.GELU`` whose ``approximate`` is neither
+    ``"none"`` nor ``"tanh"``)."""
     if isinstance(module, torch.nn.Identity):
         return "none"
     if isinstance(module, torch.nn.ReLU):
@@ -106,8 +107,68 @@ def module_activation_name(module: object) -> str | None:
     if isinstance(module, torch.nn.SiLU):
         return "silu"
     if isinstance(module, torch.nn.GELU):
-        return "gelu_tanh" if module.approximate == "tanh" else "gelu"
+        return {"none": "gelu", "tanh": "gelu_tanh"}.get(module.approximate)
     return None
+
+
+# Other names the ecosystem uses for the same functions: timm and apex say "swish", Hugging Face "gelu_new" and
+# "gelu_pytorch_tanh" for the tanh approximation (the same formula), and "identity"/"linear" for no activation.
+ALIASES: dict[str, str] = {
+    "swish": "silu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "identity": "none",
+    "linear": "none",
+}
+
+
+def resolve_activation(activation: object) -> str:
+    """The op's name for what a user passes as ``activation``: ``None``, a name in any case (``"SiLU"``,
+    ``"swish"``, ``"gelu_tanh"``, see :data:`ALIASES`), or a torch module, as a class or an instance
+    (``nn.SiLU``, ``nn.GELU(approximate="tanh")``, ``nn.ReLU(inplace=True)``, ``nn.Identity``).
+
+    Anything the op cannot reproduce exactly is refused with an error that names the value.
+
+    Example (the error's list is cut here)::
+
+        >>> from torch import nn
+        >>> [resolve_activation(a) for a in (None, "Swish", nn.SiLU, nn.GELU(approximate="tanh"), nn.ReLU())]
+        ['none', 'silu', 'silu', 'gelu_tanh', 'relu']
+        >>> resolve_activation(nn.LeakyReLU())
+        Traceback (most recent call last):
+        ...
+        ValueError: activation=LeakyReLU(negative_slope=0.01) cannot be fused: the op fuses relu, silu, ...
+    """
+    if activation is None:
+        return "none"
+    known = (
+        f"the op fuses {', '.join(ACTIVATIONS[1:])} (as names in any case, aliases {', '.join(ALIASES)}, or "
+        "nn.ReLU, nn.SiLU, nn.GELU, nn.Identity)"
+    )
+    if isinstance(activation, str):
+        name = activation.strip().lower()
+        name = ALIASES.get(name, name)
+        if name not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} is not an activation the op knows: {known}")
+        return name
+    if isinstance(activation, type) and issubclass(activation, torch.nn.Module):
+        try:
+            activation = activation()
+        except TypeError:
+            raise ValueError(f"activation={activation.__name__} cannot be fused: {known}") from None
+    if isinstance(activation, torch.nn.Module):
+        name = module_activation_name(activation)
+        if name is None:
+            if isinstance(activation, torch.nn.GELU):
+                raise ValueError(
+                    f"activation={activation!r}: nn.GELU's approximate must be 'none' or 'tanh', "
+                    f"got approximate={activation.approximate!r}"
+                )
+            raise ValueError(f"activation={activation!r} cannot be fused: {known}")
+        return name
+    raise TypeError(
+        f"activation must be None, a name or an activation module, got {type(activation).__name__}"
+    )
 
 
 def apply_activation(z: torch.Tensor, activation: str) -> torch.Tensor:

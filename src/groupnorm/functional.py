@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 import groupnorm.ops  # noqa: F401  (registers torch.ops.groupnorm.*)
-from groupnorm.activations import canonical_activation
+from groupnorm.activations import resolve_activation
+from groupnorm.arguments import modulation, residual_like
 from groupnorm.ops import eager, routing
 from groupnorm.ops.checks import check_input, resolve_num_groups
 from groupnorm.stats import GroupStats, check_stats, normalize_with_stats
@@ -30,10 +31,12 @@ def group_norm(
     The positional order is that of :func:`torch.nn.functional.group_norm`. Pass exactly one of ``num_groups`` and
     ``group_size`` (channels per group). The output is
     ``act((x_hat * weight + bias) * (1 + scale) + shift + residual)``: ``scale``/``shift`` are per-sample,
-    per-channel (N, C) tensors (a diffusion model's time-embedding modulation), ``residual`` has the input's shape
-    (the end of a residual block), ``activation`` is one of ``None``, ``"relu"``, ``"silu"``, ``"gelu"`` (erf) and
-    ``"gelu_tanh"``. Statistics are computed in float32 (float64 for float64 inputs); the output keeps the input's
-    dtype and memory format. Gradients flow to every tensor argument.
+    per-channel (N, C) tensors (a diffusion model's time-embedding modulation; (N, C, 1, ..., 1), (1, C) and (C,)
+    are taken too), ``residual`` has the input's shape or broadcasts to it (the end of a residual block),
+    ``activation`` is ``None``, ``"relu"``, ``"silu"``, ``"gelu"`` (erf) or ``"gelu_tanh"`` (in any case, or an
+    alias such as ``"swish"``, or a module such as ``nn.SiLU`` / ``nn.GELU(approximate="tanh")``: see
+    :func:`groupnorm.activations.resolve_activation`). Statistics are computed in float32 (float64 for float64
+    inputs); the output keeps the input's dtype and memory format. Gradients flow to every tensor argument.
 
     ``stats`` (a :class:`groupnorm.GroupStats` of shape (N, G) in the accumulation dtype) normalizes with given
     statistics instead of the input's own: a tile or spatial slice of an image normalized with the merged
@@ -54,6 +57,10 @@ def group_norm(
         >>> y3 = groupnorm.group_norm(x[..., :3], 32, stats=whole, activation="silu")  # == y[..., :3]
     """
     check_input(input)
+    # the shapes and names diffusers, timm and apex pass, resolved to the op's contract before anything reads them
+    activation = resolve_activation(activation)
+    scale, shift = modulation("scale", scale, input), modulation("shift", shift, input)
+    residual = residual_like(residual, input)
     if stats is not None:
         if not isinstance(stats, GroupStats):
             raise TypeError(
@@ -66,7 +73,7 @@ def group_norm(
             input, stats, weight, bias, float(eps), activation, residual, scale, shift
         )
     groups = resolve_num_groups(input.shape[1], num_groups, group_size)
-    args = (input, weight, bias, groups, float(eps), canonical_activation(activation), residual, scale, shift)
+    args = (input, weight, bias, groups, float(eps), activation, residual, scale, shift)
     route = routing.route(*args)
     if route.via == "op":
         y, _mean, _rstd = torch.ops.groupnorm.forward(*args)

@@ -221,6 +221,7 @@ class DistributedGroupNorm(GroupNorm):
         scale: Tensor | None = None,
         shift: Tensor | None = None,
     ) -> Tensor:
+        self._check_channels(input)
         group = resolve_process_group(self.process_group)
         activation = canonical_activation(self._activation)
         eps = float(self.eps)

@@ -13,8 +13,9 @@ import numbers
 import torch
 from torch import nn
 
-from groupnorm.activations import canonical_activation
+from groupnorm.activations import resolve_activation
 from groupnorm.functional import group_norm
+from groupnorm.layers.grouping import AUTO, auto_num_groups
 from groupnorm.ops.checks import resolve_num_groups
 
 # torch added ``bias=`` to nn.GroupNorm after 2.11; on a torch without it this module still accepts ``bias=False``
@@ -33,12 +34,18 @@ class GroupNorm(nn.GroupNorm):
 
     Same arguments as ``torch.nn.GroupNorm`` plus, keyword-only:
 
-    * ``activation`` — ``None`` (default), ``"relu"``, ``"silu"``, ``"gelu"`` or ``"gelu_tanh"``, applied in the
+    * ``activation`` — ``None`` (default), ``"relu"``, ``"silu"``, ``"gelu"`` or ``"gelu_tanh"`` (any case,
+      aliases such as ``"swish"``, or ``nn.SiLU`` / ``nn.GELU(approximate="tanh")`` / ``nn.ReLU``), applied in the
       same kernel as the normalization;
     * ``group_size`` — channels per group, instead of ``num_groups`` (pass ``num_groups=None`` then).
 
+    Without ``num_groups`` and ``group_size`` (or with ``num_groups="auto"``) the group count is the paper's 32
+    where the channels allow it (C divisible by 32 and at least 64), else groups of at most 16 channels (the
+    :func:`groupnorm.layers.grouping.auto_num_groups` rule), as timm's ``GroupNormAct(num_channels)`` has a default.
+
     ``forward(x, *, residual=None, scale=None, shift=None)`` returns
-    ``act((x_hat * weight + bias) * (1 + scale) + shift + residual)`` with ``scale``/``shift`` of shape (N, C).
+    ``act((x_hat * weight + bias) * (1 + scale) + shift + residual)`` with ``scale``/``shift`` of shape (N, C),
+    (N, C, 1, ..., 1), (1, C) or (C,) and ``residual`` of x's shape or broadcastable to it.
 
     Example::
 
@@ -49,14 +56,16 @@ class GroupNorm(nn.GroupNorm):
         GroupNorm(32, 64, eps=1e-05, affine=True, bias=True, activation='silu')
         >>> groupnorm.GroupNorm(None, 64, group_size=16).num_groups
         4
+        >>> groupnorm.GroupNorm(num_channels=256, activation=torch.nn.SiLU).num_groups  # the default grouping
+        32
         >>> gn.load_state_dict(torch.nn.GroupNorm(32, 64).state_dict())  # and back
         <All keys matched successfully>
     """
 
     def __init__(
         self,
-        num_groups: int | None,
-        num_channels: int,
+        num_groups: int | str | None = None,
+        num_channels: int | None = None,
         eps: float = 1e-5,
         affine: bool = True,
         device: torch.device | str | None = None,
@@ -67,6 +76,9 @@ class GroupNorm(nn.GroupNorm):
         group_size: int | None = None,
     ) -> None:
         num_channels = _check_num_channels(num_channels)
+        if num_groups == AUTO or (num_groups is None and group_size is None):
+            # the paper's G = 32 where C allows it (C % 32 == 0 and C >= 64), else groups of at most 16 channels
+            num_groups = auto_num_groups(num_channels)
         num_groups = resolve_num_groups(num_channels, num_groups, group_size)
         if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not eps >= 0:
             raise ValueError(f"eps must be a non-negative number, got eps={eps!r}")
@@ -76,7 +88,7 @@ class GroupNorm(nn.GroupNorm):
             super().__init__(num_groups, num_channels, eps, affine, device, dtype)
             if affine and not bias:
                 self.register_parameter("bias", None)
-        self.activation = activation
+        self.activation = resolve_activation(activation)
         self.group_size = group_size
 
     def reset_parameters(self) -> None:
@@ -86,14 +98,22 @@ class GroupNorm(nn.GroupNorm):
             if self.bias is not None:
                 nn.init.zeros_(self.bias)
 
+    def __setattr__(self, name: str, value: object) -> None:
+        if (
+            name == "activation"
+        ):  # nn.Module would register an activation module as a child: resolve it instead
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     @property
     def activation(self) -> str | None:
         """The fused activation, ``None`` for none; assignable (validated)."""
         return self._activation
 
     @activation.setter
-    def activation(self, value: str | None) -> None:
-        name = canonical_activation(value)
+    def activation(self, value: object) -> None:
+        name = resolve_activation(value)
         self._activation = None if name == "none" else name
 
     def forward(
@@ -104,6 +124,7 @@ class GroupNorm(nn.GroupNorm):
         scale: torch.Tensor | None = None,
         shift: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        self._check_channels(input)
         return group_norm(
             input,
             self.num_groups,
@@ -115,6 +136,25 @@ class GroupNorm(nn.GroupNorm):
             scale=scale,
             shift=shift,
         )
+
+    def _check_channels(self, input: torch.Tensor) -> None:
+        """Raise, naming both numbers, when the input's channel dimension is not the module's ``num_channels``.
+
+        Without it the mismatch surfaces as "weight must have shape (96,)", about a tensor the caller never
+        passed. Only where the module has parameters (``affine``): without them ``num_channels`` takes no part in
+        the computation and torch's own module accepts any channel count, so this one does too.
+        """
+        if not self.affine:
+            return
+        if not isinstance(input, torch.Tensor) or input.dim() < 2:
+            return  # group_norm says what is wrong with it
+        channels = input.shape[1]
+        if channels != self.num_channels:
+            raise ValueError(
+                f"{type(self).__name__}({self.num_groups}, {self.num_channels}) has num_channels="
+                f"{self.num_channels}, but the input has {channels} channels: input.shape[1]={channels} "
+                f"(input.shape={tuple(input.shape)}); the channel dimension (dim 1) must equal num_channels"
+            )
 
     def extra_repr(self) -> str:
         text = super().extra_repr()
