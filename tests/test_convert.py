@@ -187,7 +187,7 @@ def test_subclasses() -> None:
     assert_close_verbose(model[2](x), expected, atol=1e-5, rtol=1e-5, name="fused silu")
 
 
-def test_torch_group_norms_move_onto_the_fused_op() -> None:
+def test_torch_group_norms_move_onto_the_fused_op(implementation) -> None:
     model = nn.Sequential(
         nn.Conv2d(3, 32, 1), nn.GroupNorm(8, 32, eps=1e-6), nn.SiLU(), groupnorm.GroupNorm(4, 32)
     )
@@ -198,7 +198,9 @@ def test_torch_group_norms_move_onto_the_fused_op() -> None:
     _, summary = groupnorm.convert_norms(model, source="gn")
     assert [r.path for r in summary.replaced] == ["1"]
     assert type(model[1]) is groupnorm.GroupNorm and (model[1].num_groups, model[1].eps) == (8, 1e-6)
+    implementation.calls.clear()  # (the unconverted model's own groupnorm.GroupNorm)
     assert_close_verbose(model(x), expected, atol=1e-5, rtol=1e-5, name="y")
+    implementation.assert_implementation(calls=2)
 
 
 @pytest.mark.parametrize(
@@ -249,7 +251,7 @@ def test_timm_efficientnet_with_norm_act_layers() -> None:
     model(torch.randn(2, 3, 32, 32)).sum().backward()
 
 
-def test_timm_group_norm_classes_move_with_source_gn() -> None:
+def test_timm_group_norm_classes_move_with_source_gn(implementation) -> None:
     # timm's GroupNorm and GroupNorm1 override forward only to choose timm's fast-norm path; GroupNormAct holds
     # drop and act: all three convert (onto the fused op, or with a process group onto DistributedGroupNorm)
     # instead of being skipped, with the same outputs.
@@ -274,3 +276,4 @@ def test_timm_group_norm_classes_move_with_source_gn() -> None:
     assert (model[0].num_groups, model[2].num_groups, model[3].activation) == (4, 1, "relu")
     with torch.no_grad():
         torch.testing.assert_close(model(x), expected)
+    implementation.assert_implementation(calls=3)

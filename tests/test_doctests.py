@@ -15,6 +15,10 @@ MODULES = [
     "groupnorm.testing.conformance",
     "groupnorm.testing.reference_grads",
     "groupnorm.activations",
+    "groupnorm.arguments",
+    "groupnorm.machine",
+    "groupnorm.bench.report",
+    "groupnorm.bench.models_report",
     "groupnorm.env",
     "groupnorm.info",
     "groupnorm.ops.op",
@@ -36,6 +40,8 @@ MODULES = [
     "groupnorm.repro.shapes",
     "groupnorm.repro.splits",
     "groupnorm.repro.config_flags",
+    "groupnorm.repro.preflight",
+    "groupnorm.repro.threads",
     "groupnorm.repro.detection.scenes",
     "groupnorm.repro.detection.evaluate",
     "groupnorm.repro.video.clips",
@@ -47,9 +53,11 @@ MODULES = [
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name, monkeypatch):
     from groupnorm.layers import norm_registry
+    from groupnorm.ops import registry
 
-    # Examples register norm kinds; keep those registrations out of the other tests.
+    # Examples register norm kinds and implementations; keep those registrations out of the other tests.
     monkeypatch.setattr(norm_registry, "_NORMS", dict(norm_registry._NORMS))
+    monkeypatch.setattr(registry, "_REGISTRY", {k: list(v) for k, v in registry._REGISTRY.items()})
     if name == "groupnorm.convert":
         pytest.importorskip("torchvision")
     if name == "groupnorm.repro.detection.evaluate":
@@ -58,4 +66,6 @@ def test_docstring_examples(name, monkeypatch):
     result = doctest.testmod(
         module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
     )
+    # a module listed here must have examples: an `Example::` block without `>>>` lines runs nothing and passes
+    assert result.attempted >= 1, f"{name} has no doctest example (>>> lines) to run"
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"

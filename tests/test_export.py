@@ -131,13 +131,14 @@ def onnx_node_cases():
     return cases
 
 
-def test_onnx_node_test_cases_pass_through_our_op(onnx_node_cases):
+def test_onnx_node_test_cases_pass_through_our_op(onnx_node_cases, implementation):
     for case in onnx_node_cases:
         (node,) = case.model.graph.node
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         for inputs, outputs in case.data_sets:
             x, scale, bias = (torch.from_numpy(np.asarray(a)) for a in inputs)
             y = groupnorm.group_norm(x, attrs["num_groups"], scale, bias, attrs.get("epsilon", 1e-5))
+            implementation.assert_implementation(calls=1)
             np.testing.assert_allclose(y.numpy(), outputs[0], atol=1e-5, rtol=1e-5, err_msg=case.name)
 
 

@@ -1,4 +1,8 @@
-"""``groupnorm.group_norm``: torch's positional order, group_size, and the edge cases users hit."""
+"""``groupnorm.group_norm``: torch's positional order, group_size, and the edge cases users hit.
+
+Comparisons with torch take the ``implementation`` fixture (tests/conftest.py): small plain float32 calls are
+otherwise served by torch's own group_norm, which would compare torch with itself.
+"""
 
 import math
 
@@ -11,23 +15,26 @@ from groupnorm.reference import group_norm_ref
 from groupnorm.testing import assert_close_verbose
 
 
-def test_positional_order_is_torchs():
+def test_positional_order_is_torchs(implementation):
     x, w, b = torch.randn(2, 8, 5), torch.randn(8), torch.randn(8)
     assert_close_verbose(
         groupnorm.group_norm(x, 4, w, b, 1e-3), F.group_norm(x, 4, w, b, 1e-3), atol=1e-5, rtol=1e-5
     )
+    implementation.assert_implementation(calls=1)
 
 
-def test_group_size_is_channels_per_group():
+def test_group_size_is_channels_per_group(implementation):
     x = torch.randn(2, 12, 3, 3)
     assert torch.equal(groupnorm.group_norm(x, group_size=4), groupnorm.group_norm(x, 3))
+    implementation.assert_implementation(calls=2)
 
 
-def test_eps_zero_is_allowed_like_torch():
+def test_eps_zero_is_allowed_like_torch(implementation):
     x = torch.randn(2, 8, 4)
     assert_close_verbose(
         groupnorm.group_norm(x, 2, eps=0.0), F.group_norm(x, 2, eps=0.0), atol=1e-5, rtol=1e-5
     )
+    implementation.assert_implementation(calls=1)
 
 
 def test_empty_batch_returns_empty_like_torch():
@@ -47,10 +54,11 @@ def test_single_element_group_normalizes_to_zero():
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_non_finite_inputs_propagate_like_torch(bad):
+def test_non_finite_inputs_propagate_like_torch(bad, implementation):
     x = torch.randn(2, 8, 3, 3)
     x[0, 0, 1, 1] = bad  # poisons sample 0, group 0 only
     ours = groupnorm.group_norm(x, 4)
+    implementation.assert_implementation(calls=1)
     theirs = F.group_norm(x, 4)
     assert torch.equal(torch.isnan(ours), torch.isnan(theirs))
     assert torch.equal(torch.isinf(ours), torch.isinf(theirs))

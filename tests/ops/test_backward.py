@@ -1,4 +1,8 @@
-"""Gradients of the op: against the float64 reference, torch in the same precision, gradcheck and double backward."""
+"""Gradients of the op: against the float64 reference, torch in the same precision, gradcheck and double backward.
+
+Every test takes the ``implementation`` fixture (tests/conftest.py): without it the small float32 calls here would
+be served by torch's own group_norm, and the comparison with torch would compare torch with itself.
+"""
 
 import pytest
 import torch
@@ -25,7 +29,7 @@ def _grads(fn, x, weight, bias, grad_out):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("named,layout", shape_layout_cases(), ids=lambda v: str(v))
-def test_gradients_match_reference_and_torch(named, layout, dtype):
+def test_gradients_match_reference_and_torch(named, layout, dtype, implementation):
     x = make_input(named.shape, dtype, layout)
     c = named.shape[1]
     weight = make_input((c,), dtype, seed=1)
@@ -34,6 +38,7 @@ def test_gradients_match_reference_and_torch(named, layout, dtype):
     g = named.num_groups
 
     ours = _grads(lambda a, w, b: groupnorm.group_norm(a, g, w, b), x, weight, bias, grad_out)
+    implementation.assert_implementation(calls=1)
     ref = _grads(
         lambda a, w, b: group_norm_ref(a, g, w, b), x.double(), weight.double(), bias.double(), grad_out
     )
@@ -55,7 +60,7 @@ def test_gradients_match_reference_and_torch(named, layout, dtype):
             assert_close_verbose(got, want, atol=atol * scale, rtol=atol, name=name)
 
 
-def test_gradcheck_every_input_float64():
+def test_gradcheck_every_input_float64(implementation):
     gen = torch.Generator().manual_seed(0)
     shape = (2, 6, 3, 2)
     tensors = [
@@ -75,13 +80,15 @@ def test_gradcheck_every_input_float64():
         assert torch.autograd.gradcheck(fn, inputs)
         # Double backward works: the autograd formula switches to differentiable torch ops under create_graph.
         assert torch.autograd.gradgradcheck(fn, inputs)
+    implementation.assert_implementation()
 
 
-def test_only_requested_gradients_are_computed():
+def test_only_requested_gradients_are_computed(implementation):
     x = torch.randn(2, 8, 4, requires_grad=True)
     weight = torch.randn(8)  # no grad wanted
     bias = torch.randn(8, requires_grad=True)
     groupnorm.group_norm(x, 2, weight, bias).sum().backward()
+    implementation.assert_implementation(calls=1)
     assert x.grad is not None and bias.grad is not None and weight.grad is None
 
 

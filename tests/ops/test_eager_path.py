@@ -121,6 +121,7 @@ def test_observers_still_see_the_op():
 
 
 def test_small_plain_nchw_calls_are_torchs_own(monkeypatch):
+    """A test of the route, not of the kernels: these calls are meant to be served by torch's own group_norm."""
     x = torch.randn(2, 8, 5, 6, requires_grad=True)
     w, b = torch.randn(8, requires_grad=True), torch.randn(8, requires_grad=True)
     y = group_norm(x, 4, w, b)
@@ -156,6 +157,7 @@ def test_small_call_thresholds_are_sizes_per_layout():
 
 @pytest.mark.parametrize("with_residual", [True, False], ids=["relu+residual", "relu"])
 def test_small_relu_residual_calls_are_torchs_ops(with_residual):
+    """A test of the route, not of the kernels: these calls are meant to be torch's group_norm, add and relu."""
     x = torch.randn(2, 8, 5, 6, requires_grad=True)
     r = torch.randn(2, 8, 5, 6, requires_grad=True) if with_residual else None
     w, b = torch.randn(8, requires_grad=True), torch.randn(8, requires_grad=True)

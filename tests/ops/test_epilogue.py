@@ -1,4 +1,8 @@
-"""Every epilogue (activation, residual, per-sample scale/shift), forward and backward, against the reference."""
+"""Every epilogue (activation, residual, per-sample scale/shift), forward and backward, against the reference.
+
+On the implementation whatever the size (the ``implementation`` fixture, tests/conftest.py): plain and ReLU/residual
+float32 calls of this size would otherwise be torch's own ops.
+"""
 
 import itertools
 
@@ -29,11 +33,12 @@ def _epilogue_inputs(x, extras, seed=3):
 @pytest.mark.parametrize("extras", EXTRAS, ids=lambda e: "+".join(e) or "plain")
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_epilogue_forward(activation, extras, dtype):
+def test_epilogue_forward(activation, extras, dtype, implementation):
     x = make_input((2, 16, 5, 3), dtype, "channels_last")
     weight, bias = torch.randn(16).to(dtype), torch.randn(16).to(dtype)
     kwargs = _epilogue_inputs(x, extras)
     y = groupnorm.group_norm(x, 4, weight, bias, activation=activation, **kwargs)
+    implementation.assert_implementation(calls=1)
     expected = group_norm_ref(x, 4, weight, bias, activation=activation, **kwargs)
     atol, rtol = TOLERANCES[dtype]
     assert_close_verbose(y, expected, atol=2 * atol, rtol=2 * rtol, name=f"{activation}+{extras}")
@@ -41,7 +46,7 @@ def test_epilogue_forward(activation, extras, dtype):
 
 @pytest.mark.parametrize("extras", [(), ("residual", "scale", "shift")], ids=["plain", "all"])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_epilogue_backward_matches_reference_autograd(activation, extras):
+def test_epilogue_backward_matches_reference_autograd(activation, extras, implementation):
     x = make_input((2, 16, 3, 5), torch.float32, "contiguous").requires_grad_()
     weight = torch.randn(16, requires_grad=True)
     bias = torch.randn(16, requires_grad=True)
@@ -52,6 +57,7 @@ def test_epilogue_backward_matches_reference_autograd(activation, extras):
     ours = torch.autograd.grad(
         groupnorm.group_norm(x, 4, weight, bias, activation=activation, **kwargs), inputs, grad_out
     )
+    implementation.assert_implementation(calls=1)
     _, ref_grads = reference_with_grads(x, 4, weight, bias, activation=activation, grad_y=grad_out, **kwargs)
     expected = [g for g in ref_grads if g is not None]  # dx, dweight, dbias, then kwargs' in their order
     names = ["dx", "dweight", "dbias", *(f"d{k}" for k in kwargs)]

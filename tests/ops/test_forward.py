@@ -61,23 +61,26 @@ def test_forward_keeps_memory_format(named, layout):
         assert y.is_contiguous(memory_format=torch.channels_last_3d)
 
 
-def test_forward_non_contiguous_view():
+def test_forward_non_contiguous_view(implementation):
     base = torch.randn(4, 16, 6, 10)
     x = base[::2, :, :, ::2]  # strided view, neither contiguous nor channels_last
     y = groupnorm.group_norm(x, 4)
+    implementation.assert_implementation(calls=1)
     assert_close_verbose(y, group_norm_ref(x, 4), atol=2e-5, rtol=1e-5, name="strided view")
 
 
-def test_forward_higher_rank_runs_plain_torch():
+def test_forward_higher_rank_runs_plain_torch(implementation):
     x = torch.randn(2, 8, 3, 2, 2, 3)  # rank 6
     y = groupnorm.group_norm(x, 2, activation="gelu")
+    implementation.assert_implementation("torch", calls=1)
     assert_close_verbose(y, group_norm_ref(x, 2, activation="gelu"), atol=2e-5, rtol=1e-5, name="rank 6")
 
 
-def test_statistics_do_not_cancel_for_large_mean():
+def test_statistics_do_not_cancel_for_large_mean(implementation):
     # |mean| / std = 1e4 in float32: a bare E[x^2] - E[x]^2 loses every digit of the variance here.
     x = make_input((2, 32, 16, 16), torch.float32, "contiguous", scale=1.0, offset=1e4)
     y = groupnorm.group_norm(x, 8)
+    implementation.assert_implementation(calls=1)
     assert_close_verbose(y, group_norm_ref(x, 8), atol=5e-3, rtol=1e-3, name="large mean")
 
 

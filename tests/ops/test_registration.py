@@ -70,13 +70,15 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_autocast_behaves_like_torch_group_norm(device, input_dtype):
+def test_autocast_behaves_like_torch_group_norm(device, input_dtype, implementation):
     # CUDA autocast runs torch's group_norm in float32; CPU autocast leaves it alone. The op does the same.
     x = torch.randn(2, 8, 4, 4, device=device).to(input_dtype)
     weight, bias = torch.randn(8, device=device), torch.randn(8, device=device)
     with torch.autocast(device, dtype=torch.bfloat16):
         ours = groupnorm.group_norm(x, 4, weight, bias)
         theirs = F.group_norm(x, 4, weight, bias)
+    if device == "cpu":  # (under CUDA autocast the call goes through the op, which casts, then routes)
+        implementation.assert_implementation(calls=1)
     assert ours.dtype == theirs.dtype
     assert_close_verbose(ours.float(), theirs.float(), atol=2e-2, rtol=1e-2, name="autocast")
 
@@ -87,7 +89,7 @@ def test_mean_and_rstd_are_not_differentiable():
     assert not mean.requires_grad and not rstd.requires_grad
 
 
-def test_registry_dispatches_to_registered_kernel_and_back():
+def test_registry_dispatches_to_registered_kernel_and_back(implementation):
     calls = []
 
     def counting_forward(*args):
@@ -111,7 +113,9 @@ def test_registry_dispatches_to_registered_kernel_and_back():
     registry.register_implementation(impl)
     try:
         groupnorm.group_norm(x, 2).sum().backward()
+        implementation.assert_implementation("test-counting", calls=1)
         groupnorm.group_norm(x.detach().float(), 2)  # float32: not supported by it, served as before
+        implementation.assert_implementation(served_float32_by, calls=1)
         assert calls == ["forward", "backward"]
         assert registry.select(x).name == "test-counting"
         assert registry.select(x.float()).name == served_float32_by

@@ -30,11 +30,14 @@ def test_bad_flags_are_named(argv, message, capsys):
 
 
 def test_missing_data_offline_is_a_clear_error(tmp_path, capsys):
-    code = main(["repro", "--dataset", "cifar10", "--data-root", str(tmp_path / "none"), "--no-download",
+    # (a --data-root that does not exist fails earlier: tests/repro/test_preflight.py)
+    (tmp_path / "empty").mkdir()
+    code = main(["repro", "--dataset", "cifar10", "--data-root", str(tmp_path / "empty"), "--no-download",
                  "--out", str(tmp_path / "out"), "--quiet"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2
     assert "'cifar10' was not found under" in err and "train/<class>" in err and "--data-root" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_config_errors_are_reported_without_traceback(tmp_path, capsys):

@@ -98,8 +98,8 @@ def test_ap_of_a_perfect_prediction_is_one_and_of_wrong_classes_is_zero():
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.usefixtures("one_thread")
 def test_every_variant_trains_a_few_steps_and_is_scored(tmp_path, variant):
-    torch.set_num_threads(1)
     data = load_detection_data(TINY)
     result = DetectionTrainer(DetectionConfig(variant=variant, **SMALL), data, tmp_path, device="cpu").run()
     assert result["complete"] and result["rounds_done"] == 2
@@ -237,7 +237,7 @@ def test_command_runs_reports_and_lists_skips(tmp_path, capsys):
     assert (out / "curves.png").stat().st_size > 0 and "curves.png" in report
     assert main(["report", str(out)]) == 0
     assert main(["--variants", "gn_all", "--preset", "detection-tiny", "--dataset", "voc"]) == 2
-    assert "unknown detection data set 'voc'" in capsys.readouterr().err
+    assert "--dataset voc: unknown detection data set" in capsys.readouterr().err
     cfgs = configs_from_args(["--preset", "detection-tiny", "--bn-backbone", "b.pt", "--gn-backbone", "g.pt"])
     assert [c.variant for c in cfgs] == list(VARIANTS)
     assert [c.pretrained for c in cfgs] == ["b.pt", "b.pt", "g.pt", "g.pt", None]

@@ -36,8 +36,8 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
 
 @pytest.mark.slow  # two spawned processes: ~20 s on two busy cores
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+@pytest.mark.usefixtures("one_thread")
 def test_two_processes_match_single_process_emulation(tmp_path):
-    torch.set_num_threads(1)
     single = RunTrainer(HP, synthetic_data(), tmp_path / "single" / "run", log=lambda *a: None, device="cpu")
     single_result = single.run()
 

@@ -87,15 +87,6 @@ def test_needs_no_network(monkeypatch):
     assert data.num_train == 20
 
 
-@pytest.fixture
-def one_thread():
-    # tiny models: OpenMP threads spin against other processes and can make this run 50x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_one_epoch_sweep_runs_quickly(tmp_path, one_thread):
     t0 = time.perf_counter()
     spec = SweepSpec(

@@ -53,9 +53,9 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
 
 @pytest.mark.slow  # two spawned processes: ~30 s on two busy cores
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+@pytest.mark.usefixtures("one_thread")
 def test_two_processes_match_the_emulation_and_agree(tmp_path):
     pytest.importorskip("pycocotools")
-    torch.set_num_threads(1)
     single = VideoTrainer(VIDEO, _video_data(), tmp_path / "single", log=lambda *a: None, device="cpu").run()
     out = tmp_path / "ddp"
     out.mkdir()

@@ -138,8 +138,8 @@ def test_clips_of_different_lengths_are_a_clear_error(tmp_path):
         load_clip_data("kinetics", 8)
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_command_trains_bn_and_gn_at_every_setting_and_reports(tmp_path):
-    torch.set_num_threads(1)
     out = tmp_path / "out"
     assert cli_main(["repro", "video", *TINY, "--out", str(out)]) == 0  # through the `groupnorm` program
     lines = (out / "summary.csv").read_text().splitlines()

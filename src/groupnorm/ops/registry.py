@@ -5,15 +5,21 @@ type, an ordered list of implementations; the first one whose ``supports`` accep
 plain-torch implementation serves everything else (any device: MPS, XPU, ...). Kernel modules plug in with
 :func:`register_implementation` without touching anything above them.
 
-Example::
+Example (a kernel for float64 CPU inputs, here the plain-torch functions under another name)::
 
-    from groupnorm.ops.registry import Implementation, register_implementation
-
-    register_implementation(Implementation(
-        name="my-cpu-kernel", device_type="cpu",
-        forward=my_forward, backward=my_backward,
-        supports=lambda x: x.dtype == torch.float32,
-    ))
+    >>> import torch, groupnorm
+    >>> from groupnorm.ops import torch_impl
+    >>> from groupnorm.ops.registry import Implementation, register_implementation, select, unregister_implementation
+    >>> register_implementation(Implementation(
+    ...     name="my-cpu-kernel", device_type="cpu",
+    ...     forward=torch_impl.forward, backward=torch_impl.backward,
+    ...     supports=lambda x: x.dtype == torch.float64,
+    ... ))
+    >>> select(torch.randn(2, 8, 3, dtype=torch.float64)).name
+    'my-cpu-kernel'
+    >>> select(torch.randn(2, 8, 3)).name in ("cpu-c", "torch")   # float32: served as before
+    True
+    >>> unregister_implementation("my-cpu-kernel", "cpu")
 """
 
 from __future__ import annotations

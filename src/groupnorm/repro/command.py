@@ -268,9 +268,24 @@ def _error(msg: str) -> int:
     return 2
 
 
-def main(args: argparse.Namespace) -> int:
-    from groupnorm.repro.image_folders import DataUnavailable
+def check_args(args: argparse.Namespace, spec) -> None:
+    """What can be checked before the sweep draws a progress bar or writes under ``--out``: the device, the data
+    set and the data root (``ValueError`` naming the flag; see :mod:`groupnorm.repro.preflight`)."""
+    from groupnorm.repro import preflight
 
+    preflight.check_run_on(args.run_on)
+    dataset = spec.base.dataset
+    reads_root = preflight.check_image_dataset(
+        dataset, preflight.dataset_value(dataset, args.dataset, args.preset)
+    )
+    preflight.check_data_root(
+        args.data_root,
+        downloads=reads_root and not args.no_download,
+        why_not="--no-download: nothing is downloaded there" if reads_root else "",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
     if args.action == "report":
         if not args.dir:
             return _error("report needs the sweep directory: groupnorm repro report DIR")
@@ -287,6 +302,7 @@ def main(args: argparse.Namespace) -> int:
         return _error(f"unexpected argument {args.dir!r} (did you mean --out {args.dir}?)")
     try:
         spec = build_spec(args)
+        check_args(args, spec)
     except (ValueError, TypeError) as e:
         return _error(str(e))
     out = args.out or os.path.join(
@@ -295,13 +311,17 @@ def main(args: argparse.Namespace) -> int:
     command = (
         "groupnorm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["repro"] else None
     )
+    from groupnorm.repro.threads import torch_threads
+
+    # the sweep's thread count, for this command only (a caller in the same process keeps its own)
+    with torch_threads(settings(args).get("threads")):
+        return _run(args, spec, out, command)
+
+
+def _run(args: argparse.Namespace, spec, out: str, command: str | None) -> int:
+    from groupnorm.repro.image_folders import DataUnavailable
     from groupnorm.repro.sweep import run_sweep
 
-    threads = settings(args).get("threads")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         import torch

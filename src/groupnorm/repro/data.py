@@ -50,6 +50,8 @@ TORCHVISION_SETS = {
         "FashionMNIST/raw/train-images-idx3-ubyte (and the other three idx files)",
     ),
 }
+# every form of spec load_dataset takes, as error messages list them
+DATASET_FORMS = ("digits", "textures[:OPTIONS]", *TORCHVISION_SETS, "imagefolder:PATH", "npz:TRAIN[,TEST]")
 # Data sets without a test split of their own: the evaluation set is held out of their images, so a report calls
 # its error "validation" error (the rest are scored on their test split unless ``val_split`` holds images out).
 HELD_OUT_EVAL_DATASETS = ("digits",)
@@ -214,10 +216,7 @@ def load_dataset(
     elif spec.startswith("npz:"):
         data = _load_npz(spec.split(":", 1)[1])
     else:
-        names = ", ".join(
-            ["digits", "textures[:OPTIONS]", *TORCHVISION_SETS, "imagefolder:PATH", "npz:TRAIN[,TEST]"]
-        )
-        raise ValueError(f"dataset: unknown dataset {spec!r}; choose one of {names}")
+        raise ValueError(f"dataset: unknown dataset {spec!r}; choose one of {', '.join(DATASET_FORMS)}")
     return data.subset(train_subset, test_subset)
 
 

@@ -153,6 +153,7 @@ def profile_markdown(hps: dict[str, HParams], rounds: int, gn_torch: bool, steps
 
 def main(argv: list[str] | None = None) -> int:
     from groupnorm.repro.command import spec_from_args
+    from groupnorm.repro.threads import torch_threads
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cifar10-cpu")
@@ -164,14 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gn-torch", action="store_true", help="also time GN built from torch.nn.GroupNorm")
     p.add_argument("--out", help="write the markdown here (default: print it)")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
     base = spec_from_args(["--preset", args.preset]).base
     hps = {
         f"{norm} b={b}": replace(base, norm=norm, batch_per_device=int(b))
         for b in args.batch_per_device.split(",")
         for norm in args.norms.split(",")
     }
-    md = profile_markdown(hps, args.rounds, args.gn_torch, args.steps)
+    with torch_threads(args.threads):  # for the profile only: an in-process caller keeps its thread count
+        md = profile_markdown(hps, args.rounds, args.gn_torch, args.steps)
     if args.out:
         atomic_write_text(Path(args.out), md)
     print(md)

@@ -189,16 +189,7 @@ def run_sweep(
     me = Dist.current()
     runs = spec.runs()
     run_ids = [hp.run_id() for hp in runs]
-    progress = Progress(len(runs), quiet=quiet, enabled=me.main)
-    if me.main:
-        out.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "command": command or " ".join(shlex.quote(a) for a in sys.argv),
-            "sweep": spec.to_dict(),
-            "machine": machine_info(),
-            "world_size": me.world,
-        }
-        atomic_write_json(out / "meta.json", meta)
+    # the data first: a data set that cannot be had fails before a progress bar or anything under `out`
     base = spec.base
     data = load_dataset(
         base.dataset,
@@ -210,7 +201,16 @@ def run_sweep(
     )
     if base.val_split is not None:
         data = data.validation_split(base.val_split)
+    progress = Progress(len(runs), quiet=quiet, enabled=me.main)
     if me.main:
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "command": command or " ".join(shlex.quote(a) for a in sys.argv),
+            "sweep": spec.to_dict(),
+            "machine": machine_info(),
+            "world_size": me.world,
+        }
+        atomic_write_json(out / "meta.json", meta)
         d = data.describe()
         progress.write(
             f"data: {d['name']}: {d['train']} train / {d['test']} test images {tuple(d['image_shape'])}"

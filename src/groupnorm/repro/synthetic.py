@@ -133,6 +133,19 @@ def make_textures(
 
 def load_textures_spec(options: str = "") -> ImageData:
     """The dataset of the spec ``textures`` or ``textures:key=value,...`` (keys: those of ``DEFAULTS``)."""
+    kw = textures_options(options)
+    sizes = {k: int(kw.pop(k)) for k in _INT_KEYS if k in kw}
+    return make_textures(
+        sizes.get("train", int(DEFAULTS["train"])),
+        sizes.get("test", int(DEFAULTS["test"])),
+        sizes.get("size", int(DEFAULTS["size"])),
+        sizes.get("seed", int(DEFAULTS["seed"])),
+        **kw,
+    )
+
+
+def textures_options(options: str = "") -> dict[str, float]:
+    """The ``key=value,...`` options of a ``textures:`` spec, parsed (a clear error for a bad one)."""
     kw: dict[str, float] = {}
     for item in filter(None, (p.strip() for p in options.split(","))):
         key, sep, value = item.partition("=")
@@ -144,11 +157,4 @@ def load_textures_spec(options: str = "") -> ImageData:
             kw[key] = int(value) if key in _INT_KEYS else float(value)
         except ValueError:
             raise ValueError(f"dataset: textures option {key} wants a number, got {value!r}") from None
-    sizes = {k: int(kw.pop(k)) for k in _INT_KEYS if k in kw}
-    return make_textures(
-        sizes.get("train", int(DEFAULTS["train"])),
-        sizes.get("test", int(DEFAULTS["test"])),
-        sizes.get("size", int(DEFAULTS["size"])),
-        sizes.get("seed", int(DEFAULTS["seed"])),
-        **kw,
-    )
+    return kw

@@ -106,7 +106,43 @@ def main(argv: list[str]) -> int:
         settings=_settings,
         run=_run,
         errors=(ValueError, FileNotFoundError, DataUnavailable),
+        check=_check,
     )
+
+
+BACKBONE_FLAGS = {"bn": "--bn-backbone", "gn": "--gn-backbone"}  # the backbone norm each flag gives
+
+
+def _check(args: argparse.Namespace, configs: list[DetectionConfig]) -> None:
+    """Device, data set, data root and the backbone checkpoints, before anything is drawn or written: a checkpoint
+    of the wrong norm or architecture fails now, not when its variant's run comes up hours into the sweep."""
+    from groupnorm.repro import preflight
+    from groupnorm.repro.detection.model import _checked_hparams, needs_pretrained_norm
+
+    preflight.check_run_on(args.run_on)
+    spec = configs[0].dataset
+    reads_root = preflight.check_detection_dataset(
+        spec, preflight.dataset_value(spec, args.dataset, args.preset)
+    )
+    preflight.check_data_root(
+        args.data_root,
+        downloads=reads_root and not args.no_download,
+        why_not="--no-download: nothing is downloaded there" if reads_root else "",
+    )
+    for norm, flag in BACKBONE_FLAGS.items():
+        path = getattr(args, f"{norm}_backbone")
+        if path is not None:  # also when no chosen variant uses it: the user meant something by it
+            preflight.check_checkpoint(path, flag)
+    checked = set()
+    for cfg in configs:
+        wanted = needs_pretrained_norm(cfg.variant)
+        if cfg.pretrained is None or wanted is None or (cfg.pretrained, wanted) in checked:
+            continue
+        checked.add((cfg.pretrained, wanted))
+        try:
+            _checked_hparams(cfg)  # loads it: norm, architecture, a readable checkpoint
+        except (ValueError, FileNotFoundError) as e:
+            raise preflight.flagged(BACKBONE_FLAGS[wanted], cfg.pretrained, e) from None
 
 
 def _run(args: argparse.Namespace, configs: list[DetectionConfig]) -> int:
@@ -116,9 +152,14 @@ def _run(args: argparse.Namespace, configs: list[DetectionConfig]) -> int:
     from groupnorm.repro.detection.report import write_detection_report
     from groupnorm.repro.detection.train import DetectionTrainer
     from groupnorm.repro.grid import run_grid
+    from groupnorm.repro.preflight import dataset_value, flagged
 
     out = args.out or os.path.join("runs", args.preset or "detection")
-    data = load_detection_data(configs[0].dataset, args.data_root, download=not args.no_download)
+    spec = configs[0].dataset
+    try:  # before run_grid: nothing is drawn or written for data that cannot be had
+        data = load_detection_data(spec, args.data_root, download=not args.no_download)
+    except (ValueError, FileNotFoundError) as e:
+        raise flagged("--dataset", dataset_value(spec, args.dataset, args.preset), e) from None
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         import torch

@@ -107,13 +107,25 @@ def main(argv: list[str]) -> int:
         settings=_settings,
         run=_run,
         errors=(ValueError, FileNotFoundError),
+        check=_check,
     )
+
+
+def _check(args: argparse.Namespace, configs: list[VideoConfig]) -> None:
+    """Device and data set, before anything is drawn or written (the clips themselves are read by ``_run``,
+    also before then)."""
+    from groupnorm.repro import preflight
+
+    preflight.check_run_on(args.run_on)
+    spec = configs[0].dataset
+    preflight.check_clip_dataset(spec, preflight.dataset_value(spec, args.dataset, args.preset))
 
 
 def _run(args: argparse.Namespace, configs: list[VideoConfig]) -> int:
     import torch.distributed as dist
 
     from groupnorm.repro.grid import run_grid
+    from groupnorm.repro.preflight import dataset_value, flagged
     from groupnorm.repro.video.folder import load_clip_data
     from groupnorm.repro.video.report import write_video_report
     from groupnorm.repro.video.train import VideoTrainer
@@ -126,10 +138,20 @@ def _run(args: argparse.Namespace, configs: list[VideoConfig]) -> int:
         dist.init_process_group("nccl" if args.run_on != "cpu" and torch.cuda.is_available() else "gloo")
     data_by_frames: dict[int, object] = {}
 
-    def data_for(frames: int):  # generated or read when a run of that length first needs it
+    def data_for(frames: int):
         if frames not in data_by_frames:
             data_by_frames[frames] = load_clip_data(configs[0].dataset, frames)
         return data_by_frames[frames]
+
+    # every clip length the grid needs, before run_grid draws or writes anything: a data set that cannot be read,
+    # or clips shorter than a setting's frames, fail now rather than after the runs before them (the sweep holds
+    # them all by its end anyway)
+    spec = configs[0].dataset
+    for frames in dict.fromkeys(c.frames for c in configs):
+        try:
+            data_for(frames)
+        except (ValueError, FileNotFoundError) as e:
+            raise flagged("--dataset", dataset_value(spec, args.dataset, args.preset), e) from None
 
     def job(cfg: VideoConfig):
         def make(run_dir, progress, on_round):
