@@ -33,6 +33,7 @@ MODULES = [
     "groupnorm.convert",
     "groupnorm.patch",
     "groupnorm.patching.activations",
+    "groupnorm.patching.subclass",
     "groupnorm.models",
     "groupnorm.export",
     "groupnorm.repro.augment",

@@ -205,4 +205,5 @@ def test_timm_resnet_is_patched_in_place_and_computes_the_same():
     model = _randomized(model).eval()
     patched, report = _patch_and_check(model, torch.randn(2, 3, 32, 32))
     assert patched is model and type(patched).__name__ == "ResNet"
-    assert len(report.fused) == 5 and "training flags flipped" in report.trace_error
+    # the stem's and layer1/2's bn1 -> act1 (DropBlock is in layer3/4 only), and every block's bn2 -> + -> act2
+    assert len(report.fused) == 5 + 8 and "training flags flipped" in report.trace_error

@@ -53,10 +53,11 @@ def test_resnet_with_timm_group_norm_is_swapped_and_fused_without_fx():
     norms = [p for p, m in stock.named_modules() if isinstance(m, GroupNorm)]
     assert norms and sorted(report.swapped) == sorted(norms)
     blocks = [p for p, m in stock.named_modules() if type(m).__name__ == "BasicBlock"]
-    expected = {"bn1"} | {f"{b}.bn1" for b in blocks}  # stem bn1 -> act1, each block's bn1 -> act1
+    # stem bn1 -> act1, each block's bn1 -> act1 and its bn2 -> + shortcut -> act2
+    expected = {"bn1"} | {f"{b}.{n}" for b in blocks for n in ("bn1", "bn2")}
     assert {norm for norm, *_ in report.fused} == expected
     assert all(patched.get_submodule(p).activation == "relu" for p in expected)
-    assert {p for p, _ in report.left} == set(norms) - expected
+    assert {p for p, _ in report.left} == set(norms) - expected  # the downsample shortcuts' norms
     _same_state(stock, patched)
     _compare(stock, patched, torch.randn(2, 3, 32, 32))
 

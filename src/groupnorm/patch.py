@@ -6,34 +6,45 @@ Every weight is kept bit for bit (same ``state_dict`` keys and values, device, d
    ``GroupNorm1``, ``GroupNormAct`` and ``GroupNorm1Act`` (whose ``forward`` is known: plain GroupNorm, or
    GroupNorm then its ReLU/SiLU/GELU, which the new module computes in the same call);
 2. a GroupNorm whose output goes only into a SiLU, GELU or ReLU takes that activation into its own call, so the
-   activation no longer reads and writes the whole tensor again. Four rewrites find the pattern, in this order:
+   activation no longer reads and writes the whole tensor again; and one whose output is added to another tensor
+   (the shortcut of a residual block) right before such an activation takes the add too
+   (``act(norm(x) + shortcut)`` as one call, ``residual=`` of :class:`groupnorm.GroupNorm`). Four rewrites find
+   the patterns, in this order:
 
    - known blocks of diffusers (``ResnetBlock2D``, ``TemporalResnetBlock``: norm1 -> SiLU, norm2 -> SiLU, with the
      ``"scale_shift"`` time embedding in the op's epilogue; the encoder's, decoder's and UNets'
-     ``conv_norm_out -> conv_act``) and timm (ResNet ``bn1 -> act1`` ...), recognised by class name, checked
-     against the installed source and structure (:mod:`groupnorm.patching.diffusers`, :mod:`~groupnorm.patching.timm`);
+     ``conv_norm_out -> conv_act``), timm (ResNet ``bn1 -> act1`` ..., and each ``BasicBlock``/``Bottleneck``'s
+     last norm with the shortcut add and ``act2``/``act3``) and torchvision (ResNet's stem ``bn1 -> relu``; each
+     ``BasicBlock``/``Bottleneck``'s norms with ``relu``, the last one with the shortcut add), recognised by class
+     name, checked against the installed source and structure (:mod:`groupnorm.patching.diffusers`,
+     :mod:`~groupnorm.patching.timm`, :mod:`~groupnorm.patching.resnets`);
    - in any ``nn.Sequential``, a GroupNorm child followed directly by an activation module (torchvision's
      ``Conv2dNormActivation``, e.g. in the FCOS and RetinaNet-v2 heads);
    - for models ``torch.fx`` can trace, the graph: a GroupNorm called once whose single user is an activation
      (module, function or method; the activation module may be used elsewhere too, as in torchvision's ResNet
-     blocks). The model is traced twice, with its modules' training flags as they are and flipped; when the
+     blocks), or an add (``+``, ``+=``, ``torch.add``) with another node whose single user is such an
+     activation. The model is traced twice, with its modules' training flags as they are and flipped; when the
      graphs differ (a forward branching on ``self.training``) there is no graph rewrite, since the graph would
      keep one mode's branch.
 
-   A fused activation module becomes ``nn.Identity``; a fused GroupNorm shows its activation as
-   ``module.activation``.
+   A fused activation module becomes ``nn.Identity`` (or, where the block's ``forward`` uses it after several
+   norms, stays and is no longer called: the block's class becomes a same-named subclass with the fused
+   ``forward``, ``isinstance`` still holds); a fused GroupNorm shows its activation as ``module.activation``. A
+   norm that takes a residual adds it exactly as ``+`` would: the shapes and dtypes are checked on every call, and
+   a shortcut the op cannot add exactly (one that would broadcast the norm's output, another dtype) is added the
+   stock way (:mod:`~groupnorm.patching.residual`).
 
 What comes back, and what happens to the caller's model: rewrites 1 and 2 (all but the graph) change the caller's
 model in place, like ``SyncBatchNorm.convert_sync_batchnorm``; the returned model is that same object (or, when the
 model itself is one GroupNorm, its replacement). Only when the graph rewrite fused a pair is the returned model a
-new ``torch.fx.GraphModule``: its forward is the traced code without the fused activations, and it holds the
-caller's submodules and parameter tensors, except that each GroupNorm fused there is a new module of its own (same
-class, the same parameter tensors). The caller's model keeps those norms unfused and its own forward, which still
-applies their activations. So the caller's model and the returned one always both compute what the model computed
-before (at float rounding), share every parameter (training either trains both; ``train()``/``eval()`` on either
-reaches the submodules they share), and the caller's model is never left with a norm whose activation its forward
-applies a second time. Patching the returned model again finds nothing to do and returns it unchanged, as the
-report says.
+new ``torch.fx.GraphModule``: its forward is the traced code without the fused activations (and adds), and it holds
+the caller's submodules and parameter tensors, except that each GroupNorm fused there is a new module of its own
+(same class, or for a residual its same-named subclass, the same parameter tensors). The caller's model keeps those
+norms unfused and its own forward, which still applies their activations. So the caller's model and the returned
+one always both compute what the model computed before (at float rounding), share every parameter (training either
+trains both; ``train()``/``eval()`` on either reaches the submodules they share), and the caller's model is never
+left with a norm whose activation its forward applies a second time. Patching the returned model again finds
+nothing to do and returns it unchanged, as the report says.
 
 The returned :class:`PatchReport` lists what was swapped and fused, and every GroupNorm left without an activation
 with the reason. A model with nothing to move or fuse is returned unchanged, and the report says so (counting
@@ -62,11 +73,12 @@ from torch import nn
 
 from groupnorm.convert import convert_norms
 from groupnorm.layers.group_norm import GroupNorm
-from groupnorm.patching import diffusers
+from groupnorm.patching import diffusers, resnets
 from groupnorm.patching.graph import ModeDependentGraph, fuse_graph, trace
 from groupnorm.patching.leftovers import known_pair_rules, left_norms
 from groupnorm.patching.pairs import fuse_pair
 from groupnorm.patching.report import PatchReport
+from groupnorm.patching.residual import carry_residual
 from groupnorm.patching.sequential import fuse_sequentials
 from groupnorm.patching.swap import swap_norms
 
@@ -84,6 +96,8 @@ def _fuse_known_blocks(
             label, rules = known
             for rule in rules:
                 fuse_pair(block, path, rule, label, uses, report, reasons)
+        # After the pairs: they read the block's source, which the class swap of a fused block hides.
+        resnets.fuse_block(block, path, uses, report, reasons)
 
 
 def _fuse_traced(model: nn.Module, report: PatchReport, reasons: dict[int, str]) -> nn.Module:
@@ -105,12 +119,17 @@ def _fuse_traced(model: nn.Module, report: PatchReport, reasons: dict[int, str])
 
 
 def _distribute(model: nn.Module, process_group: object, reasons: dict[int, str]) -> nn.Module:
-    """``model`` with every GroupNorm a DistributedGroupNorm (in place); each replacement keeps its reason."""
-    before = {path: id(m) for path, m in model.named_modules() if isinstance(m, nn.GroupNorm)}
+    """``model`` with every GroupNorm a DistributedGroupNorm (in place); each replacement keeps its reason, and
+    its way of adding a residual (a fused block's last norm)."""
+    before = {path: m for path, m in model.named_modules() if isinstance(m, nn.GroupNorm)}
     model, _ = convert_norms(model, source="gn", process_group=process_group)
     for path, m in model.named_modules():
-        if before.get(path) in reasons:
-            reasons.setdefault(id(m), reasons[before[path]])
+        old = before.get(path)
+        if old is None or old is m:
+            continue
+        if id(old) in reasons:
+            reasons.setdefault(id(m), reasons[id(old)])
+        carry_residual(old, m)
     return model
 
 
@@ -121,13 +140,14 @@ def _fused_already(model: nn.Module) -> list[str]:
 def patch(
     model: nn.Module, *, fuse: bool = True, trace: bool = True, process_group=None
 ) -> tuple[nn.Module, PatchReport]:
-    """Move ``model``'s GroupNorms onto the fused op and fuse GroupNorm->activation pairs; returns
-    ``(model, report)``. ``model`` is changed in place and keeps computing what it computed; the returned model is
-    ``model`` itself, or, when the torch.fx rewrite fused a pair, a ``torch.fx.GraphModule`` over its submodules
-    and parameters with its own fused GroupNorms (see the module docstring). ``fuse=False`` only swaps (timm's
-    norm+activation modules keep their activation, now fused); ``trace=False`` skips torch.fx. With
-    ``process_group`` every GroupNorm of ``model`` becomes a :class:`groupnorm.DistributedGroupNorm` of that group
-    (statistics over the parts of an image split spatially over its ranks), keeping the fused activations.
+    """Move ``model``'s GroupNorms onto the fused op and fuse GroupNorm->activation pairs (with a residual add
+    between them too); returns ``(model, report)``. ``model`` is changed in place and keeps computing what it
+    computed; the returned model is ``model`` itself, or, when the torch.fx rewrite fused a pair, a
+    ``torch.fx.GraphModule`` over its submodules and parameters with its own fused GroupNorms (see the module
+    docstring). ``fuse=False`` only swaps (timm's norm+activation modules keep their activation, now fused);
+    ``trace=False`` skips torch.fx. With ``process_group`` every GroupNorm of ``model`` becomes a
+    :class:`groupnorm.DistributedGroupNorm` of that group (statistics over the parts of an image split spatially
+    over its ranks), keeping the fused activations.
 
     Example::
 

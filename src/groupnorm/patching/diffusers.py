@@ -2,10 +2,10 @@
 
 * ``ResnetBlock2D`` and ``TemporalResnetBlock`` apply one ``nonlinearity`` module three times: after ``norm1``,
   to the time embedding and after ``norm2``. The activation module cannot become the identity, so the block's
-  ``forward`` is replaced instead: the block's class becomes a subclass (same name, same ``repr``, ``isinstance``
-  still holds, no new state) whose ``forward`` is the installed one with the two norms computing the
-  nonlinearity (SiLU, or ReLU/GELU when the block was built with those), and,
-  for ``time_embedding_norm="scale_shift"``, ``norm2`` computing ``(x_hat * w + b) * (1 + scale) + shift`` in its
+  ``forward`` is replaced instead: the block's class becomes a subclass (:mod:`~groupnorm.patching.subclass`:
+  same name, same ``repr``, ``isinstance`` still holds, no new state) whose ``forward`` is the installed one with
+  the two norms computing the nonlinearity (SiLU, or ReLU/GELU when the block was built with those), and, for
+  ``time_embedding_norm="scale_shift"``, ``norm2`` computing ``(x_hat * w + b) * (1 + scale) + shift`` in its
   epilogue. The pre-norm ``+ temb`` of the default mode stays outside. The rewrite is used only when the
   installed ``forward`` reads no name the fused one does not handle (another diffusers version might compute
   something else).
@@ -27,6 +27,7 @@ from groupnorm.layers.group_norm import GroupNorm
 from groupnorm.patching.activations import activation_name
 from groupnorm.patching.pairs import PairRule
 from groupnorm.patching.report import PatchReport
+from groupnorm.patching.subclass import base_class, with_forward
 
 _OUTPUT_NORM = (PairRule("conv_norm_out", "conv_act"),)
 PAIR_RULES: dict[str, tuple[PairRule, ...]] = {
@@ -97,7 +98,7 @@ def _resnet_block_2d_forward(
     # diffusers' ResnetBlock2D.forward, with norm1 -> nonlinearity and norm2 [-> scale/shift] -> nonlinearity
     # computed by the norms (patch sets their activation to the nonlinearity's).
     if len(args) > 0 or kwargs.get("scale", None) is not None:
-        self._groupnorm_warn_scale_deprecated()
+        _warn_scale_deprecated(self)
     hidden_states = self.norm1(input_tensor)
     if self.upsample is not None:
         if hidden_states.shape[0] >= 64:  # as in diffusers: upsample_nearest_nhwc fails with large batches
@@ -167,12 +168,12 @@ _BLOCKS: dict[str, tuple[Callable[..., torch.Tensor], frozenset[str]]] = {
         frozenset("conv1 conv2 conv_shortcut dropout nonlinearity norm1 norm2 permute time_emb_proj".split()),
     ),
 }
-_FUSED_CLASSES: dict[type, type] = {}
 
 
-def _warn_scale_deprecated(self: nn.Module) -> None:
+def _warn_scale_deprecated(block: nn.Module) -> None:
     # diffusers' own deprecation call, from the module that defines the stock block
-    deprecate = type(self)._groupnorm_stock.forward.__globals__.get("deprecate")
+    stock = _forward_owner(base_class(type(block)) or type(block))
+    deprecate = stock.forward.__globals__.get("deprecate")
     if deprecate is not None:
         deprecate(
             "scale",
@@ -183,37 +184,10 @@ def _warn_scale_deprecated(self: nn.Module) -> None:
         )
 
 
-def _new_fused(stock: type) -> nn.Module:
-    """An empty instance of ``stock``'s fused class, which unpickling and ``copy.deepcopy`` fill with the state."""
-    cls = fused_class(stock)
-    return cls.__new__(cls)
-
-
-def _reduce_ex(self: nn.Module, protocol: int) -> tuple:
-    # By the stock class, which pickle finds by name, rather than by the fused class, which it cannot.
-    return (_new_fused, (type(self)._groupnorm_base,), self.__getstate__())
-
-
 def fused_class(cls: type) -> type:
     """The subclass of block class ``cls`` whose ``forward`` is the fused one (one per class, reused)."""
-    if cls not in _FUSED_CLASSES:
-        owner = _forward_owner(cls)
-        forward, _ = _BLOCKS[owner.__name__]
-        _FUSED_CLASSES[cls] = type(
-            cls.__name__,
-            (cls,),
-            {
-                "forward": forward,
-                "__reduce_ex__": _reduce_ex,
-                "_groupnorm_base": cls,
-                "_groupnorm_stock": owner,
-                "_groupnorm_warn_scale_deprecated": _warn_scale_deprecated,
-                "__module__": __name__,
-                "__qualname__": f"fused_class.<locals>.{cls.__name__}",
-                "__doc__": cls.__doc__,
-            },
-        )
-    return _FUSED_CLASSES[cls]
+    forward, _ = _BLOCKS[_forward_owner(cls).__name__]
+    return with_forward(cls, forward)
 
 
 def _forward_owner(cls: type) -> type:
@@ -231,7 +205,7 @@ def fuse_block(
     block classes (fused or, with the reasons recorded, not)."""
     cls = type(block)
     owner = _forward_owner(cls)
-    if cls in _FUSED_CLASSES.values():
+    if base_class(cls) is not None:
         return True  # patched already
     if owner.__name__ not in _BLOCKS or not _is_diffusers(owner):
         return False

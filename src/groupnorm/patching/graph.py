@@ -3,6 +3,12 @@
 A GroupNorm module called once, whose single user is an activation (module, ``torch.nn.functional`` function,
 ``torch`` function or tensor method), takes the activation; the activation node is removed from the graph.
 
+A GroupNorm whose single user is an add (``+``, ``torch.add``, ``Tensor.add``; ``+=`` traces as ``+``) of it and
+another node, whose own single user is such an activation, takes both: the three nodes become one call
+``norm(x, residual=other)``, placed where the activation was (after ``other``). The fused norm adds ``other`` as
+``+`` would (:mod:`~groupnorm.patching.residual`: in the op when the shapes and dtypes let it do so exactly, else
+the stock way), since the shapes are known only when the model runs.
+
 The graph module holds the caller's own submodules, while the caller's model keeps running its own ``forward``,
 which still applies every activation. So the graph never changes a module it shares: each fused norm is a new
 module of the same class over the same parameter tensors, put in the graph module's place only.
@@ -11,6 +17,7 @@ module of the same class over the same parameter tensors, put in the graph modul
 from __future__ import annotations
 
 import copy
+import operator
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +26,7 @@ from torch import fx, nn
 from groupnorm.layers.group_norm import GroupNorm
 from groupnorm.patching.activations import activation_name
 from groupnorm.patching.report import PatchReport
+from groupnorm.patching.residual import add_residual
 
 _FUNCTION_ACTIVATIONS = {
     F.silu: "silu",
@@ -27,6 +35,10 @@ _FUNCTION_ACTIVATIONS = {
     F.gelu: "gelu",
 }
 _METHOD_ACTIVATIONS = {"relu": "relu"}
+# Adds whose operands may come in either order, and in-place adds, which must write into the norm's output
+# (their other operand may be read elsewhere).
+_ADDS = {("call_function", operator.add), ("call_function", torch.add), ("call_method", "add")}
+_IN_PLACE_ADDS = {("call_function", operator.iadd), ("call_method", "add_")}
 
 
 class ModeDependentGraph(Exception):
@@ -113,10 +125,67 @@ def _fused_twin(norm: GroupNorm, activation: str) -> GroupNorm:
     return twin
 
 
+def _added_to(node: fx.Node, add: fx.Node) -> tuple[fx.Node, bool] | None:
+    """``(other, in_place)`` when ``add`` is ``node + other`` (or ``other + node``, or ``node += other``) of two
+    nodes, else None."""
+    kind = (add.op, add.target)
+    if (kind not in _ADDS and kind not in _IN_PLACE_ADDS) or add.kwargs or len(add.args) != 2:
+        return None
+    first, second = add.args
+    if first is node and isinstance(second, fx.Node) and second is not node:
+        return second, kind in _IN_PLACE_ADDS
+    if second is node and isinstance(first, fx.Node) and kind in _ADDS:
+        return first, False
+    return None
+
+
+def _replace_with_residual_call(
+    graph_module: fx.GraphModule,
+    node: fx.Node,
+    act: fx.Node,
+    other: fx.Node,
+    modules: dict[str, nn.Module],
+    reasons: dict[int, str],
+) -> None:
+    """Replace ``act(node + other)`` by one call of ``node``'s module with ``residual=other``, where ``act`` was
+    (``other`` may be computed after the norm, as torchvision's downsample is)."""
+    graph = graph_module.graph
+    (add,) = node.users
+    with graph.inserting_before(act):
+        fused = graph.call_module(node.target, node.args, {**node.kwargs, "residual": other})
+    act.replace_all_uses_with(fused)
+    for dead in (act, add, node):
+        graph.erase_node(dead)
+    shortcut = modules.get(other.target) if other.op == "call_module" else None
+    if isinstance(shortcut, nn.GroupNorm) and len(other.users) == 1:
+        # More precise than what an earlier rewrite saw (e.g. "last child of its Sequential").
+        reasons[id(shortcut)] = f"its output is the residual that {node.target} adds in its call"
+
+
+def _residual_match(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, fx.Node, fx.Node, bool] | str:
+    """``(activation, activation node, other, in_place)`` when ``node``'s single user adds it to ``other`` and
+    an activation takes the sum alone, else why not."""
+    (add,) = node.users
+    added = _added_to(node, add)
+    if added is None or "residual" in node.kwargs:
+        return f"output goes to {_describe(add)}, not a fusable activation"
+    other, in_place = added
+    users = list(add.users)
+    act = users[0] if len(users) == 1 else None
+    activation = None if act is None else _node_activation(act, modules)
+    if activation in (None, "none") or act.args[0] is not add:
+        then = f"{len(users)} users" if act is None else _describe(act)
+        return f"output goes to {_describe(add)}, then to {then}, not a fusable activation"
+    if act.op == "call_module" and _hooked(modules[act.target]):
+        return "its activation module has hooks"
+    return activation, act, other, in_place
+
+
 def fuse_graph(
     graph_module: fx.GraphModule, shared: set[int], report: PatchReport, reasons: dict[int, str]
 ) -> None:
-    """Fuse the eligible GroupNorm -> activation nodes of ``graph_module`` (in place, recompiled).
+    """Fuse the eligible GroupNorm -> activation and GroupNorm -> add -> activation nodes of ``graph_module`` (in
+    place, recompiled).
 
     ``shared`` holds the ids of the caller's modules: none of them is changed (see the module docstring).
     """
@@ -139,9 +208,13 @@ def fuse_graph(
             continue
         (user,) = node.users
         activation = _node_activation(user, modules)
+        match = None  # an add between the norm and the activation
         if activation in (None, "none") or not user.args or user.args[0] is not node:
-            reasons.setdefault(id(norm), f"output goes to {_describe(user)}, not a fusable activation")
-            continue
+            match = _residual_match(node, modules)
+            if isinstance(match, str):
+                reasons.setdefault(id(norm), match)
+                continue
+            activation = match[0]
         # Hooks would see the fused output, or (on the activation module) no longer run.
         if _hooked(norm) or (user.op == "call_module" and _hooked(modules[user.target])):
             reasons.setdefault(id(norm), "it or its activation module has hooks")
@@ -151,9 +224,16 @@ def fuse_graph(
         if id(parent) in shared:  # fx put the caller's own parent module in the graph: no place of its own
             reasons.setdefault(id(norm), "its parent module in the graph is the caller's own")
             continue
-        setattr(parent, name, _fused_twin(norm, activation))
-        user.replace_all_uses_with(node)
-        graph_module.graph.erase_node(user)
-        report.fused.append((node.target, _describe(user), activation, "fx"))
+        twin = _fused_twin(norm, activation)
+        setattr(parent, name, twin)
+        if match is None:
+            user.replace_all_uses_with(node)
+            graph_module.graph.erase_node(user)
+            report.fused.append((node.target, _describe(user), activation, "fx"))
+        else:
+            _, act, other, in_place = match
+            add_residual(twin, activation, in_place=in_place)
+            _replace_with_residual_call(graph_module, node, act, other, modules, reasons)
+            report.fused.append((node.target, _describe(act), activation, "fx, residual add"))
     graph_module.graph.lint()
     graph_module.recompile()

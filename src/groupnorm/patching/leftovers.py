@@ -5,14 +5,18 @@ from __future__ import annotations
 from torch import nn
 
 from groupnorm.layers.group_norm import GroupNorm
-from groupnorm.patching import diffusers, timm
+from groupnorm.patching import diffusers, timm, torchvision
 
 
 def known_pair_rules(cls: type) -> tuple[str, tuple] | None:
     """``(label, rules)`` for a block class whose ``forward`` ``patch`` knows (by library and class name)."""
     owner = next(k for k in cls.__mro__ if "forward" in vars(k))
     library = owner.__module__.split(".")[0]
-    tables = {"diffusers": diffusers.PAIR_RULES, "timm": timm.PAIR_RULES}
+    tables = {
+        "diffusers": diffusers.PAIR_RULES,
+        "timm": timm.PAIR_RULES,
+        "torchvision": torchvision.PAIR_RULES,
+    }
     rules = tables.get(library, {}).get(owner.__name__)
     return None if rules is None else (owner.__name__, rules)
 
