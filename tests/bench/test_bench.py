@@ -36,12 +36,13 @@ def test_run_case_records(mode, layout):
 
 def test_paired_ratio_is_the_median_of_per_round_ratios(monkeypatch):
     # a machine that slows down between rounds: the paired ratio sees 2x in every round, the ratio of medians not
-    table = [[1.0, 10.0, 100.0], [2.0, 5.0, 200.0], [1.0, 1.0, 1.0]]  # groupnorm, torch, copy; per round
+    # groupnorm, torch, copy; per round, after an unrecorded warm-up round (its 99.0 must not count)
+    table = [[99.0, 1.0, 10.0, 100.0], [99.0, 2.0, 5.0, 200.0], [99.0, 1.0, 1.0, 1.0]]
     seen: dict[int, int] = {}
     calls = [0, 0, 0]
 
     def per_call(self, fn, iters):
-        who = seen.setdefault(id(fn), len(seen))  # first round: providers in their listed order
+        who = seen.setdefault(id(fn), len(seen))  # the warm-up round: providers in their listed order
         calls[who] += 1
         return table[who][calls[who] - 1]
 
@@ -182,3 +183,25 @@ def test_crossover_tool_measures_both_routes():
     with pytest.raises(ValueError, match="epilogue must be one of"):
         small_calls.measure([1024], epilogue="silu")
     assert "GROUPNORM_CPU_SMALL_NUMEL" not in os.environ  # the tool restores the environment
+
+
+def test_rounds_shuffle_the_order_and_give_every_provider_the_same_calls(monkeypatch):
+    # a rotation kept the first provider always right after the copy that evicts the caches; and a provider
+    # calibrated while cold got fewer calls per round, so more of each round's cold first call per call
+    sequence: list[tuple[int, int]] = []
+    ids: dict[int, int] = {}
+
+    def per_call(self, fn, iters):
+        sequence.append((ids.setdefault(id(fn), len(ids)), iters))
+        return 1.0
+
+    monkeypatch.setattr(harness.Clock, "per_call", per_call)
+    speeds = iter([5, 50, 500])  # calls per round each runner would get alone: groupnorm, torch, copy
+    monkeypatch.setattr(harness, "_calibrate", lambda clock, fn, min_round_s: next(speeds))
+    case = harness.Case(TINY, "nchw", "float32", "none", False, "fwd")
+    harness.run_case(case, ["groupnorm", "torch"], rounds=12, min_round_s=0.001)
+    calls = {who: {n for w, n in sequence if w == who} for who in range(3)}
+    assert calls[0] == calls[1] == {5} and calls[2] == {500}  # the copy keeps its own count
+    order = [who for who, _ in sequence[3:]]  # after the warm-up round
+    before_first = {order[i - 1] for i in range(1, len(order)) if order[i] == 0 and i % 3 != 0}
+    assert len(before_first) == 2, before_first  # groupnorm follows torch in some rounds, the copy in others

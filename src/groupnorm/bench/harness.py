@@ -11,6 +11,7 @@ the sum. The copy moves the bytes of x once in and once out.
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -107,11 +108,13 @@ class Clock:
 
 
 def _calibrate(clock: Clock, fn: Callable[[], object], min_round_s: float, warm_up: bool = True) -> int:
-    """Calls per round so that a round lasts at least ``min_round_s`` (after a warm-up call, unless the caller
-    has just run ``fn``: a whole model's call can take seconds)."""
+    """Calls per round so that a round lasts at least ``min_round_s`` (after warm-up calls, unless the caller
+    has just run ``fn``: a whole model's call can take seconds). A call's time is the fastest of three, so that a
+    cold first call does not leave this runner with fewer calls per round than the others."""
     if warm_up:
         fn()
-    one = clock.per_call(fn, 1)
+        fn()
+    one = min(clock.per_call(fn, 1) for _ in range(3 if warm_up else 1))
     return max(1, min(1000, int(min_round_s / max(one, 1e-7)) + 1))
 
 
@@ -119,14 +122,20 @@ def interleaved_rounds(
     runners: dict[str, Callable[[], object]], iters: dict[str, int], clock: Clock, rounds: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Per-call seconds of each runner in each round (``iters[name]`` calls per round), and CPU seconds per call
-    on the CPU (empty lists on CUDA). Every round runs each runner once, in an order rotated every round so that
-    no runner always follows the same one, and a slow moment of a shared machine hits them all alike.
+    on the CPU (empty lists on CUDA). Every round runs each runner once, in an order shuffled every round (seeded,
+    so a run repeats): no runner always follows the same one (a rotation would keep each runner behind the same
+    predecessor, e.g. always after the copy that evicts the caches), and a slow moment of a shared machine hits
+    them all alike.
     """
     times: dict[str, list[float]] = {name: [] for name in runners}
     cpu_times: dict[str, list[float]] = {name: [] for name in runners}
     order = list(runners)
-    for r in range(rounds):
-        for name in order[r % len(order) :] + order[: r % len(order)]:
+    for name in order:  # an unrecorded round: each runner's data and code are warm from here on, all alike
+        clock.per_call(runners[name], iters[name])
+    rng = random.Random(0)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for name in order:
             times[name].append(clock.per_call(runners[name], iters[name]))
             if clock.last_cpu is not None:
                 cpu_times[name].append(clock.last_cpu)
@@ -162,6 +171,13 @@ def run_case(
         except Exception as e:  # noqa: BLE001
             errors[name] = f"{type(e).__name__}: {e}"
             del runners[name]
+    # The same calls per round for every provider (the slowest one's count): the first call of a round, after
+    # another runner has filled the caches with its own data, costs more than the rest, and a provider with fewer
+    # calls per round would pay more of it per call (the provider calibrated first, while cold, used to).
+    compared = [n for n in runners if n != "__copy__"]
+    if compared:
+        same = min(iters[n] for n in compared)
+        iters.update({n: same for n in compared})
     times, cpu_times = interleaved_rounds(runners, iters, clock, rounds)
 
     elem = src.element_size()

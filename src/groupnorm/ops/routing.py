@@ -9,8 +9,9 @@ A call of the public function (the layers call it too) takes one of three routes
   the real tensors (``route(x, inside_op=True)``), which picks an implementation.
 - ``"torch_group_norm"``: torch's own ``torch.nn.functional.group_norm`` (followed by the residual add and the
   ReLU when the call has them), for a small plain float32 CPU call, where torch's whole call costs less than the
-  Python path to the kernels (see :func:`served_by_torch`). Never taken inside the op, so a compiled graph always
-  runs the op's implementation.
+  Python path to the kernels, and for a plain float32 CPU call of any size where the kernels were not at least
+  as fast as torch on every CPU measured (see :func:`served_by_torch` and :func:`plain_call_to_torch`). Never
+  taken inside the op, so a compiled graph always runs the op's implementation.
 - ``"implementation"``: the implementation that :func:`groupnorm.ops.registry.select` picks for the tensor (a
   registered kernel for its device, else the plain-torch one), called directly in eager mode
   (:mod:`groupnorm.ops.eager`, without the dispatcher's round trip), or from inside the op.
@@ -33,6 +34,9 @@ Example::
 
 from __future__ import annotations
 
+import functools
+import json
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -140,9 +144,39 @@ def small_cpu_numel(channels_last: bool = False, epilogue: bool = False) -> int:
     return DEFAULT_SMALL_CPU_NUMEL_CHANNELS_LAST if channels_last else DEFAULT_SMALL_CPU_NUMEL
 
 
+@functools.cache
+def plain_rule() -> dict:
+    """Which plain float32 CPU calls the kernels serve: ``{layout class: {mode: choice}}`` from
+    ``plain_routing.json``, derived from committed measurements on every CPU measured (see
+    :mod:`groupnorm.bench.plain_rule` and ``scripts/plain_routing.py``)."""
+    return json.loads((Path(__file__).parent / "plain_routing.json").read_text())["rule"]
+
+
+def plain_call_to_torch(x: Tensor, needs_grad: bool) -> bool:
+    """Whether a plain (no epilogue) float32 CPU call of any size goes to torch's ``group_norm`` by the measured
+    rule: where the kernels were not at least as fast as torch on every CPU measured.
+
+    Example::
+
+        >>> plain_call_to_torch(torch.randn(2, 64, 32, 32), needs_grad=True)  # NCHW: torch is as fast
+        True
+        >>> x = torch.randn(2, 64, 32, 32).contiguous(memory_format=torch.channels_last)
+        >>> plain_call_to_torch(x, needs_grad=True)  # 256 KiB samples, channels_last, training: the kernels
+        False
+    """
+    if x.is_contiguous():
+        cls = "nchw"
+    else:
+        cls = "channels_last_2d" if x.dim() == 4 else "channels_last_other"
+    choice = plain_rule()[cls]["fwd+bwd" if needs_grad else "fwd"]
+    if isinstance(choice, dict):
+        return x[0].numel() * x.element_size() > choice["kernels_up_to_sample_bytes"]
+    return choice == "torch"
+
+
 def served_by_torch(x, weight, bias, num_groups, activation, residual, scale, shift) -> bool:
     """Whether an eligible call goes to ``torch.nn.functional.group_norm`` (small, float32, CPU, no scale/shift,
-    an activation of none or ReLU).
+    an activation of none or ReLU; or plain and of any size where the measured rule says torch is as fast).
 
     Single-element groups stay with the kernels (torch raises there; the op normalizes them to 0).
     """
@@ -159,7 +193,45 @@ def served_by_torch(x, weight, bias, num_groups, activation, residual, scale, sh
     ):
         return False
     epilogue = activation != "none" or residual is not None
-    return x.numel() < small_cpu_numel(channels_last=not x.is_contiguous(), epilogue=epilogue)
+    threshold = small_cpu_numel(channels_last=not x.is_contiguous(), epilogue=epilogue)
+    if x.numel() < threshold:
+        return True
+    if epilogue or threshold == 0:  # GROUPNORM_CPU_SMALL_NUMEL=0: every call on the kernels
+        return False
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    return plain_call_to_torch(x, needs_grad)
+
+
+def plain_torch_call(x, num_groups, weight, bias, eps) -> Tensor | None:
+    """The result of a plain call (no epilogue, no statistics) that torch serves, computed with the fewest checks
+    that keep the op's contract; None when the call is not such a call or torch refuses it (the full path then
+    checks the arguments and says what is wrong, in this package's words).
+
+    A plain float32 CPU call is the one whose route is torch's own kernel at most sizes (see
+    :func:`plain_call_to_torch`): there the full path's argument checks and route (about 20 us of Python) would be
+    10 % of a ResNet-sized call. torch's kernel checks shapes and dtypes itself; what it would accept and the op
+    does not (a negative eps, a bool group count, single-element groups) is left to the full path.
+    """
+    if not (
+        type(x) in _PLAIN_TYPES
+        and x.dtype is torch.float32
+        and x.device.type == "cpu"
+        and type(num_groups) is int
+        and num_groups > 0
+        and eps >= 0
+        and (weight is None or type(weight) in _PLAIN_TYPES)
+        and (bias is None or type(bias) in _PLAIN_TYPES)
+        and x.dim() >= 2
+        and x.numel() > x.shape[0] * num_groups
+        and not _observed()
+        and served_by_torch(x, weight, bias, num_groups, "none", None, None, None)
+    ):
+        return None
+    try:
+        # torch.nn.functional.group_norm's own kernel, without its Python wrapper's checks (the ones above cover them)
+        return torch.group_norm(x, num_groups, weight, bias, eps, False)
+    except (RuntimeError, ValueError, TypeError):
+        return None
 
 
 def route(
