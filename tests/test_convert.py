@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 import warnings
 
 import pytest
@@ -55,7 +57,7 @@ def _count(model: nn.Module, types: tuple[type, ...]) -> int:
 def test_nested_toy_model() -> None:
     model = _toy(torch.float64)
     before = {n: m for n, m in model.named_modules() if isinstance(m, BATCH_NORMS)}
-    converted, summary = groupnorm.convert_norms(model, "gn", num_groups=8)
+    converted, summary = groupnorm.convert_norms(model, "gn", num_groups=8, return_report=True)
     assert converted is model
     assert _count(model, BATCH_NORMS) == 0
     paths = [r.path for r in summary.replaced]
@@ -93,7 +95,7 @@ def test_device_is_kept() -> None:
 
 def test_summary_is_readable_and_serializable() -> None:
     with pytest.warns(groupnorm.GroupingWarning, match="changed the group count of 5 layer"):
-        _, summary = groupnorm.convert_norms(_toy(), "gn", num_groups=64, fallback="gcd")
+        _, summary = groupnorm.convert_norms(_toy(), "gn", num_groups=64, fallback="gcd", return_report=True)
     changes = {c.path: c.num_groups for c in summary.group_changes}
     # 64 channels: 64 groups would hold 1 channel, below min_group_size=2; 32 channels: gcd 32, then 16
     assert changes == {"stem.1": 32, "blocks.0.1": 32, "heads.video": 16, "heads.sync": 32, "inner.norm": 16}
@@ -127,7 +129,7 @@ def test_sync_batch_norm_back_to_batch_norm_keeps_statistics() -> None:
         model[1].running_var.uniform_(1, 2)
         model[1].num_batches_tracked.fill_(7)
     old = model[1]
-    _, summary = groupnorm.convert_norms(model, "bn")
+    _, summary = groupnorm.convert_norms(model, "bn", return_report=True)
     assert [r.path for r in summary.replaced] == ["1"]  # the BatchNorm2d is already a batch norm
     new = model[1]
     assert type(new) is groupnorm.layers.BatchNormNd and new.momentum == 0.3
@@ -144,7 +146,7 @@ def test_to_sync_batch_norm() -> None:
 
 
 def test_root_module_is_replaced() -> None:
-    new, summary = groupnorm.convert_norms(nn.BatchNorm2d(64), "gn")
+    new, summary = groupnorm.convert_norms(nn.BatchNorm2d(64), "gn", return_report=True)
     assert isinstance(new, groupnorm.GroupNorm) and summary.replaced[0].path == ""
 
 
@@ -174,7 +176,7 @@ def test_subclasses() -> None:
         NormAct(32, nn.ReLU(), nn.Dropout(0.1)),
     )
     with pytest.warns(UserWarning, match="left 1 layer"):
-        _, summary = groupnorm.convert_norms(model, "gn", num_groups=4)
+        _, summary = groupnorm.convert_norms(model, "gn", num_groups=4, return_report=True)
     assert isinstance(model[0], groupnorm.GroupNorm) and model[0].activation is None
     assert model[1].__class__ is CustomForward
     assert [(s.path, s.type) for s in summary.skipped] == [("1", "CustomForward")]
@@ -195,7 +197,7 @@ def test_torch_group_norms_move_onto_the_fused_op(implementation) -> None:
         model[1].weight.uniform_()
     x = torch.randn(2, 3, 5, 5)
     expected = model(x)
-    _, summary = groupnorm.convert_norms(model, source="gn")
+    _, summary = groupnorm.convert_norms(model, source="gn", return_report=True)
     assert [r.path for r in summary.replaced] == ["1"]
     assert type(model[1]) is groupnorm.GroupNorm and (model[1].num_groups, model[1].eps) == (8, 1e-6)
     implementation.calls.clear()  # (the unconverted model's own groupnorm.GroupNorm)
@@ -226,7 +228,7 @@ def test_torchvision_resnet50() -> None:
     model = torchvision.models.resnet50(num_classes=10)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every resnet50 width divides by 32: no change, no warning
-        _, summary = groupnorm.convert_norms(model, "gn")
+        _, summary = groupnorm.convert_norms(model, "gn", return_report=True)
     assert _count(model, BATCH_NORMS) == 0 and len(summary.replaced) == 53
     assert {m.num_groups for m in model.modules() if isinstance(m, groupnorm.GroupNorm)} == {32}
     x = torch.randn(2, 3, 32, 32)
@@ -240,7 +242,7 @@ def test_timm_efficientnet_with_norm_act_layers() -> None:
     acts = {type(m.act) for m in model.modules() if isinstance(m, nn.BatchNorm2d) and hasattr(m, "act")}
     assert acts, "efficientnet_b0 is expected to use timm's BatchNormAct2d"
     with pytest.warns(groupnorm.GroupingWarning):
-        _, summary = groupnorm.convert_norms(model, "gn", num_groups=32, fallback="gcd")
+        _, summary = groupnorm.convert_norms(model, "gn", num_groups=32, fallback="gcd", return_report=True)
     assert _count(model, BATCH_NORMS) == 0 and not summary.skipped
     for change in summary.group_changes:
         m = model.get_submodule(change.path)
@@ -270,10 +272,46 @@ def test_timm_group_norm_classes_move_with_source_gn(implementation) -> None:
     x = torch.randn(2, 16, 5, 3)
     with torch.no_grad():
         expected = model(x)
-    model, summary = groupnorm.convert_norms(model, source="gn")
+    model, summary = groupnorm.convert_norms(model, source="gn", return_report=True)
     assert not summary.skipped and len(summary.replaced) == 3
     assert all(type(model[i]) is groupnorm.GroupNorm for i in (0, 2, 3))
     assert (model[0].num_groups, model[2].num_groups, model[3].activation) == (4, 1, "relu")
     with torch.no_grad():
         torch.testing.assert_close(model(x), expected)
     implementation.assert_implementation(calls=3)
+
+
+def test_convert_norms_returns_the_model_ready_to_call(caplog) -> None:
+    torch.manual_seed(0)
+    stock = nn.Sequential(nn.Conv2d(3, 32, 3), nn.BatchNorm2d(32), nn.ReLU())
+    x = torch.randn(2, 3, 8, 8)
+    in_place = copy.deepcopy(stock)
+    with caplog.at_level(logging.INFO, logger="groupnorm"):
+        model = groupnorm.convert_norms(in_place, "gn")
+    # the model itself (converted in place), not a tuple: callable at once
+    assert model is in_place and isinstance(model, nn.Module)
+    assert isinstance(model[1], groupnorm.GroupNorm) and model(x).shape == (2, 32, 6, 6)
+    # return_report=True: the same converted model, with the summary that was logged
+    other, summary = groupnorm.convert_norms(copy.deepcopy(stock), "gn", return_report=True)
+    assert isinstance(summary, groupnorm.ConversionSummary) and [r.path for r in summary.replaced] == ["1"]
+    assert repr(other) == repr(model)
+    assert all(torch.equal(v, other.state_dict()[k]) for k, v in model.state_dict().items())
+    torch.testing.assert_close(other(x), model(x), atol=0, rtol=0)
+    records = [r for r in caplog.records if r.name == "groupnorm"]
+    assert len(records) == 1 and records[0].levelno == logging.INFO
+    assert records[0].getMessage() == str(summary)
+    assert logging.getLogger("groupnorm").handlers == []  # the library configures no logging
+
+
+def test_convert_norms_of_a_norm_returns_its_replacement() -> None:
+    model = groupnorm.convert_norms(nn.BatchNorm2d(64), "gn")
+    assert isinstance(model, groupnorm.GroupNorm) and model(torch.randn(2, 64, 4, 4)).shape == (2, 64, 4, 4)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_convert_norms_return_report_must_be_a_bool(value: object) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 32, 3), nn.BatchNorm2d(32))
+    message = rf"return_report must be a bool \(True or False\), got return_report={value!r} of type"
+    with pytest.raises(TypeError, match=message):
+        groupnorm.convert_norms(model, "gn", return_report=value)
+    assert type(model[1]) is nn.BatchNorm2d  # refused before anything changed

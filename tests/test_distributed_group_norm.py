@@ -143,7 +143,7 @@ def _model(group=None) -> nn.Module:
     fused = groupnorm.GroupNorm(4, 8, activation="silu")
     model = nn.Sequential(nn.Conv2d(3, 8, 1), fused, nn.Conv2d(8, 4, 1), nn.GroupNorm(2, 4))
     if group is not None:
-        model, summary = groupnorm.convert_norms(model, source="gn", process_group=group)
+        model, summary = groupnorm.convert_norms(model, source="gn", process_group=group, return_report=True)
         assert len(summary.replaced) == 2
         assert all(type(model[i]) is groupnorm.DistributedGroupNorm for i in (1, 3))
         assert model[1].activation == "silu"
@@ -216,5 +216,5 @@ def test_convert_norms_process_group_needs_a_group_norm_kind():
     ):
         groupnorm.convert_norms(model, "syncbn", process_group=object())
     assert isinstance(model[1], nn.BatchNorm2d)  # refused before anything changed
-    model, _ = groupnorm.convert_norms(model, "gn", num_groups=4, process_group=object())
+    model = groupnorm.convert_norms(model, "gn", num_groups=4, process_group=object())
     assert type(model[1]) is groupnorm.DistributedGroupNorm

@@ -144,8 +144,10 @@ def test_onnx_node_test_cases_pass_through_our_op(onnx_node_cases, implementatio
 
 def test_converted_zoo_model_exports_one_node_per_group_norm():
     torchvision = pytest.importorskip("torchvision")
-    model, summary = groupnorm.convert_norms(torchvision.models.resnet18(num_classes=10), "gn")
-    model = groupnorm.patch(model)[0].eval()  # fused GN+ReLU must export as GroupNormalization + Relu
+    model, summary = groupnorm.convert_norms(
+        torchvision.models.resnet18(num_classes=10), "gn", return_report=True
+    )
+    model = groupnorm.patch(model).eval()  # fused GN+ReLU must export as GroupNormalization + Relu
     x = torch.randn(2, 3, 32, 32)
     program = to_onnx(model, (x,), None)
     onnx.checker.check_model(program.model_proto)

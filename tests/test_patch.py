@@ -1,5 +1,8 @@
 """``groupnorm.patch``: swap torch GroupNorms for ours bit for bit, fuse GN -> activation, same outputs."""
 
+import copy
+import logging
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -54,7 +57,7 @@ def test_diffusion_block_is_fused_by_the_graph_rewrite():
     x = torch.randn(2, 32, 8, 8)
     expected = model(x)
     before = _state(model)
-    patched, report = groupnorm.patch(model)
+    patched, report = groupnorm.patch(model, return_report=True)
     assert sorted(report.swapped) == ["norm1", "norm2"]
     assert {(norm, name) for norm, _, name, _ in report.fused} == {("norm1", "silu"), ("norm2", "gelu_tanh")}
     assert report.traced and isinstance(patched, torch.fx.GraphModule)
@@ -68,7 +71,7 @@ def test_sequential_pattern_is_fused_without_tracing():
     model = _randomize(DataDependentBlock())
     x = torch.randn(2, 16, 5, 5)
     expected = model(x)
-    patched, report = groupnorm.patch(model)
+    patched, report = groupnorm.patch(model, return_report=True)
     assert patched is model and not report.traced and report.trace_error
     assert report.fused == [("body.0", "body.1", "relu", "Sequential")]
     assert isinstance(model.body[1], nn.Identity) and model.body[0].activation == "relu"
@@ -89,17 +92,17 @@ def test_norm_whose_output_is_reused_is_not_fused():
     model = _randomize(TwoUsers())
     x = torch.randn(2, 8, 3)
     expected = model(x)
-    patched, report = groupnorm.patch(model)
+    patched, report = groupnorm.patch(model, return_report=True)
     assert report.fused == [] and report.swapped == ["norm"]
     assert_close_verbose(patched(x), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_converted_resnet_is_patched_and_trains():
-    model, _ = groupnorm.convert_norms(groupnorm.models.resnet18(norm="bn", num_classes=10), "gn")
+    model = groupnorm.convert_norms(groupnorm.models.resnet18(norm="bn", num_classes=10), "gn")
     _randomize(model)
     x = torch.randn(2, 3, 32, 32)
     expected = model(x)
-    patched, report = groupnorm.patch(model)
+    patched, report = groupnorm.patch(model, return_report=True)
     assert len(report.fused) >= 8  # the norm -> relu at the stem and inside every block
     assert_close_verbose(patched(x), expected, atol=1e-4, rtol=1e-4, name="patched resnet18")
     patched(x).sum().backward()
@@ -108,10 +111,56 @@ def test_converted_resnet_is_patched_and_trains():
 
 def test_fuse_false_only_swaps():
     model = DiffusionResnetBlock()
-    patched, report = groupnorm.patch(model, fuse=False)
+    patched, report = groupnorm.patch(model, fuse=False, return_report=True)
     assert patched is model and report.fused == [] and len(report.swapped) == 2
 
 
 def test_patch_rejects_non_modules():
     with pytest.raises(TypeError, match="model of type int"):
         groupnorm.patch(3)
+
+
+def _gn_silu():
+    torch.manual_seed(0)
+    return _randomize(nn.Sequential(nn.Conv2d(3, 16, 3), nn.GroupNorm(4, 16), nn.SiLU()))
+
+
+def test_patch_returns_the_model_ready_to_call(caplog):
+    stock, x = _gn_silu(), torch.randn(2, 3, 8, 8)
+    expected = stock(x)
+    in_place = copy.deepcopy(stock)
+    with caplog.at_level(logging.INFO, logger="groupnorm"):
+        model = groupnorm.patch(in_place)
+    # the model itself (patched in place), not a tuple: callable at once
+    assert model is in_place and isinstance(model, nn.Module)
+    assert isinstance(model[1], groupnorm.GroupNorm) and model[1].activation == "silu"
+    torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
+    # return_report=True: the same patched model, with the report that was logged
+    other, report = groupnorm.patch(copy.deepcopy(stock), return_report=True)
+    assert isinstance(report, groupnorm.PatchReport) and report.swapped == ["1"] and len(report.fused) == 1
+    assert type(other) is type(model) and repr(other) == repr(model)
+    assert all(torch.equal(v, other.state_dict()[k]) for k, v in model.state_dict().items())
+    torch.testing.assert_close(other(x), model(x), atol=0, rtol=0)
+    records = [r for r in caplog.records if r.name == "groupnorm"]
+    assert len(records) == 1 and records[0].levelno == logging.INFO
+    assert records[0].getMessage() == str(report)
+    assert logging.getLogger("groupnorm").handlers == []  # the library configures no logging
+
+
+def test_patch_returns_the_graph_module_when_the_graph_rewrite_fuses(caplog):
+    stock, x = _randomize(DiffusionResnetBlock()), torch.randn(2, 32, 8, 8)
+    with caplog.at_level(logging.INFO, logger="groupnorm"):
+        model = groupnorm.patch(copy.deepcopy(stock))
+    assert isinstance(model, torch.fx.GraphModule)
+    assert_close_verbose(model(x), stock(x), atol=1e-4, rtol=1e-4, name="patched diffusion block")
+    (record,) = [r for r in caplog.records if r.name == "groupnorm"]
+    assert record.levelno == logging.INFO and "2 activation(s) fused" in record.getMessage()
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None, 0.0])
+def test_patch_return_report_must_be_a_bool(value):
+    model = nn.Sequential(nn.GroupNorm(4, 16), nn.SiLU())
+    message = rf"return_report must be a bool \(True or False\), got return_report={value!r} of type"
+    with pytest.raises(TypeError, match=message):
+        groupnorm.patch(model, return_report=value)
+    assert type(model[0]) is nn.GroupNorm  # refused before anything changed

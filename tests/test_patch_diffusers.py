@@ -91,7 +91,7 @@ def _eligible_pairs(model):
 
 def _patched_pair(make, train=False):
     stock = _randomized(make()).train(train)
-    patched, report = groupnorm.patch(copy.deepcopy(stock))
+    patched, report = groupnorm.patch(copy.deepcopy(stock), return_report=True)
     return stock, patched, report
 
 
@@ -191,7 +191,7 @@ def test_scale_shift_with_a_caller_supplied_spatial_embedding_falls_back_to_the_
         in_channels=16, groups=4, temb_channels=None, time_embedding_norm="scale_shift"
     )
     _randomized(block)
-    patched, report = groupnorm.patch(copy.deepcopy(block))
+    patched, report = groupnorm.patch(copy.deepcopy(block), return_report=True)
     assert len(report.fused) == 2
     x = torch.randn(2, 16, 6, 6)
     for temb in (torch.randn(2, 32, 1, 1), torch.randn(2, 32, 6, 6), torch.randn(1, 32, 1, 1)):
@@ -201,7 +201,7 @@ def test_scale_shift_with_a_caller_supplied_spatial_embedding_falls_back_to_the_
 def test_patched_block_keeps_its_class_name_and_pickles():
     block = _randomized(resnet.ResnetBlock2D(in_channels=16, groups=4, temb_channels=8))
     stock = copy.deepcopy(block)
-    patched, _ = groupnorm.patch(block)
+    patched = groupnorm.patch(block)
     assert isinstance(patched, type(stock)) and type(patched).__name__ == "ResnetBlock2D"
     assert repr(patched).splitlines()[0] == repr(stock).splitlines()[0]
     x, temb = torch.randn(2, 16, 4, 4), torch.randn(2, 8)
@@ -211,9 +211,9 @@ def test_patched_block_keeps_its_class_name_and_pickles():
 
 
 def test_patching_twice_changes_nothing():
-    patched, _ = groupnorm.patch(_randomized(_tiny_vae()))
+    patched = groupnorm.patch(_randomized(_tiny_vae()))
     state = {k: v.clone() for k, v in patched.state_dict().items()}
-    again, report = groupnorm.patch(patched)
+    again, report = groupnorm.patch(patched, return_report=True)
     assert again is patched and report.fused == [] and report.swapped == []
     assert str(report).startswith("patch: nothing to fuse, model unchanged")
     assert all(torch.equal(v, state[k]) for k, v in again.state_dict().items())
@@ -225,7 +225,7 @@ def test_a_forward_of_another_version_is_left_alone(monkeypatch):
     forward, names = diffusers_rules._BLOCKS["ResnetBlock2D"]
     monkeypatch.setitem(diffusers_rules._BLOCKS, "ResnetBlock2D", (forward, names - {"skip_time_act"}))
     block = resnet.ResnetBlock2D(in_channels=16, groups=4, temb_channels=8)
-    patched, report = groupnorm.patch(block, trace=False)
+    patched, report = groupnorm.patch(block, trace=False, return_report=True)
     assert type(patched) is resnet.ResnetBlock2D and report.fused == []
     assert dict(report.left)["norm1"].endswith("reads skip_time_act, unknown to the fused forward")
 
@@ -234,10 +234,10 @@ def test_the_block_nonlinearity_is_fused_when_the_op_has_it():
     def make(act):
         return resnet.ResnetBlock2D(in_channels=16, groups=4, temb_channels=8, non_linearity=act)
 
-    _, report = groupnorm.patch(make("mish"), trace=False)
+    _, report = groupnorm.patch(make("mish"), trace=False, return_report=True)
     assert report.fused == [] and "Mish, which the op has no fused form of" in dict(report.left)["norm2"]
     stock = _randomized(make("gelu"))
-    patched, report = groupnorm.patch(copy.deepcopy(stock))
+    patched, report = groupnorm.patch(copy.deepcopy(stock), return_report=True)
     assert [name for _, _, name, _ in report.fused] == ["gelu", "gelu"]
     x, temb = torch.randn(2, 16, 4, 4), torch.randn(2, 8)
     assert_close_verbose(patched(x, temb), stock(x, temb), **TOL, name="gelu block")
@@ -261,7 +261,7 @@ def test_torch_compile_of_a_patched_block_matches_eager():
     block = _randomized(
         resnet.ResnetBlock2D(in_channels=16, groups=4, temb_channels=8, time_embedding_norm="scale_shift")
     ).eval()
-    patched, _ = groupnorm.patch(block)
+    patched = groupnorm.patch(block)
     x, temb = torch.randn(2, 16, 4, 4), torch.randn(2, 8)
     compiled = torch.compile(patched, backend="eager", fullgraph=True)
     assert_close_verbose(compiled(x, temb), patched(x, temb), **TOL, name="compiled block")
@@ -282,7 +282,7 @@ def test_spatio_temporal_blocks_fused_and_equal():
     stock = _randomized(Video()).train()
     with torch.no_grad():  # TemporalConvLayer zero-initializes its last conv; give it weights that show
         stock.conv.conv4[-1].weight.normal_(0, 0.1)
-    patched, report = groupnorm.patch(copy.deepcopy(stock))
+    patched, report = groupnorm.patch(copy.deepcopy(stock), return_report=True)
     assert type(patched.res.temporal_res_block).__name__ == "TemporalResnetBlock"
     expected = {
         f"res.{b}.{n}" for b in ("spatial_res_block", "temporal_res_block") for n in ("norm1", "norm2")
@@ -301,7 +301,7 @@ def test_spatio_temporal_blocks_fused_and_equal():
 def test_deprecated_scale_argument_warns_as_in_diffusers():
     block = resnet.ResnetBlock2D(in_channels=16, groups=4, temb_channels=8)
     stock = copy.deepcopy(block)
-    patched, _ = groupnorm.patch(block)
+    patched = groupnorm.patch(block)
     x, temb = torch.randn(1, 16, 4, 4), torch.randn(1, 8)
     with pytest.warns(FutureWarning, match="`scale` argument is deprecated") as stock_warnings:
         stock(x, temb, scale=1.0)
@@ -316,7 +316,7 @@ def test_patched_block_keeps_the_dtype(dtype, tol):
         in_channels=16, out_channels=32, groups=4, temb_channels=8, time_embedding_norm="scale_shift"
     )
     stock = _randomized(block).to(dtype)
-    patched, report = groupnorm.patch(copy.deepcopy(stock))
+    patched, report = groupnorm.patch(copy.deepcopy(stock), return_report=True)
     assert len(report.fused) == 2 and all(p.dtype == dtype for p in patched.parameters())
     x, temb = torch.randn(2, 16, 5, 5, dtype=dtype), torch.randn(2, 8, dtype=dtype)
     out = patched(x, temb)

@@ -89,7 +89,7 @@ def test_resnet50_fuses_every_norm_but_the_shortcuts(build, norm_calls):
     model, bottleneck = build()
     model = _randomized(model)
     stock = copy.deepcopy(model)
-    patched, report = groupnorm.patch(model)
+    patched, report = groupnorm.patch(model, return_report=True)
     # In place: the caller's object is the model returned, with its class and its parameters.
     assert patched is model and type(model) is type(stock)
     assert (len(report.swapped), len(report.fused), len(report.left)) == (53, 49, 4)
@@ -123,7 +123,7 @@ def test_basic_blocks_fuse_their_end_and_pickle(library, implementation):
         basic_block = torchvision.models.resnet.BasicBlock
     model = _randomized(model).eval()
     stock = copy.deepcopy(model)
-    patched, report = groupnorm.patch(model)
+    patched, report = groupnorm.patch(model, return_report=True)
     assert patched is model and (len(report.swapped), len(report.fused), len(report.left)) == (20, 17, 3)
     assert sum(how == "BasicBlock, residual add" for *_, how in report.fused) == 8
     block = model.layer2[0]
@@ -147,7 +147,7 @@ def test_graph_rewrite_alone_fuses_torchvision_block_ends(monkeypatch, implement
         torchvision.models.resnet18(num_classes=5, norm_layer=partial(nn.GroupNorm, 8))
     ).eval()
     stock = copy.deepcopy(model)
-    patched, report = groupnorm.patch(model)
+    patched, report = groupnorm.patch(model, return_report=True)
     assert isinstance(patched, torch.fx.GraphModule)
     ends = [norm for norm, act, _, how in report.fused if how == "fx, residual add"]
     assert len(ends) == 8 and all(norm.endswith(".bn2") for norm in ends)
@@ -166,7 +166,7 @@ def test_timm_block_with_drop_path_keeps_its_end():
     model = timm.create_model("resnet18", pretrained=False, norm_layer="groupnorm", drop_path_rate=0.1)
     model = _randomized(model).eval()
     stock = copy.deepcopy(model)
-    patched, report = groupnorm.patch(model)
+    patched, report = groupnorm.patch(model, return_report=True)
     # timm's drop-path rate grows from 0 in the first block (no DropPath there) to 0.1 in the last
     assert "runs drop_path=DropPath between bn2 and the add" in dict(report.left)["layer4.1.bn2"]
     assert [norm for norm, *_, how in report.fused if how.endswith("residual add")] == ["layer1.0.bn2"]
@@ -185,7 +185,7 @@ def test_block_whose_forward_differs_from_the_stock_one_is_left():
 
     block = _randomized(BasicBlock(16, 16, norm_layer=lambda c: nn.GroupNorm(4, c))).eval()
     stock = copy.deepcopy(block)
-    patched, report = groupnorm.patch(block, trace=False)
+    patched, report = groupnorm.patch(block, trace=False, return_report=True)
     assert type(block) is BasicBlock and report.fused == []
     assert "differs from the one the fused forward copies" in dict(report.left)["bn2"]
     _assert_computes_like(patched, stock, torch.randn(2, 16, 8, 8))
@@ -225,7 +225,7 @@ def test_graph_fuses_norm_add_activation(form, norm_calls):
     end, activation = ENDS[form]
     model = _randomized(ConvResidual(end))
     stock = copy.deepcopy(model)
-    patched, report = groupnorm.patch(model)
+    patched, report = groupnorm.patch(model, return_report=True)
     assert isinstance(patched, torch.fx.GraphModule) and patched is not model
     assert [(norm, name, how) for norm, _, name, how in report.fused] == [
         ("gn", activation, "fx, residual add")
@@ -243,7 +243,7 @@ def test_graph_fuses_norm_add_activation(form, norm_calls):
         _assert_computes_like(patched, stock, x)
         assert norm_calls == [(activation, True)]  # norm, add and activation: one call
         _assert_computes_like(model, stock, x)
-    again, second = groupnorm.patch(patched)
+    again, second = groupnorm.patch(patched, return_report=True)
     assert again is patched and not second.changed
 
 
@@ -263,7 +263,7 @@ class Promoting(nn.Module):
 def test_graph_fused_norm_adds_any_residual_as_plus_would(dtype, norm_calls):
     model = _randomized(Promoting())
     stock = copy.deepcopy(model)
-    patched, report = groupnorm.patch(model)
+    patched, report = groupnorm.patch(model, return_report=True)
     assert [how for *_, how in report.fused] == ["fx, residual add"]
     x = torch.randn(3, 8, 5, 5)
     y = torch.randn(3, 8, 5, 5, dtype=dtype, requires_grad=True)
@@ -297,7 +297,7 @@ class NotFusable(nn.Module):
 def test_graph_leaves_adds_it_cannot_fuse_with_the_reason():
     model = _randomized(NotFusable())
     stock = copy.deepcopy(model)
-    patched, report = groupnorm.patch(model)
+    patched, report = groupnorm.patch(model, return_report=True)
     assert patched is model and report.fused == []
     left = dict(report.left)
     assert (

@@ -82,7 +82,7 @@ def test_back_to_back_reads_the_source(cls, rule, reason):
 def test_nothing_to_fuse_changes_nothing():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    patched, report = groupnorm.patch(model)
+    patched, report = groupnorm.patch(model, return_report=True)
     assert patched is model and not report.changed and report.fused == report.swapped == report.left == []
     assert str(report) == "patch: nothing to fuse, model unchanged (no GroupNorm found)"
     assert [type(m) for m in model] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
@@ -95,7 +95,7 @@ def test_unknown_group_norm_subclass_is_left_with_the_reason():
             return 2 * super().forward(x)
 
     model = nn.Sequential(ScaledGroupNorm(2, 8), nn.SiLU())
-    patched, report = groupnorm.patch(model)
+    patched, report = groupnorm.patch(model, return_report=True)
     assert patched is model and type(model[0]) is ScaledGroupNorm and isinstance(model[1], nn.SiLU)
     assert report.left == [
         ("0", "unknown subclass ScaledGroupNorm with its own forward (what it computes is not known)")
@@ -113,7 +113,7 @@ def test_every_left_norm_has_a_reason_in_a_traced_model():
             h = self.a(x)
             return F.silu(self.b(h)) + h + self.c(x).sigmoid()
 
-    _, report = groupnorm.patch(Block())
+    _, report = groupnorm.patch(Block(), return_report=True)
     assert [n for n, *_ in report.fused] == ["b"]
     assert dict(report.left) == {
         "a": "output used by more than an activation in the traced graph",

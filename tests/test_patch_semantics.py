@@ -100,7 +100,7 @@ def _assert_computes_like(model, stock, *inputs):
 def _patch_and_check(model, *inputs):
     """Patch ``model``; check the returned model and the caller's object against a copy taken before."""
     stock = copy.deepcopy(model)
-    patched, report = groupnorm.patch(model)
+    patched, report = groupnorm.patch(model, return_report=True)
     _assert_computes_like(patched, stock, *inputs)
     _assert_computes_like(model, stock, *inputs)
     return patched, report
@@ -158,9 +158,9 @@ def test_patching_twice_changes_nothing_the_second_time():
     net = _randomized(_conv_gn_model()).eval()
     x = torch.randn(2, 3, 8, 8)
     stock = copy.deepcopy(net)
-    patched, _ = groupnorm.patch(net)
+    patched = groupnorm.patch(net)
     structure, state = _structure(patched), copy.deepcopy(patched.state_dict())
-    again, report = groupnorm.patch(patched)
+    again, report = groupnorm.patch(patched, return_report=True)
     assert again is patched and not report.changed and report.fused == report.swapped == report.left == []
     assert str(report) == "patch: nothing to fuse, model unchanged (2 GroupNorm(s) fused already)"
     assert report.already == ["1", "4"]
@@ -168,7 +168,7 @@ def test_patching_twice_changes_nothing_the_second_time():
     assert all(torch.equal(v, state[k]) for k, v in again.state_dict().items())
     _assert_computes_like(again, stock, x)
     # The caller's first object, patched again: its graph pair is fused again in a new graph module, and it stays.
-    other, report = groupnorm.patch(net)
+    other, report = groupnorm.patch(net, return_report=True)
     assert [how for *_, how in report.fused] == ["fx"] and report.already == ["1"]
     _assert_computes_like(other, stock, x)
     _assert_computes_like(net, stock, x)

@@ -48,7 +48,7 @@ def test_resnet_with_timm_group_norm_is_swapped_and_fused_without_fx():
     stock = _randomized(
         timm.create_model("resnet18", pretrained=False, norm_layer="groupnorm", num_classes=5)
     )
-    patched, report = groupnorm.patch(copy.deepcopy(stock))
+    patched, report = groupnorm.patch(copy.deepcopy(stock), return_report=True)
     assert type(patched) is type(stock)  # the stem and block pairs need no traced graph
     norms = [p for p, m in stock.named_modules() if isinstance(m, GroupNorm)]
     assert norms and sorted(report.swapped) == sorted(norms)
@@ -74,7 +74,7 @@ def test_norm_act_modules_become_one_fused_call():
             GroupNormAct(16, 4, act_layer=nn.ReLU, drop_layer=lambda: nn.Dropout(0.5)),  # drop before act
         )
     )
-    patched, report = groupnorm.patch(copy.deepcopy(stock))
+    patched, report = groupnorm.patch(copy.deepcopy(stock), return_report=True)
     assert [(n, a) for n, _, a, _ in report.fused] == [("0", "silu"), ("1", "gelu"), ("2", "relu")]
     assert [patched[i].activation for i in range(5)] == ["silu", "gelu", "relu", None, None]
     assert all(type(patched[i]) is groupnorm.GroupNorm for i in range(5))

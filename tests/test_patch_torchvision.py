@@ -42,7 +42,7 @@ def test_detection_head_fuses_and_matches(make):
             if isinstance(m, nn.GroupNorm):
                 m.weight.normal_(1, 0.5)
                 m.bias.normal_(0, 0.5)
-    patched, report = groupnorm.patch(copy.deepcopy(stock), trace=False)
+    patched, report = groupnorm.patch(copy.deepcopy(stock), trace=False, return_report=True)
     assert len(report.fused) == _gn_relu_pairs(stock) > 0 and report.left == []
     assert all(how == "Sequential" and name == "relu" for _, _, name, how in report.fused)
     features = [torch.randn(2, 32, 8, 8), torch.randn(2, 32, 4, 4)]

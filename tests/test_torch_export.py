@@ -44,7 +44,7 @@ def test_export_resnet50_gn_runs():
 
 def test_export_converted_torchvision_model_runs():
     torchvision = pytest.importorskip("torchvision")
-    model, _ = groupnorm.convert_norms(torchvision.models.resnet18(num_classes=10), "gn")
+    model = groupnorm.convert_norms(torchvision.models.resnet18(num_classes=10), "gn")
     model.eval()
     x = torch.randn(2, 3, 64, 64)
     program = torch.export.export(model, (x,))
@@ -63,6 +63,6 @@ def test_compile_dynamic_batch_does_not_recompile_per_size():
 
 
 def test_compiled_converted_resnet_has_no_graph_breaks():
-    model, _ = groupnorm.convert_norms(groupnorm.models.resnet18(norm="bn", num_classes=10), "gn")
+    model = groupnorm.convert_norms(groupnorm.models.resnet18(norm="bn", num_classes=10), "gn")
     explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 32, 32))
     assert explanation.graph_break_count == 0, explanation.break_reasons

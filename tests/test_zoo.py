@@ -57,7 +57,7 @@ def _output(out):
 def test_zoo_model_converts_trains_and_is_batch_independent(name):
     torch.manual_seed(0)
     model = ZOO[name]()
-    model, summary = groupnorm.convert_norms(model, "gn", num_groups=32, fallback="gcd")
+    model, summary = groupnorm.convert_norms(model, "gn", num_groups=32, fallback="gcd", return_report=True)
     assert not any(isinstance(m, BATCH_NORM_TYPES) for m in model.modules()), "a batch norm survived"
     assert summary.replaced, "nothing was converted"
     for change in summary.group_changes:  # policy: gcd(C, 32) groups, never fewer than 2 channels per group

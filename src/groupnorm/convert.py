@@ -21,10 +21,13 @@ subclasses, whose ``forward`` we cannot know, are left in place and listed in ``
 ``source="gn"`` moves ``torch.nn.GroupNorm`` layers (same groups) onto :class:`groupnorm.GroupNorm` and its fused
 op, and so timm's ``GroupNorm``/``GroupNorm1`` (whose ``forward`` is plain GroupNorm) and ``GroupNormAct``.
 
+``convert_norms`` returns the model, like ``SyncBatchNorm.convert_sync_batchnorm``; the summary of what it did is
+logged at INFO on the ``"groupnorm"`` logger, and ``return_report=True`` returns ``(model, summary)``.
+
 Example::
 
     >>> import torchvision, groupnorm
-    >>> model, summary = groupnorm.convert_norms(torchvision.models.resnet50(), "gn", num_groups=32)
+    >>> model, summary = groupnorm.convert_norms(torchvision.models.resnet50(), "gn", return_report=True)
     >>> len(summary.replaced), summary.group_changes
     (53, [])
     >>> print(summary)  # doctest: +ELLIPSIS
@@ -35,12 +38,14 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from itertools import chain
+from typing import Literal, overload
 
 import torch
 from torch import nn
@@ -311,6 +316,52 @@ class _Converter:
             setattr(parent, name, new)
 
 
+_log = logging.getLogger("groupnorm")
+
+
+def _check_return_report(return_report: object) -> None:
+    """Refuse a ``return_report`` that is not a bool (a truthy string or 1 would change the return type unseen)."""
+    if not isinstance(return_report, bool):
+        raise TypeError(
+            f"return_report must be a bool (True or False), got return_report={return_report!r} "
+            f"of type {type(return_report).__name__}"
+        )
+
+
+@overload
+def convert_norms(
+    model: nn.Module,
+    kind: str | Callable[[int], nn.Module] = ...,
+    *,
+    num_groups: int | str | None = ...,
+    group_size: int | None = ...,
+    fallback: str | None = ...,
+    min_group_size: int = ...,
+    eps: float | None = ...,
+    source: str = ...,
+    process_group: object | None = ...,
+    return_report: Literal[False] = ...,
+    **norm_kwargs: object,
+) -> nn.Module: ...
+
+
+@overload
+def convert_norms(
+    model: nn.Module,
+    kind: str | Callable[[int], nn.Module] = ...,
+    *,
+    num_groups: int | str | None = ...,
+    group_size: int | None = ...,
+    fallback: str | None = ...,
+    min_group_size: int = ...,
+    eps: float | None = ...,
+    source: str = ...,
+    process_group: object | None = ...,
+    return_report: Literal[True],
+    **norm_kwargs: object,
+) -> tuple[nn.Module, ConversionSummary]: ...
+
+
 def convert_norms(
     model: nn.Module,
     kind: str | Callable[[int], nn.Module] = "gn",
@@ -322,9 +373,17 @@ def convert_norms(
     eps: float | None = None,
     source: str = "bn",
     process_group: object | None = None,
+    return_report: bool = False,
     **norm_kwargs: object,
-) -> tuple[nn.Module, ConversionSummary]:
-    """Replace every batch norm in ``model`` (in place) by ``kind``; return ``(model, summary)``.
+) -> nn.Module | tuple[nn.Module, ConversionSummary]:
+    """Replace every batch norm in ``model`` (in place) by ``kind``; return the model.
+
+    Like ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``, the result is the model itself (or the replacement,
+    when ``model`` is itself a norm), so ``model = convert_norms(model, "gn")`` is ready to call. The
+    :class:`ConversionSummary` of what was replaced, regrouped and skipped is logged at INFO on the
+    ``"groupnorm"`` logger (one record, ``str(summary)``; the library adds no handlers, so it shows once your
+    application configures logging, e.g. ``logging.basicConfig(level=logging.INFO)``), and
+    ``return_report=True`` returns ``(model, summary)`` instead.
 
     All replacements are built before any is put in place: an error (a group count that does not divide)
     leaves the model as it was.
@@ -349,13 +408,51 @@ def convert_norms(
 
         >>> import torch
         >>> make = lambda: torch.nn.Sequential(torch.nn.Conv2d(3, 48, 3), torch.nn.BatchNorm2d(48))
-        >>> model, summary = convert_norms(make(), "gn", group_size=16)
+        >>> model = convert_norms(make(), "gn", group_size=16)
         >>> model[1]
         GroupNorm(3, 48, eps=1e-05, affine=True, bias=True)
-        >>> model, summary = convert_norms(make(), "gn", num_groups=32, fallback="gcd")  # doctest: +SKIP
+        >>> model, summary = convert_norms(make(), "gn", group_size=16, return_report=True)
+        >>> print(summary)  # doctest: +ELLIPSIS
+        convert_norms: 1 layer(s) -> gn
+          1: BatchNorm2d(48, ...) -> GroupNorm(3, 48, ...)
+        >>> model, summary = convert_norms(  # doctest: +SKIP
+        ...     make(), "gn", num_groups=32, fallback="gcd", return_report=True
+        ... )
         >>> [str(change) for change in summary.group_changes]  # where C was not divisible by 32  # doctest: +SKIP
         ['1: C=48 num_groups=32 -> num_groups=16 (gcd(48, 32))']
     """
+    _check_return_report(return_report)
+    model, summary = _convert_norms(
+        model,
+        kind,
+        num_groups=num_groups,
+        group_size=group_size,
+        fallback=fallback,
+        min_group_size=min_group_size,
+        eps=eps,
+        source=source,
+        process_group=process_group,
+        **norm_kwargs,
+    )
+    _log.info("%s", summary)
+    return (model, summary) if return_report else model
+
+
+def _convert_norms(
+    model: nn.Module,
+    kind: str | Callable[[int], nn.Module] = "gn",
+    *,
+    num_groups: int | str | None = None,
+    group_size: int | None = None,
+    fallback: str | None = None,
+    min_group_size: int = 2,
+    eps: float | None = None,
+    source: str = "bn",
+    process_group: object | None = None,
+    **norm_kwargs: object,
+) -> tuple[nn.Module, ConversionSummary]:
+    """:func:`convert_norms` returning ``(model, summary)`` and logging nothing: for the library's own callers
+    (``patch`` logs its report, which covers the conversion). Its warnings point at the public caller."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got model of type {type(model).__name__}")
     if source not in SOURCES:
@@ -405,14 +502,15 @@ def convert_norms(
     if summary.group_changes:
         warnings.warn(
             f"convert_norms changed the group count of {len(summary.group_changes)} layer(s) "
-            f"(first: {summary.group_changes[0]}); see summary.group_changes",
+            f"(first: {summary.group_changes[0]}); see summary.group_changes (return_report=True returns it)",
             GroupingWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     if summary.skipped:
         warnings.warn(
             f"convert_norms left {len(summary.skipped)} layer(s) in place "
-            f"(first: {summary.skipped[0].path}: {summary.skipped[0].reason}); see summary.skipped",
-            stacklevel=2,
+            f"(first: {summary.skipped[0].path}: {summary.skipped[0].reason}); "
+            "see summary.skipped (return_report=True returns it)",
+            stacklevel=3,
         )
     return model, summary

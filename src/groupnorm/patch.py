@@ -34,8 +34,9 @@ Every weight is kept bit for bit (same ``state_dict`` keys and values, device, d
    a shortcut the op cannot add exactly (one that would broadcast the norm's output, another dtype) is added the
    stock way (:mod:`~groupnorm.patching.residual`).
 
-What comes back, and what happens to the caller's model: rewrites 1 and 2 (all but the graph) change the caller's
-model in place, like ``SyncBatchNorm.convert_sync_batchnorm``; the returned model is that same object (or, when the
+What comes back, and what happens to the caller's model: ``patch`` returns the model, like
+``SyncBatchNorm.convert_sync_batchnorm``, so ``model = groupnorm.patch(model)`` is ready to call. Rewrites 1 and 2
+(all but the graph) change the caller's model in place; the returned model is that same object (or, when the
 model itself is one GroupNorm, its replacement). Only when the graph rewrite fused a pair is the returned model a
 new ``torch.fx.GraphModule``: its forward is the traced code without the fused activations (and adds), and it holds
 the caller's submodules and parameter tensors, except that each GroupNorm fused there is a new module of its own
@@ -46,8 +47,10 @@ trains both; ``train()``/``eval()`` on either reaches the submodules they share)
 left with a norm whose activation its forward applies a second time. Patching the returned model again finds
 nothing to do and returns it unchanged, as the report says.
 
-The returned :class:`PatchReport` lists what was swapped and fused, and every GroupNorm left without an activation
-with the reason. A model with nothing to move or fuse is returned unchanged, and the report says so (counting
+The :class:`PatchReport` lists what was swapped and fused, and every GroupNorm left without an activation with
+the reason. Each call logs it at INFO on the ``"groupnorm"`` logger (one record, ``str(report)``; the library adds
+no handlers, so it shows once the application configures logging), and ``return_report=True`` returns
+``(model, report)``. A model with nothing to move or fuse is returned unchanged, and the report says so (counting
 the GroupNorms fused already); one whose GroupNorms have no activation to take gets the swap alone (the report
 starts "nothing to fuse").
 
@@ -55,23 +58,27 @@ Example::
 
     >>> import torch, groupnorm
     >>> block = torch.nn.Sequential(torch.nn.GroupNorm(8, 32), torch.nn.SiLU(), torch.nn.Conv2d(32, 32, 3))
-    >>> block, report = groupnorm.patch(block)
+    >>> block = groupnorm.patch(block)
+    >>> block[0].activation
+    'silu'
+    >>> block = torch.nn.Sequential(torch.nn.GroupNorm(8, 32), torch.nn.SiLU(), torch.nn.Conv2d(32, 32, 3))
+    >>> block, report = groupnorm.patch(block, return_report=True)
     >>> print(report)  # doctest: +NORMALIZE_WHITESPACE
     patch: 1 GroupNorm(s) moved to groupnorm.GroupNorm, 1 activation(s) fused, 0 left without one
       fused 0 + 1 (silu, Sequential)
-    >>> block[0].activation
-    'silu'
-    >>> print(groupnorm.patch(torch.nn.Linear(4, 4))[1])
+    >>> print(groupnorm.patch(torch.nn.Linear(4, 4), return_report=True)[1])
     patch: nothing to fuse, model unchanged (no GroupNorm found)
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+from typing import Literal, overload
 
 from torch import nn
 
-from groupnorm.convert import convert_norms
+from groupnorm.convert import _check_return_report, _convert_norms
 from groupnorm.layers.group_norm import GroupNorm
 from groupnorm.patching import diffusers, resnets
 from groupnorm.patching.graph import ModeDependentGraph, fuse_graph, trace
@@ -83,6 +90,8 @@ from groupnorm.patching.sequential import fuse_sequentials
 from groupnorm.patching.swap import swap_norms
 
 __all__ = ["PatchReport", "patch"]
+
+_log = logging.getLogger("groupnorm")
 
 
 def _fuse_known_blocks(
@@ -122,7 +131,7 @@ def _distribute(model: nn.Module, process_group: object, reasons: dict[int, str]
     """``model`` with every GroupNorm a DistributedGroupNorm (in place); each replacement keeps its reason, and
     its way of adding a residual (a fused block's last norm)."""
     before = {path: m for path, m in model.named_modules() if isinstance(m, nn.GroupNorm)}
-    model, _ = convert_norms(model, source="gn", process_group=process_group)
+    model, _ = _convert_norms(model, source="gn", process_group=process_group)  # patch's report is the record
     for path, m in model.named_modules():
         old = before.get(path)
         if old is None or old is m:
@@ -137,28 +146,64 @@ def _fused_already(model: nn.Module) -> list[str]:
     return [p for p, m in model.named_modules() if isinstance(m, GroupNorm) and m.activation is not None]
 
 
+@overload
 def patch(
-    model: nn.Module, *, fuse: bool = True, trace: bool = True, process_group=None
-) -> tuple[nn.Module, PatchReport]:
+    model: nn.Module,
+    *,
+    fuse: bool = ...,
+    trace: bool = ...,
+    process_group: object | None = ...,
+    return_report: Literal[False] = ...,
+) -> nn.Module: ...
+
+
+@overload
+def patch(
+    model: nn.Module,
+    *,
+    fuse: bool = ...,
+    trace: bool = ...,
+    process_group: object | None = ...,
+    return_report: Literal[True],
+) -> tuple[nn.Module, PatchReport]: ...
+
+
+def patch(
+    model: nn.Module,
+    *,
+    fuse: bool = True,
+    trace: bool = True,
+    process_group: object | None = None,
+    return_report: bool = False,
+) -> nn.Module | tuple[nn.Module, PatchReport]:
     """Move ``model``'s GroupNorms onto the fused op and fuse GroupNorm->activation pairs (with a residual add
-    between them too); returns ``(model, report)``. ``model`` is changed in place and keeps computing what it
-    computed; the returned model is ``model`` itself, or, when the torch.fx rewrite fused a pair, a
-    ``torch.fx.GraphModule`` over its submodules and parameters with its own fused GroupNorms (see the module
-    docstring). ``fuse=False`` only swaps (timm's norm+activation modules keep their activation, now fused);
-    ``trace=False`` skips torch.fx. With ``process_group`` every GroupNorm of ``model`` becomes a
+    between them too); returns the model, ready to call: ``model = groupnorm.patch(model)``. ``model`` is
+    changed in place and keeps computing what it computed; the returned model is ``model`` itself, or, when the
+    torch.fx rewrite fused a pair, a ``torch.fx.GraphModule`` over its submodules and parameters with its own
+    fused GroupNorms (see the module docstring), so use the returned one. The :class:`PatchReport` (what was
+    swapped, fused and left, and why) is logged at INFO on the ``"groupnorm"`` logger as one record; with
+    ``return_report=True`` the call returns ``(model, report)``.
+
+    ``fuse=False`` only swaps (timm's norm+activation modules keep their activation, now fused); ``trace=False``
+    skips torch.fx. With ``process_group`` every GroupNorm of ``model`` becomes a
     :class:`groupnorm.DistributedGroupNorm` of that group (statistics over the parts of an image split spatially
     over its ranks), keeping the fused activations.
 
     Example::
 
         >>> import torch, groupnorm
+        >>> model = torch.nn.Sequential(torch.nn.GroupNorm(8, 32), torch.nn.SiLU())
+        >>> model = groupnorm.patch(model)
+        >>> model(torch.randn(2, 32, 4, 4)).shape
+        torch.Size([2, 32, 4, 4])
         >>> model = torch.nn.Sequential(torch.nn.GroupNorm(2, 8), torch.nn.Conv2d(8, 8, 1))
-        >>> model, report = groupnorm.patch(model)
+        >>> model, report = groupnorm.patch(model, return_report=True)
         >>> report.left
         [('0', 'followed by Conv2d in its Sequential, not a fusable activation')]
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got model of type {type(model).__name__}")
+    _check_return_report(return_report)
     report = PatchReport(already=_fused_already(model))
     reasons: dict[int, str] = {}  # why a GroupNorm (by module id) was not fused, from the rewrite that saw it
     model = swap_norms(model, report, reasons)
@@ -172,4 +217,5 @@ def patch(
     if fuse and trace:
         model = _fuse_traced(model, report, reasons)
     report.left = left_norms(model, reasons, report.traced)
-    return model, report
+    _log.info("%s", report)
+    return (model, report) if return_report else model

@@ -45,6 +45,7 @@ and the same on a GPU host with ``--device cuda``. From Python, with a model of 
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import statistics
 import time
@@ -160,8 +161,7 @@ def _tv_resnet50_gn() -> nn.Module:
 
     from groupnorm.convert import convert_norms
 
-    model, _ = convert_norms(torchvision.models.resnet50(weights=None), lambda c: nn.GroupNorm(32, c))
-    return model
+    return convert_norms(torchvision.models.resnet50(weights=None), lambda c: nn.GroupNorm(32, c))
 
 
 def _timm_resnet50_gn() -> nn.Module:
@@ -440,19 +440,21 @@ def run_workload(
 ) -> dict:
     """Check, then time ``workload`` stock and patched in ``layout``; one record.
 
-    ``patch`` (default :func:`groupnorm.patch`) turns a copy of the stock model into the patched one. Ratios are
-    stock time / patched time (above 1: the patched model is faster): ``ratio_median`` is the median over rounds
-    of the per-round ratio, ``ratio_min``/``ratio_max`` its spread. ``profile_calls`` > 0 profiles that many
-    calls of each model after the timing and adds ``stock_kinds_ms`` / ``patched_kinds_ms``: milliseconds per call
-    by operator kind (:mod:`groupnorm.bench.op_kinds`). Raises :class:`OutputMismatch` when the
-    patched model's output differs, and ``ValueError`` for bad arguments.
+    ``patch`` (default :func:`groupnorm.patch` with ``return_report=True``) turns a copy of the stock model into
+    ``(patched model, report)``. Ratios are stock time / patched time (above 1: the patched model is faster):
+    ``ratio_median`` is the median over rounds of the per-round ratio, ``ratio_min``/``ratio_max`` its spread.
+    ``profile_calls`` > 0 profiles that many calls of each model after the timing and adds ``stock_kinds_ms`` /
+    ``patched_kinds_ms``: milliseconds per call by operator kind (:mod:`groupnorm.bench.op_kinds`). Raises
+    :class:`OutputMismatch` when the patched model's output differs, and ``ValueError`` for bad arguments.
     """
     if layout not in harness.LAYOUTS:
         raise ValueError(f"layout must be one of {harness.LAYOUTS}, got layout={layout!r}")
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got rounds={rounds!r}")
     if patch is None:
-        from groupnorm.patch import patch
+        from groupnorm.patch import patch as patch_model
+
+        patch = functools.partial(patch_model, return_report=True)
     started = time.perf_counter()
     row = _blank_row(workload, layout, device, rounds)
     torch.manual_seed(seed)  # the same random weights for every layout and run

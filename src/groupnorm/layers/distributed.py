@@ -28,7 +28,7 @@ Patch-parallel VAE decode, one image row band per rank (run with ``torchrun --np
     dist.init_process_group("nccl")
     rank, world = dist.get_rank(), dist.get_world_size()
     vae = AutoencoderKL.from_pretrained(...).cuda().eval()
-    groupnorm.convert_norms(vae.decoder, source="gn", process_group=dist.group.WORLD)
+    vae.decoder = groupnorm.convert_norms(vae.decoder, source="gn", process_group=dist.group.WORLD)
 
     # every rank takes its rows of the latent plus a halo for the convolutions' receptive field, decodes them
     # (GroupNorm statistics now cover the whole image), and keeps the rows that belong to it. The mid-block
