@@ -1,4 +1,5 @@
-"""Every ```python block of README.md runs alone, as written, in a fresh interpreter.
+"""Every ```python block of README.md and of the user's guide (docs/guide.md) runs alone, as written, in a fresh
+interpreter.
 
 A reader copies one block, not the README top to bottom, so each block must bring its own imports and data
 (``tests/test_readme.py`` runs them in order in one namespace, which hides a block leaning on an earlier one).
@@ -19,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCUMENTS = (README, ROOT / "docs" / "guide.md")  # the pages whose examples a reader runs
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(.*?)\s*-->")
 
 
@@ -28,6 +31,7 @@ class Block:
     line: int  # of the opening fence, 1-based
     code: str
     not_run: str | None  # the reason, when the README marks the block
+    document: str = "README.md"
 
 
 def readme_blocks(text: str) -> list[Block]:
@@ -47,7 +51,11 @@ def readme_blocks(text: str) -> list[Block]:
     return blocks
 
 
-BLOCKS = readme_blocks(README.read_text())
+BLOCKS = [
+    Block(b.line, b.code, b.not_run, str(doc.relative_to(ROOT)))
+    for doc in DOCUMENTS
+    for b in readme_blocks(doc.read_text())
+]
 
 
 def _missing_imports(code: str) -> list[str]:
@@ -61,7 +69,8 @@ def _missing_imports(code: str) -> list[str]:
 
 
 def test_readme_has_python_blocks():
-    assert len(BLOCKS) >= 5
+    assert len([b for b in BLOCKS if b.document == "README.md"]) >= 5
+    assert len([b for b in BLOCKS if b.document == "docs/guide.md"]) >= 5
     assert all(b.not_run is None or b.not_run for b in BLOCKS), "a not-run marker needs its reason"
 
 
@@ -71,13 +80,13 @@ def test_not_run_marker_is_read():
 
 
 @pytest.mark.slow  # a fresh interpreter per block: 4-16 s each on two busy cores, diffusers' import the most
-@pytest.mark.parametrize("block", BLOCKS, ids=[f"line{b.line}" for b in BLOCKS])
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"{b.document}:{b.line}" for b in BLOCKS])
 def test_readme_block_runs_alone(block: Block, tmp_path: Path):
     if block.not_run:
-        pytest.skip(f"README.md line {block.line} is marked not run: {block.not_run}")
+        pytest.skip(f"{block.document} line {block.line} is marked not run: {block.not_run}")
     missing = _missing_imports(block.code)
     if missing:
-        pytest.skip(f"README.md line {block.line} needs {', '.join(missing)}, not installed here")
+        pytest.skip(f"{block.document} line {block.line} needs {', '.join(missing)}, not installed here")
     script = tmp_path / f"readme_line{block.line}.py"
     script.write_text(block.code)
     # A temporary working directory: whatever a block writes lands there, and nothing of the checkout is on
@@ -86,6 +95,6 @@ def test_readme_block_runs_alone(block: Block, tmp_path: Path):
         [sys.executable, script.name], cwd=tmp_path, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, (
-        f"README.md python block at line {block.line} failed when run alone "
-        f"(line k of the script is README line {block.line} + k):\n{done.stderr[-4000:]}"
+        f"{block.document} python block at line {block.line} failed when run alone "
+        f"(line k of the script is line {block.line} + k there):\n{done.stderr[-4000:]}"
     )
