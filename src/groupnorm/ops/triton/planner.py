@@ -73,6 +73,11 @@ class Tuning:
     # keep that re-read in L2 at the price of launches (worth it only where a GPU measurement says so).
     max_waves: int = 1
     force_int64: bool = False  # 64-bit offsets even for small tensors (tests exercise that path this way)
+    # The most bytes of x a flat backward program holds at once (16 warps: 8 bf16 or 4 float32 elements per
+    # thread): ptxas keeps that within 128 registers without spilling (scripts/triton_compile_check.py: 99 for a
+    # bf16 7x7 group); a whole bf16 14x14 group of 32 channels (6,272 elements) at 16 per thread spilled, and so
+    # did a float32 7x7 group at 8, so larger groups are walked in chunks of this size.
+    flat_backward_chunk_bytes: int = 8192
 
     def __post_init__(self) -> None:
         for name in (
@@ -84,6 +89,7 @@ class Tuning:
             "channels_last_width",
             "channels_last_min_width",
             "max_waves",
+            "flat_backward_chunk_bytes",
         ):
             value = getattr(self, name)
             if value < 1:
