@@ -27,7 +27,7 @@ from triton.runtime.jit import JITFunction  # noqa: E402
 import groupnorm.ops  # noqa: E402, F401
 import groupnorm.ops.triton as gn_triton  # noqa: E402
 from groupnorm.ops import registry  # noqa: E402
-from groupnorm.ops.triton import launch  # noqa: E402
+from groupnorm.ops.triton import devices, launch, layout  # noqa: E402
 from groupnorm.ops.triton.planner import DeviceSpec  # noqa: E402
 
 H200 = DeviceSpec(sm_count=132, l2_bytes=60 * 2**20)
@@ -41,7 +41,7 @@ class _Sm90Driver:
 
 
 def simulate_gpu() -> None:
-    launch._cuda_device_spec = lambda index: H200
+    devices._cuda_device_spec = lambda index: H200
     torch.cuda.current_device = lambda: 0  # the launcher's device switch sees device 0 already current
     triton.runtime.driver.set_active(_Sm90Driver())
     registry.register_implementation(gn_triton.implementation())
@@ -114,14 +114,12 @@ def cuda_inputs(shape, *, channels_last=False, residual=False, device="cuda"):
 def eager_launches(inputs, num_groups) -> list[int]:
     """Kernel launches of the eager calls: forward, and backward with the gradients traced."""
     x, _w, _b, *res = inputs
-    layout = launch._layout(x)
-    residual = launch._layout(res[0]) if res else None
+    key = layout.key(x)
+    residual = layout.key(res[0]) if res else None
     has = (True, True, False, False)
-    fwd = launch.forward_launch(layout, x.device, num_groups, "silu", has, residual, H200, None)
+    fwd = launch.forward_launch(key, x.device, num_groups, "silu", has, residual, H200, None)
     mask = (True, True, True, bool(res), False, False)
-    bwd = launch.backward_launch(
-        layout, layout, x.device, num_groups, "silu", has, residual, mask, H200, None
-    )
+    bwd = launch.backward_launch(key, key, x.device, num_groups, "silu", has, residual, mask, H200, None)
     return [fwd.launches(), bwd.launches()]
 
 

@@ -55,7 +55,9 @@ if not ON_CUDA:
     # Something imported triton earlier in this process (torch._dynamo does, for one): redefine the @jit
     # functions of triton.language and of our kernel modules, in dependency order, now that the interpreter is on.
     modules = ["groupnorm.ops.triton.epilogue", "groupnorm.ops.triton.tiles", "groupnorm.ops.triton.forward_kernels",
-               "groupnorm.ops.triton.backward_kernels", "groupnorm.ops.triton.launch"]  # fmt: skip
+               "groupnorm.ops.triton.backward_kernels", "groupnorm.ops.triton.forward_launcher",
+               "groupnorm.ops.triton.backward_launcher", "groupnorm.ops.triton.summary",
+               "groupnorm.ops.triton.launch"]  # fmt: skip
     if TRITON_IMPORTED_BEFORE:
         modules = ["triton.language.standard", "triton.language", *modules]
     for name in modules:

@@ -180,51 +180,45 @@ def test_nchw_groups_as_runs_take_the_flat_kernels(kernels, residual_layout, gra
 
 @pytest.mark.parametrize("chunk", [16, 64])
 @pytest.mark.parametrize("mask", [(True,) * 6, (True, False, False, True, False, False)])
-def test_flat_backward_in_chunks_carries_channel_sums_across_them(monkeypatch, mask, chunk):
+def test_flat_backward_in_chunks_carries_channel_sums_across_them(mask, chunk):
     # A group of 4 channels x 35 positions walked 16 or 64 at a time: channel runs start, end and (16) pass
     # through whole chunks, so the scan's carry from one chunk to the next is what makes P and Q right.
-    from groupnorm.ops.triton import launch
+    from groupnorm.ops.triton.planner import Tuning
 
-    monkeypatch.setattr(launch, "FLAT_BACKWARD_CHUNK_BYTES", chunk * 4)  # float32 inputs
-    launch.backward_launch.cache_clear()
-    try:
-        _check_flat_kernels("contiguous", "contiguous", mask, "silu")
-    finally:
-        launch.backward_launch.cache_clear()
+    _check_flat_kernels(
+        "contiguous", "contiguous", mask, "silu", Tuning(flat_backward_chunk_bytes=chunk * 4)
+    )  # float32 inputs
 
 
 @pytest.mark.parametrize("chunk", [8, 1024])
-def test_flat_backward_64_bit_offsets_odd_groups_and_bf16(monkeypatch, chunk):
+def test_flat_backward_64_bit_offsets_odd_groups_and_bf16(chunk):
     # 3 channels per group of 5 x 5 positions (a run of 75), bf16, chunked (8) and whole (1024): 64-bit offsets
     # give the same bits, and both match the reference.
-    from groupnorm.ops.triton import launch
+    from groupnorm.ops.triton import launch, layout
     from groupnorm.ops.triton.planner import Tuning
 
     from .conftest import DEVICE, PATHS
 
-    monkeypatch.setattr(launch, "FLAT_BACKWARD_CHUNK_BYTES", chunk * 2)  # bf16 inputs
-    launch.backward_launch.cache_clear()
     inp = _inputs((2, 9, 5, 5), torch.bfloat16, "contiguous", groups=3)
-    spec, tuning = PATHS["one_pass"]
+    spec = PATHS["one_pass"][0]
+    tuning = Tuning(flat_backward_chunk_bytes=chunk * 2)  # bf16 inputs
     dev = {k: v.to(DEVICE) for k, v in inp.items()}
     extra = (dev["residual"], dev["scale"], dev["shift"])
     y, mean, rstd = launch.forward(dev["x"], dev["weight"], dev["bias"], 3, 1e-5, "silu", *extra, device=spec)
     args = (dev["grad_y"], dev["x"], dev["weight"], dev["bias"], mean, rstd, 3, "silu", *extra, [True] * 6)
-    try:
-        assert launch.backward_launch(
-            *(launch._layout(t) for t in args[:2]), dev["x"].device, 3, "silu", (True,) * 4,
-            launch._layout(extra[0]), (True,) * 6, spec, tuning,
-        ).flat  # fmt: skip
-        narrow = launch.backward(*args, device=spec, tuning=tuning)
-        wide = launch.backward(*args, device=spec, tuning=Tuning(**{**tuning.__dict__, "force_int64": True}))
-    finally:
-        launch.backward_launch.cache_clear()
+    described = launch.backward_launch(
+        *(layout.key(t) for t in args[:2]), dev["x"].device, 3, "silu", (True,) * 4,
+        layout.key(extra[0]), (True,) * 6, spec, tuning,
+    )  # fmt: skip
+    assert described.flat and described.schedule.flat_chunk == chunk
+    narrow = launch.backward(*args, device=spec, tuning=tuning)
+    wide = launch.backward(*args, device=spec, tuning=Tuning(**{**tuning.__dict__, "force_int64": True}))
     for name, a, b in zip(GRADIENT_NAMES, narrow, wide, strict=True):
         assert torch.equal(a, b), name
     _assert_grads_close([t.cpu() for t in narrow], _reference_grads(inp, 3, "silu"), torch.bfloat16)
 
 
-def _check_flat_kernels(residual_layout, grad_layout, mask, activation):
+def _check_flat_kernels(residual_layout, grad_layout, mask, activation, tuning=None):
     from groupnorm.ops.triton import backward_kernels, forward_kernels, launch
 
     from .conftest import DEVICE, PATHS
@@ -232,7 +226,8 @@ def _check_flat_kernels(residual_layout, grad_layout, mask, activation):
     inp = _inputs((3, 12, 7, 5), torch.float32, "contiguous", groups=3)
     inp["residual"] = make_input((3, 12, 7, 5), torch.float32, residual_layout, seed=5)
     inp["grad_y"] = make_input((3, 12, 7, 5), torch.float32, grad_layout, seed=6)
-    spec, tuning = PATHS["one_pass"]
+    spec, default_tuning = PATHS["one_pass"]
+    tuning = tuning or default_tuning
     fk, bk = _KernelSpy(forward_kernels), _KernelSpy(backward_kernels)
     dev = {k: v.to(DEVICE) for k, v in inp.items()}
     common = (dev["weight"], dev["bias"])

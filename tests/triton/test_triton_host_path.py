@@ -60,6 +60,58 @@ def test_resnet_stage_one_loops_one_program_per_group():
     assert summary["backward_launches"] == 2
 
 
+class _Recorder:
+    """Stands in for a kernel module: ``kernels.NAME[grid](*args, **kwargs)`` records (NAME, grid, kwargs)."""
+
+    def __init__(self) -> None:
+        self.launched: list = []
+
+    def __getattr__(self, name: str):
+        return _RecordedKernel(self.launched, name)
+
+
+class _RecordedKernel:
+    def __init__(self, launched: list, name: str) -> None:
+        self.launched, self.name = launched, name
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.launched.append((self.name, grid, kwargs))
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize(
+    "shape,groups",
+    [((1, 512, 64, 64), 32), ((32, 256, 56, 56), 32), ((32, 2048, 7, 7), 32), ((1, 128, 20, 64, 64), 32)],
+)
+@pytest.mark.parametrize("tuning", [None, Tuning(max_waves=16)])
+def test_the_launchers_launch_what_the_plan_names(shape, groups, layout, tuning):
+    from groupnorm.ops.triton import launch
+
+    x = _meta(shape, layout)
+    c = shape[1]
+    w, b = torch.empty(c, device="meta"), torch.empty(c, device="meta")
+    stats = torch.empty(shape[0], groups, device="meta")
+    fk, bk = _Recorder(), _Recorder()
+    launch.forward(x, w, b, groups, 1e-5, "silu", None, None, None, device=H200, tuning=tuning, fk=fk)
+    mask = [True, True, True, False, False, False]
+    launch.backward(
+        torch.empty_like(x), x, w, b, stats, stats, groups, "silu", None, None, None, mask,
+        device=H200, tuning=tuning, bk=bk,
+    )  # fmt: skip
+    key = (x.shape, x.stride(), x.dtype)
+    fwd = launch.forward_launch(key, x.device, groups, "silu", (True, True, False, False), None, H200, tuning)
+    bwd = launch.backward_launch(
+        key, key, x.device, groups, "silu", (True, True, False, False), None, (*mask,), H200, tuning
+    )
+    for recorder, described in ((fk, fwd), (bk, bwd)):
+        planned = described.schedule.launches
+        assert [(name, grid) for name, grid, _kw in recorder.launched] == [
+            (p.kernel, p.grid) for p in planned
+        ]
+        for (_name, _grid, kwargs), step in zip(recorder.launched, planned, strict=True):
+            assert kwargs.items() >= step.meta.items()  # the plan's constants, unchanged
+
+
 def test_launch_description_is_cached_per_layout():
     from groupnorm.ops.triton import launch
 

@@ -4,9 +4,10 @@ Importing this package never needs Triton or a GPU: it registers the kernels wit
 :mod:`groupnorm.ops.registry` only when both are present, so ``torch.ops.groupnorm.forward/backward`` serve CUDA
 tensors with them and everything else stays on the other implementations.
 
-Layers, bottom-up: ``epilogue`` (device functions) -> ``forward_kernels`` / ``backward_kernels`` -> ``planner``
-(work split; pure Python) -> ``launch`` (the op's signatures) -> ``traced`` (the same, as torch.compile traces it)
--> this registration.
+Layers, bottom-up: ``epilogue`` (device functions) -> ``forward_kernels`` / ``backward_kernels``; ``planner``
+(work split) -> ``launch_plan`` (which kernels launch, with what grids; both pure Python, over ``geometry``) ->
+``forward_launcher`` / ``backward_launcher`` (run a plan on the call's tensors) -> ``launch`` (the op's
+signatures) -> ``traced`` (the same, as torch.compile traces it) -> this registration.
 
 What ``torch.compile`` sees: the project's op stays one ``torch.library.custom_op`` (one name, eager calls
 launch the kernels directly), and where it serves a CUDA call with static shapes it decomposes under compile into

@@ -14,7 +14,7 @@ import os
 import triton
 import triton.language as tl
 
-# the codes of the one activation table; activate/activate_grad branch on them (launch.py passes them as ACT)
+# the codes of the one activation table; activate/activate_grad branch on them (the launchers pass them as ACT)
 from groupnorm.activations import ACTIVATION_CODES as ACTIVATION_CODES
 
 # jit functions may only read globals that are constexpr. Keep them on the right of a tensor operand: under the
