@@ -58,6 +58,20 @@ def test_resnet_stage_one_loops_one_program_per_group():
     summary = launch.launch_summary(_meta((32, 256, 56, 56), "nchw"), 32, "relu", device=H200)
     assert summary["forward_plan"].startswith("looped") and summary["forward_launches"] == 1
     assert summary["backward_launches"] == 2
+    assert summary["forward_variant"] == summary["backward_variant"] == "tiled"
+    assert summary["forward_kernels"] == ["fwd_apply_kernel"]
+    assert summary["backward_kernels"] == ["bwd_dx_kernel", "bwd_param_kernel"]
+
+
+def test_summary_names_the_flat_kernels_of_nchw_runs():
+    from groupnorm.ops.triton import launch
+
+    summary = launch.launch_summary(_meta((32, 2048, 7, 7), "nchw"), 32, "relu", device=H200)
+    assert summary["forward_variant"] == summary["backward_variant"] == "flat"
+    assert summary["forward_kernels"] == ["fwd_onepass_flat_kernel"]
+    assert summary["backward_kernels"] == ["bwd_onepass_flat_kernel", "bwd_param_kernel"]
+    channels_last = launch.launch_summary(_meta((32, 2048, 7, 7), "channels_last"), 32, "relu", device=H200)
+    assert channels_last["forward_kernels"] == ["fwd_onepass_kernel"]
 
 
 class _Recorder:

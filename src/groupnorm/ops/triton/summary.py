@@ -6,8 +6,8 @@ Example::
     >>> from groupnorm.ops.triton.planner import DeviceSpec
     >>> x = torch.empty(32, 2048, 7, 7, device="meta")
     >>> s = launch_summary(x, 32, "relu", device=DeviceSpec(sm_count=132, l2_bytes=50 * 2**20))
-    >>> s["forward_launches"], s["backward_launches"]
-    (1, 2)
+    >>> s["forward_launches"], s["backward_launches"], s["forward_variant"]
+    (1, 2, 'flat')
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def launch_summary(
     device: DeviceSpec | None = None,
     tuning: Tuning | None = None,
 ) -> dict[str, object]:
-    """What the launchers do for input ``x``: the forward's and backward's plans and kernel launches per call.
+    """The forward's and backward's plans, kernel variants (``flat`` / ``tiled``), kernels in launch order and
+    launches per call for input ``x``.
 
     The backward counted is the one for dx, dweight and dbias (``affine``) or dx alone. ``x`` may be a ``meta``
     tensor; nothing is launched.
@@ -41,7 +42,11 @@ def launch_summary(
     bwd = backward_launch(key, key, x.device, num_groups, activation, has, None, mask, device, tuning)
     return {
         "forward_plan": fwd.plan.describe(),
+        "forward_variant": fwd.schedule.variant,
+        "forward_kernels": [step.kernel for step in fwd.schedule.launches],
         "forward_launches": fwd.launches(),
         "backward_plan": bwd.plan.describe(),
+        "backward_variant": bwd.schedule.variant,
+        "backward_kernels": [step.kernel for step in bwd.schedule.launches],
         "backward_launches": bwd.launches(),
     }
