@@ -15,6 +15,8 @@ import warnings
 
 from groupnorm import env
 
+# The library's ABI number, in this one place: the build passes it to the C source (-DGN_ABI_VERSION), whose
+# gn_abi_version() returns it, and a loaded library with another number is refused.
 ABI_VERSION = 4
 
 _lock = threading.Lock()
@@ -24,8 +26,15 @@ _i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_
 
 
 def _declare(lib: ctypes.CDLL) -> None:
+    """Declare every entry point of ``groupnorm_cpu.h`` (tests/cpu/test_abi.py checks these lists against it)."""
     lib.gn_abi_version.restype = _int
     lib.gn_abi_version.argtypes = []
+    lib.gn_vector_bits.restype = _int
+    lib.gn_vector_bits.argtypes = []
+    lib.gn_backward_f32_partial.restype = _int
+    lib.gn_backward_f32_partial.argtypes = [_ptr] * 13 + [_i64] * 4 + [_int, _int, _int, _i64, _ptr, _ptr]
+    lib.gn_param_grad_sums.restype = None
+    lib.gn_param_grad_sums.argtypes = [_ptr, _ptr, _i64, _i64, _ptr, _ptr, _int]
     lib.gn_forward_f32.restype = _int
     lib.gn_forward_f32.argtypes = [_ptr] * 9 + [_i64] * 4 + [_f32, _int, _int, _int, _i64, _i64]
     lib.gn_backward_f32.restype = _int
