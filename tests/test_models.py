@@ -218,3 +218,16 @@ def test_fused_blocks_trace_without_graph_breaks() -> None:
     block = _block_model(fuse=True)
     explanation = torch._dynamo.explain(block)(torch.randn(2, 16, 8, 8))
     assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+@pytest.mark.parametrize("name,depth", [("resnet8", 8), ("resnet14", 14), ("resnet20", 20)])
+def test_get_model_builds_every_cifar_depth_a_preset_uses(name, depth):
+    model = groupnorm.models.get_model(name, norm="gn", num_classes=10)
+    assert isinstance(model, groupnorm.models.CifarResNet)
+    assert groupnorm.models.cifar_depth(name) == depth
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_get_model_refuses_other_names():
+    with pytest.raises(ValueError, match=r"unknown model name='resnet9'.*resnet<6n\+2>"):
+        groupnorm.models.get_model("resnet9")

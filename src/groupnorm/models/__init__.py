@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from torch import nn
@@ -44,15 +45,40 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def list_models() -> tuple[str, ...]:
-    """The names :func:`get_model` knows."""
+    """The names :func:`get_model` knows by name (any CIFAR depth ``resnet<6n+2>`` is taken too)."""
     return tuple(MODELS)
 
 
+def cifar_depth(name: str) -> int | None:
+    """The depth of a CIFAR-style ResNet name (``resnet20``, and any 6n + 2 below 200 such as ``resnet8``), else
+    None (the ImageNet ResNets: ``resnet50`` is 6n + 2 too).
+
+    Example::
+
+        >>> cifar_depth("resnet8"), cifar_depth("resnet50"), cifar_depth("vgg11")
+        (8, None, None)
+    """
+    if name in MODELS and not MODELS[name].__module__.endswith("cifar_resnet"):
+        return None
+    m = re.fullmatch(r"resnet(\d+)", name)
+    if m and (int(m.group(1)) - 2) % 6 == 0 and int(m.group(1)) < 200:
+        return int(m.group(1))
+    return None
+
+
 def get_model(name: str, **kwargs: object) -> nn.Module:
-    """Build the model called ``name`` with ``kwargs`` (``num_classes``, ``norm``, ``conv``, ``width``, ...)."""
-    if not isinstance(name, str) or name not in MODELS:
-        raise ValueError(f"unknown model name={name!r}; known models: {', '.join(MODELS)}")
-    return MODELS[name](**kwargs)
+    """Build the model called ``name`` with ``kwargs`` (``num_classes``, ``norm``, ``conv``, ``width``, ...): a name
+    of :func:`list_models`, or a CIFAR-style ``resnet<6n+2>`` of any depth (``resnet8``, which the CPU presets
+    of ``groupnorm repro`` train, ``resnet14``, ``resnet44``)."""
+    if isinstance(name, str) and name in MODELS:
+        return MODELS[name](**kwargs)
+    depth = cifar_depth(name) if isinstance(name, str) else None
+    if depth is None:
+        raise ValueError(
+            f"unknown model name={name!r}; known models: {', '.join(MODELS)}, or resnet<6n+2> (CIFAR-style)"
+        )
+    kwargs.setdefault("num_classes", 10)
+    return CifarResNet(depth, **kwargs)  # type: ignore[arg-type]
 
 
 __all__ = [

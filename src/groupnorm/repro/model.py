@@ -6,7 +6,6 @@ Besides the names of ``groupnorm.models.list_models()``, any CIFAR-style depth `
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 from torch import nn
@@ -54,7 +53,7 @@ def build_model(hp: HParams, num_classes: int, in_channels: int, norm=None) -> n
         kwargs["conv"] = groupnorm.WSConv2d
     if in_channels != 3:
         kwargs["in_channels"] = in_channels
-    depth = _cifar_depth(hp.model)
+    depth = models.cifar_depth(hp.model)
     if depth is not None:
         return models.CifarResNet(depth, shortcut=hp.shortcut, **kwargs)
     if hp.shortcut != "pad":
@@ -65,18 +64,6 @@ def build_model(hp: HParams, num_classes: int, in_channels: int, norm=None) -> n
         raise ValueError(f"width={hp.width} applies to CIFAR-style ResNets only, not model {hp.model!r}")
     kwargs.pop("width")  # the ImageNet ResNets have torchvision's widths
     return models.get_model(hp.model, **kwargs)
-
-
-def _cifar_depth(name: str) -> int | None:
-    """The depth of a CIFAR-style ResNet name (``resnet20``, and any 6n + 2 such as ``resnet8``), else None."""
-    from groupnorm import models
-
-    if name in models.MODELS and not models.MODELS[name].__module__.endswith("cifar_resnet"):
-        return None  # an ImageNet ResNet (resnet50 is also 6n + 2)
-    m = re.fullmatch(r"resnet(\d+)", name)
-    if m and (int(m.group(1)) - 2) % 6 == 0 and int(m.group(1)) < 200:
-        return int(m.group(1))
-    return None
 
 
 def grouping_label(model: nn.Module) -> str:
