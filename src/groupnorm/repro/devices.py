@@ -89,13 +89,6 @@ def device_bn(batch_per_device: int) -> Callable[[int], nn.Module]:
     return lambda channels: DeviceBatchNorm2d(channels, batch_per_device=batch_per_device)
 
 
-def set_batch_per_device(model: nn.Module, batch_per_device: int) -> None:
-    """Point every :class:`DeviceBatchNorm2d` of ``model`` at a new per-device batch size."""
-    for m in model.modules():
-        if isinstance(m, DeviceBatchNorm2d):
-            m.batch_per_device = batch_per_device
-
-
 @torch.no_grad()
 def average_buffers(model: nn.Module) -> None:
     """Average the floating-point buffers (BN running statistics) over the processes of the default group."""

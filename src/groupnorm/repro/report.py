@@ -87,11 +87,13 @@ def load_runs(path: str | os.PathLike) -> list[Run]:
     return [Run(k, configs[k], [v[e] for e in sorted(v)]) for k, v in by_run.items()]
 
 
-def _mean_std(values: list[float]) -> tuple[float, float | None]:
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value) of a cell's seeds."""
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def _fmt(mean: float, std: float | None) -> str:
+def format_mean_std(mean: float, std: float | None) -> str:
+    """``12.34 ± 0.56``, or ``12.34`` without a spread."""
     return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
 
 
@@ -106,7 +108,7 @@ def cells(runs: list[Run], key: str) -> dict[tuple[str, int], tuple[float, float
     groups: dict[tuple[str, int], list[float]] = defaultdict(list)
     for r in runs:
         groups[(r.label, r.config["batch_per_device"])].append(r.final(key))
-    return {k: (*_mean_std(v), len(v)) for k, v in groups.items()}
+    return {k: (*mean_std(v), len(v)) for k, v in groups.items()}
 
 
 def _table(rows: list[str], cols: list[int], cell) -> str:
@@ -178,7 +180,7 @@ def write_report(out: str | os.PathLike, results: str | os.PathLike | None = Non
         if (label, b) not in val:
             return "—"
         m, s, _ = val[(label, b)]
-        text = _fmt(m, s)
+        text = format_mean_std(m, s)
         if _base(label) != "bn" and ("bn", b) in main_val:
             text += f" ({m - main_val[('bn', b)][0]:+.2f})"
         p = paper.paper_error(_base(label), b) if label in main_labels else None
@@ -187,7 +189,7 @@ def write_report(out: str | os.PathLike, results: str | os.PathLike | None = Non
         return text
 
     def plain_cell(table):
-        return lambda label, b: _fmt(*table[(label, b)][:2]) if (label, b) in table else "—"
+        return lambda label, b: format_mean_std(*table[(label, b)][:2]) if (label, b) in table else "—"
 
     md = [f"# Group Normalization reproduction: {cfg['dataset']}, {cfg['model']}", ""]
     if meta.get("command"):
@@ -313,7 +315,7 @@ def summary_tables(out: str | os.PathLike) -> str:
         if label is None or (label, b) not in val:
             return "pending"
         m, s, _ = val[(label, b)]
-        return _fmt(m, s)
+        return format_mean_std(m, s)
 
     def name(norm: str) -> str:
         return _display(main_by_base.get(norm, norm))
@@ -351,7 +353,7 @@ def summary_tables(out: str | os.PathLike) -> str:
         lines += ["|---|" + "---|" * len(chosen)]
         lines += [
             f"| {error_name(cfg)} error (%) | "
-            + " | ".join(_fmt(*val[(lb, b)][:2]) if (lb, b) in val else "pending" for lb in chosen)
+            + " | ".join(format_mean_std(*val[(lb, b)][:2]) if (lb, b) in val else "pending" for lb in chosen)
             + " |"
         ]
         lines += ["| paper (ImageNet) | " + " | ".join("—" if r is None else f"{r}" for r in refs) + " |"]
@@ -399,7 +401,9 @@ def _ablation_section(val: dict, labels: list[str], bs: list[int]) -> list[str]:
             m, s, _ = val[(label, b)]
             kind, value = label.split(" ")[1].split("=") if "=" in label else ("ch", label.split(" ")[1][:-2])
             ref = (paper.BY_GROUPS if kind == "G" else paper.BY_GROUP_SIZE).get(int(value))
-            md.append(f"| {_display(label)} | {b} | {_fmt(m, s)} | {ref if ref is not None else '—'} |")
+            md.append(
+                f"| {_display(label)} | {b} | {format_mean_std(m, s)} | {ref if ref is not None else '—'} |"
+            )
     return md + ["", "![group ablation](fig_groups.png)", ""]
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from groupnorm.repro.checkpoint import atomic_write_text
 from groupnorm.repro.detection.config import VARIANT_LABELS, VARIANTS
-from groupnorm.repro.report import _fmt, _mean_std
+from groupnorm.repro.report import format_mean_std, mean_std
 
-# The paper's Mask R-CNN R50-FPN on COCO (§6.1; ../PAPER.md): box AP, mask AP; BN fine-tuned loses about 6 AP.
+# The paper's Mask R-CNN R50-FPN on COCO (Wu & He 2018, §6.1): box AP, mask AP; BN fine-tuned loses about 6 AP.
 PAPER = {"bn_frozen": (38.6, 34.2), "gn_all": (40.0, 34.8), "gn_scratch": (39.5, None)}
 SUMMARY_FIELDS = [
     "run", "variant", "images_per_device", "devices", "steps", "box_ap", "box_ap50", "mask_ap", "mask_ap50",
@@ -49,7 +49,9 @@ def ap_table(rows: list[dict]) -> str:
         vals = []
         for b in sizes:
             c = cells.get((v, b))
-            vals += [_fmt(*_mean_std(c[k])) if c else "—" for k in ("box_ap", "mask_ap", "box_ap50")]
+            vals += [
+                format_mean_std(*mean_std(c[k])) if c else "—" for k in ("box_ap", "mask_ap", "box_ap50")
+            ]
         p = PAPER.get(v)
         paper = (f"{p[0]} / {p[1] if p[1] is not None else '—'}" if p else
                  "≈ 6 AP below BN*" if v == "bn_finetune" else "—")  # fmt: skip

@@ -14,10 +14,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from groupnorm.repro.checkpoint import atomic_write_text
-from groupnorm.repro.report import _fmt, _mean_std
+from groupnorm.repro.report import format_mean_std, mean_std
 from groupnorm.repro.video.config import VIDEO_NORMS
 
-# The paper's Kinetics ResNet-50 I3D top-1 accuracy (%; ../PAPER.md): (frames, clips per GPU) -> {norm: acc}
+# The paper's Kinetics ResNet-50 I3D top-1 accuracy (%; Wu & He 2018, §6.2): (frames, clips per GPU) -> {norm: acc}
 PAPER = {(32, 4): {"bn": 72.1, "gn": 72.8}, (64, 4): {"bn": 73.3, "gn": 74.5}}
 SUMMARY_FIELDS = [
     "run", "norm", "clips_per_device", "frames", "devices", "epochs", "val_error", "train_error", "train_loss",
@@ -34,7 +34,9 @@ def error_table(rows: list[dict]) -> str:
     head = ["validation error (%)", *[f"{f} frames, {c} clips/device" for f, c in settings]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in [n for n in VIDEO_NORMS if any(k[0] == n for k in cells)]:
-        vals = [_fmt(*_mean_std(cells[(n, f, c)])) if (n, f, c) in cells else "—" for f, c in settings]
+        vals = [
+            format_mean_std(*mean_std(cells[(n, f, c)])) if (n, f, c) in cells else "—" for f, c in settings
+        ]
         lines.append(f"| {n.upper()} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
