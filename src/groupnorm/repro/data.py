@@ -26,8 +26,6 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +33,10 @@ import torch
 
 from groupnorm import env
 from groupnorm.repro.augment import Augment
+from groupnorm.repro.image_data import ImageData
 from groupnorm.repro.image_folders import IMAGE_SUFFIXES, DataUnavailable, list_image_tree
 from groupnorm.repro.lazy_data import LazyImageFolder
-from groupnorm.repro.splits import balanced_order, held_out_split
+from groupnorm.repro.splits import held_out_split
 
 TORCHVISION_SETS = {
     # name: (torchvision class, augmentation, files torchvision expects under root)
@@ -59,124 +58,6 @@ HELD_OUT_EVAL_DATASETS = ("digits",)
 # ImageFolder trees whose decoded training images would pass this many bytes are streamed from disk instead
 # (groupnorm.repro.lazy_data): ImageNet at 224x224 would need about 190 GB.
 IN_MEMORY_LIMIT = env.IN_MEMORY_LIMIT.get()
-
-
-@dataclass
-class ImageData:
-    """A dataset in memory: uint8 images (N, C, H, W), int64 labels, normalization and training augmentation."""
-
-    name: str
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    classes: list[str]
-    augment: Augment = field(default_factory=Augment)
-    mean: torch.Tensor = field(init=False)
-    std: torch.Tensor = field(init=False)
-
-    def __post_init__(self) -> None:
-        for part, imgs, labels in (
-            ("train", self.train_images, self.train_labels),
-            ("test", self.test_images, self.test_labels),
-        ):
-            if imgs.dtype != torch.uint8 or imgs.dim() != 4:
-                raise ValueError(
-                    f"{part} images must be uint8 (N, C, H, W), got {imgs.dtype} {tuple(imgs.shape)}"
-                )
-            if len(imgs) != len(labels):
-                raise ValueError(f"{part}: {len(imgs)} images but {len(labels)} labels")
-            if len(imgs) == 0:
-                raise ValueError(f"dataset {self.name!r} has no {part} images")
-        # Per-channel statistics of the training images, in float64 so 50k images sum exactly enough.
-        x = self.train_images.double().div_(255)
-        self.mean = x.mean(dim=(0, 2, 3)).float()
-        self.std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).float()
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def num_train(self) -> int:
-        return len(self.train_images)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float().div_(255)
-        return x.sub_(self.mean[:, None, None]).div_(self.std[:, None, None])
-
-    def train_batch(self, index: torch.Tensor, seed: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training images ``index``, augmented as a function of (seed, epoch, index), and their labels."""
-        imgs = self.augment(self.train_images[index], index, seed, epoch)
-        return self.normalize(imgs), self.train_labels[index]
-
-    def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, len(self.test_images), batch_size):
-            sl = slice(start, start + batch_size)
-            yield self.normalize(self.test_images[sl]), self.test_labels[sl]
-
-    def subset(self, n: int | None, test: int | None = None) -> ImageData:
-        """The first ``n`` training (and ``test`` test) images of a fixed class-balanced order; None keeps all."""
-        for name, v in (("train_subset", n), ("test_subset", test)):
-            if v is not None and v <= 0:
-                raise ValueError(f"{name} must be positive, got {v}")
-        tr = (
-            slice(None)
-            if n is None or n >= len(self.train_images)
-            else (balanced_order(self.train_labels)[:n].sort().values)
-        )
-        te = (
-            slice(None)
-            if test is None or test >= len(self.test_images)
-            else (balanced_order(self.test_labels)[:test].sort().values)
-        )
-        if isinstance(tr, slice) and isinstance(te, slice):
-            return self
-        return ImageData(
-            self.name,
-            self.train_images[tr],
-            self.train_labels[tr],
-            self.test_images[te],
-            self.test_labels[te],
-            self.classes,
-            self.augment,
-        )
-
-    def validation_split(self, n: int) -> ImageData:
-        """Hold out ``n`` training images (a fixed class-balanced set) as the evaluation set; the test set goes.
-
-        The held-out images are the same for every run and seed, and none of them is trained on.
-        """
-        if not 0 < n < len(self.train_images):
-            raise ValueError(
-                f"val_split must be between 1 and the {len(self.train_images) - 1} training images less one, "
-                f"got {n}"
-            )
-        order = balanced_order(self.train_labels)
-        held, kept = order[:n].sort().values, order[n:].sort().values
-        return ImageData(
-            f"{self.name} (validation split of {n})",
-            self.train_images[kept],
-            self.train_labels[kept],
-            self.train_images[held],
-            self.train_labels[held],
-            self.classes,
-            self.augment,
-        )
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "train": len(self.train_images),
-            "test": len(self.test_images),
-            "image_shape": list(self.image_shape),
-            "classes": self.num_classes,
-            "augment": {"pad": self.augment.pad, "flip": self.augment.flip},
-        }
 
 
 def default_root(name: str) -> Path:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from groupnorm.repro.augment import Augment
-from groupnorm.repro.data import ImageData
+from groupnorm.repro.image_data import ImageData
 
 ORIENTATIONS = 5
 CLASSES = [f"{band}-{180 * k // ORIENTATIONS}deg" for band in ("fine", "coarse") for k in range(ORIENTATIONS)]
