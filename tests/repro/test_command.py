@@ -112,3 +112,17 @@ def test_demo_preset_data_loads_without_network(monkeypatch):
     data = load_dataset(spec.base.dataset, spec.data_root, download=spec.download)
     assert data.num_train > 1000 and data.num_classes == 10
     assert len(spec.runs()) >= 2 * 3 * 2  # BN and GN at three batch sizes, at least two seeds each
+
+
+def test_print_config_shows_the_resolved_sweep_and_writes_nothing(tmp_path, capsys):
+    import json
+
+    from groupnorm.cli import main
+
+    out = tmp_path / "never"
+    argv = ["repro", "--preset", "cifar10-cpu-long", "--epochs", "3", "--out", str(out), "--print-config"]
+    assert main(argv) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["out"] == str(out) and shown["sweep"]["base"]["epochs"] == 3  # the flag over the preset
+    assert shown["sweep"]["base"]["model"] == "resnet8" and len(shown["runs"]) == 4
+    assert not out.exists()

@@ -115,6 +115,12 @@ def register(subparsers) -> None:
     p.add_argument("dir", nargs="?", help="for 'report': the sweep directory")
     p.add_argument("--preset", choices=sorted(PRESETS), help="a named sweep; other flags override its values")
     p.add_argument("--out", help="output directory (default runs/<preset or dataset>)")
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved settings (preset and flags overlaid), the runs and the output folder, then exit "
+        "without checking data or writing anything",
+    )
     g = p.add_argument_group("data")
     g.add_argument(
         "--dataset",
@@ -160,7 +166,11 @@ def register(subparsers) -> None:
     )
     g.add_argument("--seed", type=int, help="first seed (default 0)")
     g = p.add_argument_group("training")
-    g.add_argument("--model", help="resnet20/32/56/110 (CIFAR-style) or resnet18/34/50/101")
+    g.add_argument(
+        "--model",
+        help="a CIFAR-style resnet<6n+2> (resnet8, the CPU presets'; resnet20/32/56/110) or resnet18/34/50/101 "
+        "(default resnet20)",
+    )
     g.add_argument("--width", type=_positive_float, help="width multiplier")
     g.add_argument("--epochs", type=_positive_int)
     g.add_argument("--base-lr", type=_positive_float, help="LR for 32 images per device (scaled linearly)")
@@ -263,6 +273,18 @@ def spec_from_args(argv: list[str]):
     return build_spec(parser.parse_args(["repro", *argv]))
 
 
+def resolved_config(spec, out: str) -> str:
+    """What a sweep would run, as JSON: every setting after the preset and the flags are overlaid, the output
+    folder and each run's id."""
+    import json
+
+    return json.dumps(
+        {"out": out, "sweep": spec.to_dict(), "runs": [hp.run_id() for hp in spec.runs()]},
+        indent=1,
+        sort_keys=True,
+    )
+
+
 def _error(msg: str) -> int:
     print(f"groupnorm repro: error: {msg}", file=sys.stderr)
     return 2
@@ -302,12 +324,15 @@ def main(args: argparse.Namespace) -> int:
         return _error(f"unexpected argument {args.dir!r} (did you mean --out {args.dir}?)")
     try:
         spec = build_spec(args)
+        out = args.out or os.path.join(
+            "runs", args.preset or spec.base.dataset.replace(":", "_").replace("/", "_")
+        )
+        if args.print_config:
+            print(resolved_config(spec, out))
+            return 0
         check_args(args, spec)
     except (ValueError, TypeError) as e:
         return _error(str(e))
-    out = args.out or os.path.join(
-        "runs", args.preset or spec.base.dataset.replace(":", "_").replace("/", "_")
-    )
     command = (
         "groupnorm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["repro"] else None
     )
