@@ -86,3 +86,17 @@ def test_activations_the_op_cannot_reproduce_are_refused(bad, match):
 def test_shapes_that_cannot_broadcast_name_the_argument(arg, value, match):
     with pytest.raises(ValueError, match=match):
         groupnorm.group_norm(_x(), 4, **{arg: value.double()})
+
+
+def test_an_activation_subclass_with_its_own_forward_is_not_fused():
+    class Leakyish(nn.ReLU):
+        def forward(self, x):
+            return torch.where(x > 0, x, 0.1 * x)
+
+    with pytest.raises(ValueError, match="cannot be fused"):
+        resolve_activation(Leakyish())
+
+    class Quiet(nn.SiLU):  # a subclass that keeps torch's forward is still SiLU
+        pass
+
+    assert resolve_activation(Quiet()) == "silu"

@@ -231,3 +231,8 @@ def test_get_model_builds_every_cifar_depth_a_preset_uses(name, depth):
 def test_get_model_refuses_other_names():
     with pytest.raises(ValueError, match=r"unknown model name='resnet9'.*resnet<6n\+2>"):
         groupnorm.models.get_model("resnet9")
+
+
+@pytest.mark.parametrize("name", ["resnet152", "resnet26", "resnet50", "resnet008"])
+def test_imagenet_names_are_not_taken_for_cifar_depths(name):
+    assert groupnorm.models.cifar_depth(name) is None

@@ -70,3 +70,23 @@ def test_no_grad_mode_is_a_forward():
     with torch.no_grad():
         assert _route(x) == "torch_group_norm"
     assert _route(x) == "implementation"
+
+
+def test_an_explicit_size_alone_decides_and_eps_of_any_real_type_works(monkeypatch):
+    x = torch.empty(2, 64, 64, 64)
+    monkeypatch.setenv("GROUPNORM_CPU_SMALL_NUMEL", "1")  # documented: below 1 element torch, else the kernels
+    assert _route(x) == "implementation"
+    monkeypatch.delenv("GROUPNORM_CPU_SMALL_NUMEL")
+    import groupnorm
+
+    y = torch.randn(2, 8, 4, 4)
+    torch.testing.assert_close(groupnorm.group_norm(y, 4, eps="1e-5"), groupnorm.group_norm(y, 4, eps=1e-5))
+
+
+def test_without_the_compiled_kernels_plain_calls_go_to_torch(monkeypatch):
+    from groupnorm.ops.cpu import loader
+
+    x = torch.empty(1, 128, 8, 16, 16).contiguous(memory_format=torch.channels_last_3d)
+    assert _route(x) == "implementation"
+    monkeypatch.setitem(loader._state, "lib", None)  # no compiler: the plain-torch composite would serve
+    assert _route(x) == "torch_group_norm"

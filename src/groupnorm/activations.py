@@ -99,14 +99,12 @@ def canonical_activation(activation: str | None) -> str:
 def module_activation_name(module: object) -> str | None:
     """The fused-op name of a torch activation module (``nn.ReLU``, ``nn.SiLU``, ``nn.GELU``, ``nn.Identity``),
     or ``None`` when the op has no equivalent (including an ``nn.GELU`` whose ``approximate`` is neither
-    ``"none"`` nor ``"tanh"``)."""
-    if isinstance(module, torch.nn.Identity):
-        return "none"
-    if isinstance(module, torch.nn.ReLU):
-        return "relu"
-    if isinstance(module, torch.nn.SiLU):
-        return "silu"
-    if isinstance(module, torch.nn.GELU):
+    ``"none"`` nor ``"tanh"``, and a subclass with a ``forward`` of its own)."""
+    # a subclass counts only if it keeps torch's forward: one that computes something else must not be fused
+    for cls, name in ((torch.nn.Identity, "none"), (torch.nn.ReLU, "relu"), (torch.nn.SiLU, "silu")):
+        if isinstance(module, cls):
+            return name if type(module).forward is cls.forward else None
+    if isinstance(module, torch.nn.GELU) and type(module).forward is torch.nn.GELU.forward:
         return {"none": "gelu", "tanh": "gelu_tanh"}.get(module.approximate)
     return None
 

@@ -111,7 +111,8 @@ CPU_MARCH = Variable(
 CPU_SMALL_NUMEL = Variable(
     "GROUPNORM_CPU_SMALL_NUMEL", None, _non_negative_int,
     "Size below which a plain (or ReLU/residual) float32 CPU call runs torch's own `group_norm`; `0` keeps "
-    "every call on the kernels.",
+    "every call on the kernels. Setting it also turns off the measured rule for larger plain calls "
+    "(`groupnorm/ops/plain_routing.json`).",
     default_text="per layout and epilogue (`groupnorm.ops.routing.DEFAULT_SMALL_CPU_NUMEL*`)",
 )  # fmt: skip
 CPU_WAVE_BYTES = Variable(

@@ -62,3 +62,8 @@ def test_a_sweep_without_results_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         training_length.main([str(tmp_path), "--out", str(tmp_path / "out")])
     assert "has no results.jsonl" in capsys.readouterr().err
+
+
+def test_no_forecast_for_a_target_already_reached():
+    rows = [{"epochs": 10, "gap": 2.5}, {"epochs": 20, "gap": 2.0}]
+    assert training_length.epochs_to_reach(rows, "gap", 3.0, below=True) is None

@@ -49,21 +49,26 @@ def list_models() -> tuple[str, ...]:
     return tuple(MODELS)
 
 
+# ImageNet ResNet depths (torchvision's and timm's names) that a CIFAR depth rule must not take
+IMAGENET_DEPTHS = frozenset({18, 26, 34, 38, 50, 101, 152, 200})
+
+
 def cifar_depth(name: str) -> int | None:
     """The depth of a CIFAR-style ResNet name (``resnet20``, and any 6n + 2 below 200 such as ``resnet8``), else
     None (the ImageNet ResNets: ``resnet50`` is 6n + 2 too).
 
     Example::
 
-        >>> cifar_depth("resnet8"), cifar_depth("resnet50"), cifar_depth("vgg11")
-        (8, None, None)
+        >>> cifar_depth("resnet8"), cifar_depth("resnet44"), cifar_depth("resnet50"), cifar_depth("resnet152")
+        (8, 44, None, None)
     """
     if name in MODELS and not MODELS[name].__module__.endswith("cifar_resnet"):
         return None
-    m = re.fullmatch(r"resnet(\d+)", name)
-    if m and (int(m.group(1)) - 2) % 6 == 0 and int(m.group(1)) < 200:
-        return int(m.group(1))
-    return None
+    m = re.fullmatch(r"resnet([1-9]\d*)", name)
+    depth = int(m.group(1)) if m else 0
+    if depth in IMAGENET_DEPTHS or (depth - 2) % 6 != 0 or not 8 <= depth < 200:
+        return None  # not a CIFAR depth, or the name of an ImageNet ResNet (resnet26/38/152: 6n + 2 as well)
+    return depth
 
 
 def get_model(name: str, **kwargs: object) -> nn.Module:

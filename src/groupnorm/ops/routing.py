@@ -170,7 +170,7 @@ def plain_call_to_torch(x: Tensor, needs_grad: bool) -> bool:
         cls = "channels_last_2d" if x.dim() == 4 else "channels_last_other"
     choice = plain_rule()[cls]["fwd+bwd" if needs_grad else "fwd"]
     if isinstance(choice, dict):
-        return x[0].numel() * x.element_size() > choice["kernels_up_to_sample_bytes"]
+        return x.numel() // max(x.shape[0], 1) * x.element_size() > choice["kernels_up_to_sample_bytes"]
     return choice == "torch"
 
 
@@ -196,10 +196,16 @@ def served_by_torch(x, weight, bias, num_groups, activation, residual, scale, sh
     threshold = small_cpu_numel(channels_last=not x.is_contiguous(), epilogue=epilogue)
     if x.numel() < threshold:
         return True
-    if epilogue or threshold == 0:  # GROUPNORM_CPU_SMALL_NUMEL=0: every call on the kernels
+    if (
+        epilogue or env.CPU_SMALL_NUMEL.get() is not None
+    ):  # an explicit size: it alone decides (0: the kernels)
         return False
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-    return plain_call_to_torch(x, needs_grad)
+    if plain_call_to_torch(x, needs_grad):
+        return True
+    # the rule's "kernels" means the compiled ones: without them (no compiler, GROUPNORM_CPU_KERNEL=0) torch's own
+    # group_norm beats the plain-torch composite
+    return registry.select(x).name != "cpu-c"
 
 
 def plain_torch_call(x, num_groups, weight, bias, eps) -> Tensor | None:
@@ -218,6 +224,7 @@ def plain_torch_call(x, num_groups, weight, bias, eps) -> Tensor | None:
         and x.device.type == "cpu"
         and type(num_groups) is int
         and num_groups > 0
+        and type(eps) in (float, int)
         and eps >= 0
         and (weight is None or type(weight) in _PLAIN_TYPES)
         and (bias is None or type(bias) in _PLAIN_TYPES)

@@ -80,6 +80,10 @@ def epochs_to_reach(rows: list[dict], key: str, target: float, below: bool) -> f
     fit = trend(rows, key)
     if fit is None or fit[0] == 0 or (fit[0] > 0) == below:
         return None
+    measured = [r for r in rows if r[key] is not None]
+    last = max(measured, key=lambda r: r["epochs"])
+    if (last[key] <= target) if below else (last[key] >= target):
+        return None  # already there at the longest schedule run: nothing to forecast
     return 2 ** ((target - fit[1]) / fit[0])
 
 

@@ -63,10 +63,8 @@ def target() -> str:
 
 
 def cflags(march: str | None = None) -> list[str]:
-    """The compiler flags for ``march`` (default: :func:`target`), with the loader's ABI number."""
-    from groupnorm.ops.cpu.loader import ABI_VERSION
-
-    return [f"-march={march or target()}", *CFLAGS, f"-DGN_ABI_VERSION={ABI_VERSION}"]
+    """The compiler flags for ``march`` (default: :func:`target`)."""
+    return [f"-march={march or target()}", *CFLAGS]
 
 
 def _cpu_flags() -> str:

@@ -8,16 +8,22 @@ charge, so a GPU host or a machine without a C compiler still works.
 from __future__ import annotations
 
 import ctypes
+import re
 import sys
 import threading
 import time
 import warnings
+from pathlib import Path
 
 from groupnorm import env
 
-# The library's ABI number, in this one place: the build passes it to the C source (-DGN_ABI_VERSION), whose
-# gn_abi_version() returns it, and a loaded library with another number is refused.
-ABI_VERSION = 4
+# The library's ABI number, read from the one place it is written, the C header (GN_ABI_VERSION): a loaded
+# library whose gn_abi_version() reports another number was built from other sources and is refused.
+ABI_VERSION = int(
+    re.search(
+        r"#define GN_ABI_VERSION (\d+)", (Path(__file__).parent / "csrc" / "groupnorm_cpu.h").read_text()
+    ).group(1)
+)
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}

@@ -57,10 +57,6 @@
 #include "half_conversions.h"
 #include "half_precision.h"
 
-/* GN_ABI_VERSION comes from groupnorm.ops.cpu.loader.ABI_VERSION through the build's -D flag */
-#ifndef GN_ABI_VERSION
-#error "compile with -DGN_ABI_VERSION=<groupnorm.ops.cpu.loader.ABI_VERSION> (groupnorm.ops.cpu.build passes it)"
-#endif
 int gn_abi_version(void) { return GN_ABI_VERSION; }
 
 int gn_vector_bits(void) {

@@ -12,6 +12,11 @@
 
 #include <stdint.h>
 
+/* The ABI number, in this one place: gn_abi_version() returns it, and groupnorm.ops.cpu.loader reads it from this
+ * file and refuses a library that reports another (one built from other sources). Raise it with any change of the
+ * signatures below. */
+#define GN_ABI_VERSION 4
+
 int gn_abi_version(void);
 
 /* the widest vector registers the build was compiled for: 512 (AVX-512), 256 (AVX, AVX2), else 128 (SSE2 on
