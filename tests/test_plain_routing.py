@@ -74,7 +74,9 @@ def test_no_grad_mode_is_a_forward():
 
 def test_an_explicit_size_alone_decides_and_eps_of_any_real_type_works(monkeypatch):
     x = torch.empty(2, 64, 64, 64)
-    monkeypatch.setenv("GROUPNORM_CPU_SMALL_NUMEL", "1")  # documented: below 1 element torch, else the kernels
+    monkeypatch.setenv(
+        "GROUPNORM_CPU_SMALL_NUMEL", "1"
+    )  # documented: below 1 element torch, else the kernels
     assert _route(x) == "implementation"
     monkeypatch.delenv("GROUPNORM_CPU_SMALL_NUMEL")
     import groupnorm
