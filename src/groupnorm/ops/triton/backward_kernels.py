@@ -23,8 +23,11 @@ import triton.language as tl
 
 from groupnorm.ops.triton.epilogue import activate_grad, channel_coefficients, to_dtype
 from groupnorm.ops.triton.tiles import (
+    chunk_span,
+    flat_group,
     index_range,
     load_tile,
+    split_unit,
     store_tile,
     unit_channels,
     unit_coords,
@@ -215,11 +218,7 @@ def bwd_onepass_flat_kernel(
     first loop sums, a second recomputes x_hat and dp from x and dy (read again, from cache: the group was just
     read) and writes dx; chunks keep registers below the spill point where a whole group would not.
     ``RES_FLAT``: the residual has the same run layout (else it is addressed by its strides)."""
-    pid = tl.program_id(0)
-    if INT64:
-        pid = pid.to(tl.int64)
-    n = pid // G
-    g = pid % G
+    pid, n, g = flat_group(G, INT64)
     mean = tl.load(MEAN + pid).to(tl.float32)
     rstd = tl.load(RSTD + pid).to(tl.float32)
     offs = index_range(BLOCK_E, INT64)
@@ -307,13 +306,10 @@ def bwd_partial_kernel(
     BLOCK_S: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr, EVEN_CG: tl.constexpr,
 ):  # fmt: skip
     """Split path, pass 1: P and Q of one chunk of a unit's groups, into PART_* (N, SPLIT, C)."""
-    pid = tl.program_id(0)
-    n, g0 = unit_coords(unit_start + pid // SPLIT, GROUP_BLOCKS, BLOCK_G, INT64)
-    chunk = pid % SPLIT
+    n, g0, chunk = split_unit(unit_start, SPLIT, GROUP_BLOCKS, BLOCK_G, INT64)
     g, gmask = unit_groups(g0, G, BLOCK_G)
     mean, rstd = _load_stats(MEAN, RSTD, n * G + g, gmask)
-    s_begin = chunk * CHUNK_S
-    s_end = tl.minimum(s_begin + CHUNK_S, S)
+    s_begin, s_end = chunk_span(chunk, CHUNK_S, S)
     row = (n * SPLIT + chunk) * C
     for cb in range(0, CG, BLOCK_CG):
         ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG, EVEN_CG)
@@ -381,9 +377,7 @@ def bwd_dx_kernel(
     ``FUSED_PQ`` (``SPLIT == 1``, the looped path): the one program of a unit computes P and Q over the whole
     unit itself first and writes them to TOTAL_* (N, 1, C) for the parameter gradients: one launch, not three.
     """
-    pid = tl.program_id(0)
-    n, g0 = unit_coords(unit_start + pid // SPLIT, GROUP_BLOCKS, BLOCK_G, INT64)
-    chunk = pid % SPLIT
+    n, g0, chunk = split_unit(unit_start, SPLIT, GROUP_BLOCKS, BLOCK_G, INT64)
     g, gmask = unit_groups(g0, G, BLOCK_G)
     mean, rstd = _load_stats(MEAN, RSTD, n * G + g, gmask)
 
@@ -417,8 +411,7 @@ def bwd_dx_kernel(
     mean_dxhat = sum_dxhat / count
     mean_dxhat_xhat = sum_dxhat_xhat / count
 
-    s_begin = chunk * CHUNK_S
-    s_end = tl.minimum(s_begin + CHUNK_S, S)
+    s_begin, s_end = chunk_span(chunk, CHUNK_S, S)
     offs_s = index_range(BLOCK_S, INT64)
     for cb in range(0, CG, BLOCK_CG):
         ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG, EVEN_CG)

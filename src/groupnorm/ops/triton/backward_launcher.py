@@ -23,33 +23,19 @@ import torch
 
 from groupnorm.ops.triton import backward_kernels as bk
 from groupnorm.ops.triton import layout, param_grads
-from groupnorm.ops.triton.devices import cuda_index, device_context, spec_for
+from groupnorm.ops.triton.devices import device_context
 from groupnorm.ops.triton.epilogue import ACTIVATION_CODES
 from groupnorm.ops.triton.launch_plan import backward_plan
-from groupnorm.ops.triton.planner import DeviceSpec, Plan, Tuning
+from groupnorm.ops.triton.launch_setup import LaunchDescription, bind_steps, epilogue_flags, setup
+from groupnorm.ops.triton.planner import DeviceSpec, Tuning
 
 _PARAM_KERNEL = "bwd_param_kernel"
 
 
-class BackwardLaunch:
+class BackwardLaunch(LaunchDescription):
     """Everything a backward call of one layout needs besides the tensors."""
 
-    __slots__ = ("schedule", "steps", "param_step", "scalars", "count", "strides", "want", "grad_copy",
-                 "res_copy", "cuda_index")  # fmt: skip
-
-    @property
-    def plan(self) -> Plan:
-        """The work split."""
-        return self.schedule.work
-
-    @property
-    def flat(self) -> bool:
-        """Whether the flat kernel runs (also when nothing is wanted and nothing launches)."""
-        return self.schedule.variant == "flat"
-
-    def launches(self) -> int:
-        """Kernel launches per call."""
-        return self.schedule.launch_count
+    __slots__ = ("param_step", "count", "want", "grad_copy")
 
 
 @functools.lru_cache(maxsize=layout.CACHE_SIZE)
@@ -66,8 +52,7 @@ def backward_launch(
     tuning: Tuning | None,
 ) -> BackwardLaunch:
     """The launch description of a backward call (arguments as :func:`forward_launch`'s)."""
-    xm = layout.meta_like(x)
-    groups = layout.check(xm, num_groups)
+    groups, x_layout, spec = setup(x, x_device, num_groups, device)
     has_w, has_b, has_scale, has_shift = has
     want_dx, want_dw, want_db, want_dres, want_dscale, want_dshift = output_mask
     want_dw &= has_w
@@ -77,15 +62,12 @@ def backward_launch(
     want_dshift &= has_shift
     want_params = want_dw or want_db or want_dscale or want_dshift
     act = ACTIVATION_CODES[activation]
-    lp = BackwardLaunch()
-    lp.schedule = p = backward_plan(
-        layout.addressed(grad_y), layout.tensor_layout(xm), num_groups, device or spec_for(x_device), tuning,
-        layout.addressed(residual), activation=bool(act), input_grads=want_dx or want_dres,
-        param_grads=want_params,
+    p = backward_plan(
+        layout.addressed(grad_y), x_layout, num_groups, spec, tuning, layout.addressed(residual),
+        activation=bool(act), input_grads=want_dx or want_dres, param_grads=want_params,
     )  # fmt: skip
-    epilogue = dict(
-        HAS_W=has_w, HAS_B=has_b, HAS_SCALE=has_scale, HAS_SHIFT=has_shift, HAS_RES=residual is not None, ACT=act
-    )  # fmt: skip
+    lp = BackwardLaunch(p, groups, num_groups, residual, x_device)
+    epilogue = epilogue_flags(has, residual is not None, act)
     wants = dict(WANT_DX=want_dx, WANT_DRES=want_dres)
     call_flags = {  # the call's constants, per kernel
         "bwd_onepass_flat_kernel": {**epilogue, **wants, "WANT_PQ": want_params},
@@ -103,16 +85,13 @@ def backward_launch(
             WANT_DSHIFT=want_dshift,
         ),
     }
-    steps = [(s.kernel, s.grid, s.start, {**call_flags[s.kernel], **s.meta}) for s in p.launches]
+    steps = bind_steps(p.launches, call_flags)
     lp.param_step = steps.pop() if want_params else None  # the plan's last launch
     lp.steps = tuple(steps)
-    lp.scalars = (groups.channels, groups.spatial, num_groups, groups.per_group, p.work.group_blocks)
     lp.count = float(groups.per_group * groups.spatial)
     lp.strides = (*p.x_strides, *p.grad_strides, *p.residual_strides)
     lp.want = (want_dx, want_dw, want_db, want_dres, want_dscale, want_dshift, want_params)
     lp.grad_copy = layout.needs_copy(grad_y)
-    lp.res_copy = layout.needs_copy(residual)
-    lp.cuda_index = cuda_index(x_device)
     return lp
 
 

@@ -16,9 +16,12 @@ import triton.language as tl
 
 from groupnorm.ops.triton.epilogue import activate, channel_coefficients, to_dtype
 from groupnorm.ops.triton.tiles import (
+    chunk_span,
+    flat_group,
     group_sum,
     index_range,
     load_tile,
+    split_unit,
     store_tile,
     unit_channels,
     unit_coords,
@@ -81,11 +84,7 @@ def fwd_onepass_flat_kernel(
     one program per group walks that run as a flat ``[BLOCK_E]`` tile, so loads and stores vectorize whatever S
     is (a ``[positions, channels]`` tile of S = 49 rows cannot). y has x's strides. ``RES_FLAT``: the residual
     has the same run layout (else it is addressed by its strides, element by element)."""
-    pid = tl.program_id(0)
-    if INT64:
-        pid = pid.to(tl.int64)
-    n = pid // G
-    g = pid % G
+    pid, n, g = flat_group(G, INT64)
     e = index_range(BLOCK_E, INT64)
     emask = e < GROUP_LEN
     base = n * x_sn + g * GROUP_LEN
@@ -156,13 +155,10 @@ def fwd_partial_stats_kernel(
 ):  # fmt: skip
     """Split path, pass 1: (mean, M2) of x - pivot over one chunk of ``CHUNK_S`` positions, for each group, into
     PART: one float32 buffer, each (group, chunk) slot's mean and M2 side by side (one allocation per call)."""
-    pid = tl.program_id(0)
-    n, g0 = unit_coords(unit_start + pid // SPLIT, GROUP_BLOCKS, BLOCK_G, INT64)
-    chunk = pid % SPLIT
+    n, g0, chunk = split_unit(unit_start, SPLIT, GROUP_BLOCKS, BLOCK_G, INT64)
     g, gmask = unit_groups(g0, G, BLOCK_G)
     pivot = _pivot(X, n, g, gmask, CG, x_sn, x_sc)
-    s_begin = chunk * CHUNK_S
-    s_end = tl.minimum(s_begin + CHUNK_S, S)
+    s_begin, s_end = chunk_span(chunk, CHUNK_S, S)
     mean, m2, _count = _chunk_stats(
         X, n, g0, pivot, s_begin, s_end, G, CG, x_sn, x_sc, x_ss, INT64, BLOCK_S, BLOCK_G, BLOCK_CG, EVEN_CG
     )
@@ -223,9 +219,7 @@ def fwd_apply_kernel(
     ``FUSED_STATS`` (``SPLIT == 1``, the looped path): the one program of a unit computes its statistics itself
     over the whole unit first (PART_* unused), then applies them: one launch instead of two.
     """
-    pid = tl.program_id(0)
-    n, g0 = unit_coords(unit_start + pid // SPLIT, GROUP_BLOCKS, BLOCK_G, INT64)
-    chunk = pid % SPLIT
+    n, g0, chunk = split_unit(unit_start, SPLIT, GROUP_BLOCKS, BLOCK_G, INT64)
     g, gmask = unit_groups(g0, G, BLOCK_G)
     grp = n * G + g
     pivot = _pivot(X, n, g, gmask, CG, x_sn, x_sc)
@@ -244,8 +238,7 @@ def fwd_apply_kernel(
         tl.store(MEAN + grp, mean, mask=gmask)
         tl.store(RSTD + grp, rstd, mask=gmask)
 
-    s_begin = chunk * CHUNK_S
-    s_end = tl.minimum(s_begin + CHUNK_S, S)
+    s_begin, s_end = chunk_span(chunk, CHUNK_S, S)
     offs_s = index_range(BLOCK_S, INT64)
     for cb in range(0, CG, BLOCK_CG):
         ch, cmask = unit_channels(g0, cb, G, CG, BLOCK_G, BLOCK_CG, EVEN_CG)

@@ -21,33 +21,17 @@ import torch
 
 from groupnorm.ops.triton import forward_kernels as fk
 from groupnorm.ops.triton import layout
-from groupnorm.ops.triton.devices import cuda_index, device_context, spec_for
+from groupnorm.ops.triton.devices import device_context
 from groupnorm.ops.triton.epilogue import ACTIVATION_CODES
 from groupnorm.ops.triton.launch_plan import forward_plan
-from groupnorm.ops.triton.planner import DeviceSpec, Plan, Tuning
-
-# The kernels that apply the epilogue take the call's flags; the partial statistics only read x.
-_TAKES_EPILOGUE = frozenset({"fwd_onepass_flat_kernel", "fwd_onepass_kernel", "fwd_apply_kernel"})
+from groupnorm.ops.triton.launch_setup import LaunchDescription, bind_steps, epilogue_flags, setup
+from groupnorm.ops.triton.planner import DeviceSpec, Tuning
 
 
-class ForwardLaunch:
+class ForwardLaunch(LaunchDescription):
     """Everything a forward call of one layout needs besides the tensors: the plan and each launch's keywords."""
 
-    __slots__ = ("schedule", "steps", "scalars", "strides", "res_copy", "cuda_index")
-
-    @property
-    def plan(self) -> Plan:
-        """The work split."""
-        return self.schedule.work
-
-    @property
-    def flat(self) -> bool:
-        """Whether the flat kernel runs."""
-        return self.schedule.variant == "flat"
-
-    def launches(self) -> int:
-        """Kernel launches per call."""
-        return self.schedule.launch_count
+    __slots__ = ()
 
 
 @functools.lru_cache(maxsize=layout.CACHE_SIZE)
@@ -64,30 +48,18 @@ def forward_launch(
     """The launch description of a forward call: ``x``/``residual`` are :func:`layout.key` keys, ``has`` says
     which of weight, bias, scale, shift are given. Validates the layout (once per key: the op checked the
     arguments)."""
-    xm = layout.meta_like(x)
-    groups = layout.check(xm, num_groups)
-    lp = ForwardLaunch()
-    lp.schedule = p = forward_plan(
-        layout.tensor_layout(xm), num_groups, device or spec_for(x_device), tuning, layout.addressed(residual)
-    )
-    has_w, has_b, has_scale, has_shift = has
-    epilogue = dict(
-        HAS_W=has_w, HAS_B=has_b, HAS_SCALE=has_scale, HAS_SHIFT=has_shift, HAS_RES=residual is not None,
-        ACT=ACTIVATION_CODES[activation],
-    )  # fmt: skip
-    lp.steps = tuple(
-        (
-            step.kernel,
-            step.grid,
-            step.start,
-            {**(epilogue if step.kernel in _TAKES_EPILOGUE else {}), **step.meta},
-        )
-        for step in p.launches
-    )
-    lp.scalars = (groups.channels, groups.spatial, num_groups, groups.per_group, p.work.group_blocks)
+    groups, x_layout, spec = setup(x, x_device, num_groups, device)
+    p = forward_plan(x_layout, num_groups, spec, tuning, layout.addressed(residual))
+    lp = ForwardLaunch(p, groups, num_groups, residual, x_device)
+    epilogue = epilogue_flags(has, residual is not None, ACTIVATION_CODES[activation])
+    call_flags = {  # the call's constants, per kernel: the partial statistics only read x
+        "fwd_onepass_flat_kernel": epilogue,
+        "fwd_onepass_kernel": epilogue,
+        "fwd_partial_stats_kernel": {},
+        "fwd_apply_kernel": epilogue,
+    }
+    lp.steps = tuple(bind_steps(p.launches, call_flags))
     lp.strides = (*p.x_strides, *p.x_strides, *p.residual_strides)  # y has x's strides
-    lp.res_copy = layout.needs_copy(residual)
-    lp.cuda_index = cuda_index(x_device)
     return lp
 
 

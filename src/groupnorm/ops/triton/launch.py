@@ -9,8 +9,9 @@ so the launchers are safe to capture in a CUDA graph.
 
 Where each part lives: ``layout`` (which tensors the kernels take, layout keys), ``devices`` (the planner's view
 of the GPU, making it current), ``launch_plan`` (which kernels run, with what grids: pure Python),
-``forward_launcher`` / ``backward_launcher`` (run a plan on the call's tensors, cached per layout key),
-``param_grads`` (the backward's parameter gradients), ``summary`` (what a call would launch).
+``launch_setup`` (what both launchers set up once per layout key), ``forward_launcher`` / ``backward_launcher``
+(run a plan on the call's tensors, cached per layout key), ``param_grads`` (the backward's parameter gradients),
+``summary`` (what a call would launch).
 
 Example (CPU, interpreter)::
 

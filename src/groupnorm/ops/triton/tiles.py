@@ -27,6 +27,36 @@ def unit_coords(unit, GROUP_BLOCKS, BLOCK_G: tl.constexpr, INT64: tl.constexpr):
 
 
 @triton.jit
+def split_unit(unit_start, SPLIT, GROUP_BLOCKS, BLOCK_G: tl.constexpr, INT64: tl.constexpr):
+    """(sample, first group, chunk) of this program on the split path: ``SPLIT`` programs per unit, one per chunk
+    of positions, for the units from ``unit_start`` on. Indices only (see :func:`flat_group`)."""
+    pid = tl.program_id(0)
+    n, g0 = unit_coords(unit_start + pid // SPLIT, GROUP_BLOCKS, BLOCK_G, INT64)
+    return n, g0, pid % SPLIT
+
+
+@triton.jit
+def chunk_span(chunk, CHUNK_S, S):
+    """Positions ``[begin, end)`` of chunk ``chunk`` of ``CHUNK_S`` positions (the last one may be shorter)."""
+    s_begin = chunk * CHUNK_S
+    return s_begin, tl.minimum(s_begin + CHUNK_S, S)
+
+
+@triton.jit
+def flat_group(G, INT64: tl.constexpr):
+    """(program, sample, group) of a flat kernel's program, one per (sample, group); the program id is also the
+    group's slot in the (N, G) statistics.
+
+    Indices only, as every helper here that a store's address comes from: torch.compile's analysis of which
+    arguments a kernel writes counts every pointer passed to that helper.
+    """
+    pid = tl.program_id(0)
+    if INT64:
+        pid = pid.to(tl.int64)
+    return pid, pid // G, pid % G
+
+
+@triton.jit
 def unit_groups(g0, G, BLOCK_G: tl.constexpr):
     """Group indices ``[BLOCK_G]`` of the unit starting at ``g0``, and which of them exist."""
     g = g0 + tl.arange(0, BLOCK_G)
