@@ -42,13 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the program with ``argv`` (default: ``sys.argv[1:]``) and return its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["repro"] and len(argv) > 1:
-        from groupnorm.repro.command import run_subcommand
+    if argv[:1] == ["repro"]:
+        from groupnorm.repro.command import main as repro
 
-        # `repro detection ...`, `repro video ...` have parsers of their own
-        code = run_subcommand(argv[1], argv[2:])
-        if code is not None:
-            return code
+        # `repro [classification|detection|video] ...`: each subcommand has a parser of its own
+        return repro(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

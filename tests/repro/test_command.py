@@ -15,9 +15,13 @@ from .conftest import synthetic_data
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--norms", "bn,batchnorm"], "unknown norm 'batchnorm'"),
-        (["--batch-per-device", "32,0"], "expected positive integers, got '32,0'"),
-        (["--devices", "two"], "expected a positive integer, got 'two'"),
+        (["--norms", "bn,batchnorm"], "argument --norms: unknown value 'batchnorm'"),
+        (
+            ["--batch-per-device", "32,0"],
+            "argument --batch-per-device: expected positive numbers, got '32,0'",
+        ),
+        (["--devices", "two"], "--devices: expected int, got 'two'"),
+        (["--seeds", "0"], "argument --seeds: expected a positive integer, got '0'"),
         (["--preset", "nope"], "invalid choice: 'nope'"),
         (["--schedule", "poly"], "invalid choice: 'poly'"),
     ],
@@ -100,7 +104,7 @@ def test_tiny_sweep_end_to_end_with_group_ablation(tmp_path, capsys):
 def test_demo_preset_data_loads_without_network(monkeypatch):
     import socket
 
-    from groupnorm.repro.command import spec_from_args
+    from groupnorm.repro.classification_command import spec_from_args
     from groupnorm.repro.data import load_dataset
 
     def refuse(*args, **kwargs):

@@ -28,7 +28,7 @@ from groupnorm.repro.detection.scenes import ObjectBank, SceneSplit, load_scenes
 from groupnorm.repro.detection.train import DetectionTrainer  # noqa: E402
 from groupnorm.repro.hparams import HParams  # noqa: E402
 from groupnorm.repro.model import build_model  # noqa: E402
-from groupnorm.repro.sweep import read_jsonl  # noqa: E402
+from groupnorm.repro.runtime import read_jsonl  # noqa: E402
 
 TINY = "scenes:objects=shapes,train=12,test=4,canvas=32,min_side=8,max_side=16"
 SMALL = dict(dataset=TINY, devices=2, images_per_device=1, steps=2, steps_per_round=1, warmup_steps=1,

@@ -91,13 +91,14 @@ def test_factory_and_state_dict_match_batchnorm():
 
 
 def test_syncbn_across_cpu_processes_is_refused_clearly(tmp_path, monkeypatch):
-    from groupnorm.repro import train
+    from groupnorm.repro import runtime
+    from groupnorm.repro.classification import ClassificationTrainer
     from groupnorm.repro.hparams import HParams
 
     from .conftest import synthetic_data
 
-    monkeypatch.setattr(train.Dist, "current", staticmethod(lambda: train.Dist(rank=0, world=2)))
-    monkeypatch.setattr(train.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime.Dist, "current", staticmethod(lambda: runtime.Dist(rank=0, world=2)))
+    monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: False)
     hp = HParams(norm="syncbn", devices=2, batch_per_device=4, model="resnet8")
     with pytest.raises(ValueError, match="syncbn.*needs CUDA.*--devices K"):
-        train.RunTrainer(hp, synthetic_data(), tmp_path)
+        ClassificationTrainer(hp, synthetic_data(), tmp_path)

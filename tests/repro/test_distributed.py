@@ -11,8 +11,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from groupnorm.repro.checkpoint import load_checkpoint
+from groupnorm.repro.classification import ClassificationTrainer
 from groupnorm.repro.hparams import HParams
-from groupnorm.repro.train import RunTrainer
 
 from .conftest import synthetic_data
 
@@ -24,7 +24,7 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        result = RunTrainer(
+        result = ClassificationTrainer(
             HP, synthetic_data(), os.path.join(out, "run"), log=lambda *a: None, device="cpu"
         ).run()
         with open(os.path.join(out, f"result{rank}.json"), "w") as f:
@@ -38,7 +38,9 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 @pytest.mark.usefixtures("one_thread")
 def test_two_processes_match_single_process_emulation(tmp_path):
-    single = RunTrainer(HP, synthetic_data(), tmp_path / "single" / "run", log=lambda *a: None, device="cpu")
+    single = ClassificationTrainer(
+        HP, synthetic_data(), tmp_path / "single" / "run", log=lambda *a: None, device="cpu"
+    )
     single_result = single.run()
 
     out = tmp_path / "ddp"

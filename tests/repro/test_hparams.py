@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from groupnorm.repro.classification import run_summary
 from groupnorm.repro.hparams import HParams
-from groupnorm.repro.train import epoch_order, param_groups, run_summary
+from groupnorm.repro.runtime import epoch_order, param_groups
 
 
 @pytest.mark.parametrize("b,lr", [(32, 0.1), (16, 0.05), (2, 0.00625), (64, 0.2)])
@@ -37,8 +38,8 @@ def test_cosine_schedule_and_warmup():
 @pytest.mark.parametrize(
     "kw,match",
     [
-        ({"norm": "batchnorm"}, "norm: unknown normalization 'batchnorm'"),
-        ({"schedule": "poly"}, "schedule: unknown schedule 'poly'"),
+        ({"norm": "batchnorm"}, "norm: unknown value 'batchnorm'"),
+        ({"schedule": "poly"}, "schedule: unknown value 'poly'"),
         ({"batch_per_device": 0}, "batch_per_device must be >= 1, got 0"),
         ({"groups": 32, "group_size": 16}, "groups=32, group_size=16"),
         ({"groups": 0}, "groups must be >= 1, got 0"),

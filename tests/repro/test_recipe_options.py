@@ -42,8 +42,8 @@ def test_recipe_flags_reach_the_hyper_parameters(tmp_path, monkeypatch):
         return []
 
     monkeypatch.setattr("groupnorm.repro.sweep.run_sweep", fake_run_sweep)
-    code = main(["repro", "--dataset", "digits", "--val-split", "300", "--shortcut", "conv",
-                 "--zero-init-last", "off", "--channels-last", "--out", str(tmp_path), "--quiet"])  # fmt: skip
+    code = main(["repro", "--dataset", "digits", "--val-split", "300", "--shortcut", "conv", "--zero-init-last",
+                 "off", "--channels-last", "--out", str(tmp_path), "--quiet", "--no-report"])  # fmt: skip
     assert code == 0 and command is not None
     base = seen["spec"].base
     assert (base.val_split, base.shortcut, base.zero_init_last, base.channels_last) == (
@@ -68,7 +68,7 @@ def test_shortcut_and_init_build_the_model_asked_for():
     assert type(build_model(HParams(model="resnet50", norm="gn"), 10, 3)).__name__ == "ResNet"
     with pytest.raises(ValueError, match="shortcut='conv' applies to CIFAR-style ResNets only"):
         build_model(HParams(model="resnet50", norm="gn", shortcut="conv"), 10, 3)
-    with pytest.raises(ValueError, match="shortcut: unknown shortcut 'B'"):
+    with pytest.raises(ValueError, match="shortcut: unknown value 'B'"):
         HParams(shortcut="B")
 
 
@@ -117,7 +117,7 @@ def test_sweep_with_validation_split_channels_last_and_ablation_report(tmp_path,
 
 
 def test_grid_flags_build_the_spec():
-    from groupnorm.repro.command import spec_from_args
+    from groupnorm.repro.classification_command import spec_from_args
 
     spec = spec_from_args(["--dataset", "digits", "--norms", "bn,gn", "--batch-per-device", "32,2",
                            "--gn-group-size", "4", "--groups", "2,8", "--ablation-batch", "32",

@@ -19,7 +19,8 @@ import torch
 from groupnorm.cli import main
 from groupnorm.repro.checkpoint import CorruptCheckpoint, load_checkpoint, save_checkpoint
 from groupnorm.repro.hparams import HParams
-from groupnorm.repro.sweep import SweepSpec, read_jsonl, run_sweep
+from groupnorm.repro.runtime import read_jsonl
+from groupnorm.repro.sweep import SweepSpec, run_sweep
 
 from .conftest import synthetic_data
 

@@ -16,7 +16,7 @@ import torch
 
 from groupnorm.cli import main as cli_main
 from groupnorm.repro.devices import DeviceBatchNorm3d
-from groupnorm.repro.sweep import read_jsonl
+from groupnorm.repro.runtime import read_jsonl
 from groupnorm.repro.video.clips import MOTIONS, load_moving, object_side, track
 from groupnorm.repro.video.command import configs_from_args, main
 from groupnorm.repro.video.folder import load_clip_data, load_clip_folder

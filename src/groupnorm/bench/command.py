@@ -19,6 +19,7 @@ import torch
 
 from groupnorm.activations import ACTIVATIONS
 from groupnorm.bench import allocator, harness, models_command, providers, report, shapes
+from groupnorm.repro.runtime import atomic_write_text
 
 PRESETS = {
     # fp32, both layouts, GN and GN+SiLU, forward and forward+backward, no residual
@@ -241,9 +242,9 @@ def run(args) -> int:
         bar.update(1)
     bar.close()
     if args.csv:
-        report.atomic_write(args.csv, report.to_csv(records))
+        atomic_write_text(args.csv, report.to_csv(records))
     if args.markdown:
-        report.atomic_write(args.markdown, report.markdown_report(records, command_line(args)))
+        atomic_write_text(args.markdown, report.markdown_report(records, command_line(args)))
     print(report.markdown_table(records))
     print()
     print(report.summary(records))

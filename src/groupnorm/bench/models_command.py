@@ -16,6 +16,7 @@ import time
 import torch
 
 from groupnorm.bench import allocator, harness, models, models_report, report
+from groupnorm.repro.runtime import atomic_write_text
 
 # The full CPU run on 2 idle cores should take about 10 minutes at most: each (model, layout) costs one checked
 # call per model (two stock calls in training) and then 2 x rounds timed calls; SD's VAE decode at 64x64 latents
@@ -174,7 +175,7 @@ def run(args) -> int:
     )
     print(f"groupnorm bench --models: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     if args.markdown:
-        report.atomic_write(args.markdown, models_report.markdown_page(rows, command_line(args, rounds)))
+        atomic_write_text(args.markdown, models_report.markdown_page(rows, command_line(args, rounds)))
     print(models_report.markdown_table(rows))
     refused = [r for r in rows if r["error"]]
     for r in refused:

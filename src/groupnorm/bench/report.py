@@ -7,11 +7,12 @@ import io
 import json
 import os
 import platform
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+from groupnorm.repro.runtime import atomic_write_text
 
 
 def environment(device: str) -> dict:
@@ -65,22 +66,8 @@ def ratio_text(paired: float, baseline_ms: float | None, ours_ms: float | None) 
     return f"{paired:.2f}x"
 
 
-def atomic_write(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same directory and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_json(path: str | Path, records: list[dict]) -> None:
-    atomic_write(path, json.dumps(records, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(records, indent=1) + "\n")
 
 
 def read_json(path: str | Path) -> list[dict]:

@@ -1,8 +1,8 @@
-"""Crash-safe files: atomic writes and checksummed checkpoints.
+"""Checksummed checkpoints of runs.
 
-Every file is written to a temporary name in the same directory, flushed to disk and renamed over the old one
-(``os.replace`` is atomic), so a process killed at any moment leaves either the old or the new file, never half of
-one. Checkpoints carry a SHA-256 of their payload, so a file damaged some other way is detected, not half-loaded.
+A checkpoint is written atomically (:func:`~groupnorm.repro.runtime.atomic_write_bytes`), so a process killed at
+any moment leaves either the old or the new file, never half of one. Checkpoints carry a SHA-256 of their
+payload, so a file damaged some other way is detected, not half-loaded.
 
 The checksum is no defence against a crafted file (whoever writes it computes the digest too), so checkpoints are
 unpickled with ``weights_only=True``: tensors, containers and plain values load, anything that would call code
@@ -14,45 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from groupnorm.repro.runtime import atomic_write_bytes, atomic_write_jsonl
 
 MAGIC = b"GNCKPT1\n"
 
 
 class CorruptCheckpoint(RuntimeError):
     """A checkpoint that cannot be trusted: truncated, altered, or not a checkpoint at all."""
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def atomic_write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:

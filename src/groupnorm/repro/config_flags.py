@@ -1,7 +1,8 @@
-"""Command-line flags from a config dataclass: one ``--field-name`` per scalar field, typed by its annotation.
+"""Command-line flags from a config dataclass: one ``--field-name`` per scalar field, typed by its annotation,
+offering the choices of the config's ``CHOICES`` and saying the default a user would run with.
 
-The transfer commands (``groupnorm repro detection``, ``groupnorm repro video``) take their hyper-parameters this
-way, so a new field of the dataclass is a new flag with no parser code; presets are dicts of the same names.
+Every ``groupnorm repro`` subcommand takes its run settings this way, so a new field of a config is a new flag with
+no parser code; presets are dicts of the same names.
 
 >>> import argparse
 >>> from dataclasses import dataclass
@@ -38,25 +39,63 @@ def _scalar_type(annotation) -> type | None:
     return args[0] if len(args) == 1 and args[0] in (int, float, str) else None
 
 
-def add_config_flags(parser, cls, skip: tuple[str, ...] = (), help_of: dict[str, str] | None = None) -> None:
-    """A ``--field-name`` flag for each int/float/str field of dataclass ``cls`` not in ``skip``."""
+def add_config_flags(
+    parser,
+    cls,
+    skip: tuple[str, ...] = (),
+    help_of: dict[str, str] | None = None,
+    defaults: dict | None = None,
+    preset: str | None = None,
+) -> None:
+    """A ``--field-name`` flag for each int/float/str field of dataclass ``cls`` not in ``skip``.
+
+    Its help is ``help_of[name]`` followed by the default the command runs with: ``defaults[name]`` (the values of
+    ``--preset preset``) where given, else the field's own default."""
     hints = typing.get_type_hints(cls)
+    choices_of = getattr(cls, "CHOICES", {})
+    defaults = defaults or {}
     for f in dataclasses.fields(cls):
         kind = _scalar_type(hints[f.name])
         if f.name in skip or kind is None:
             continue
         flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, dest=f.name, type=_parse(kind, flag[2:]), default=None,
-                            help=(help_of or {}).get(f.name, f"default {f.default!r}"))  # fmt: skip
+        if f.name in defaults:
+            default = (
+                f"default {defaults[f.name]!r}, from --preset {preset}"
+                if preset
+                else f"default {defaults[f.name]!r}"
+            )
+        else:
+            default = f"default {f.default!r}"
+        text = (help_of or {}).get(f.name, "")
+        parser.add_argument(
+            flag,
+            dest=f.name,
+            type=_parse(kind, flag[2:]),
+            default=None,
+            choices=choices_of.get(f.name),
+            help=(f"{text} ({default})" if text else default).replace("%", "%%"),
+        )
 
 
-def config_values(args: argparse.Namespace, cls) -> dict:
-    """The fields of ``cls`` that the command line set."""
+def config_values(args: argparse.Namespace, cls, skip: tuple[str, ...] = ()) -> dict:
+    """The fields of ``cls`` (but those in ``skip``) that the command line set."""
     return {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(cls)
-        if getattr(args, f.name, None) is not None
+        if f.name not in skip and getattr(args, f.name, None) is not None
     }
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def list_of(kind: type, choices: tuple[str, ...] | None = None):

@@ -7,8 +7,9 @@ side as K·C channels of one BatchNorm — which is exactly what K unsynchronize
 Running statistics rule: every device makes torch's update with its own batch statistics,
 ``r_k = (1 - m)·r + m·s_k`` (s_k: mean, or unbiased variance, of device k), and the layer keeps their average,
 ``r ← mean_k r_k = (1 - m)·r + m·mean_k(s_k)``. Under torchrun each process applies the rule to its own devices
-and the processes then average their buffers (:func:`average_buffers`); since the update is linear and every
-process holds the same number of devices, the result is the same as the single-process emulation.
+and the processes then average their buffers (:func:`~groupnorm.repro.runtime.average_buffers`); since the
+update is linear and every process holds the same number of devices, the result is the same as the
+single-process emulation.
 
 ``syncbn`` is plain BatchNorm over all K·b images, which is what SyncBatchNorm computes.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -87,18 +87,6 @@ class DeviceBatchNorm2d(nn.BatchNorm2d):
 def device_bn(batch_per_device: int) -> Callable[[int], nn.Module]:
     """A ``channels -> module`` norm factory (what ``norm=`` of the models takes) for per-device BatchNorm."""
     return lambda channels: DeviceBatchNorm2d(channels, batch_per_device=batch_per_device)
-
-
-@torch.no_grad()
-def average_buffers(model: nn.Module) -> None:
-    """Average the floating-point buffers (BN running statistics) over the processes of the default group."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    world = dist.get_world_size()
-    for buf in model.buffers():
-        if buf.is_floating_point():
-            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
-            buf.div_(world)
 
 
 class DeviceBatchNorm3d(DeviceBatchNorm2d):

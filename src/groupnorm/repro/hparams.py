@@ -8,10 +8,11 @@ each residual block, and validation error = median of the last 5 epochs of 100 (
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from typing import ClassVar
+
+from groupnorm.repro.run_config import RunConfig
 
 NORMS = ("bn", "syncbn", "gn", "ln", "in", "gn+ws", "none")
 SCHEDULES = ("step", "cosine")
@@ -19,7 +20,20 @@ SHORTCUTS = ("pad", "conv")  # CIFAR ResNets: option A (zero-padded identity) or
 
 
 @dataclass(frozen=True)
-class HParams:
+class HParams(RunConfig):
+    """One classification run's settings (see :class:`~groupnorm.repro.run_config.RunConfig`).
+
+    >>> hp = HParams(norm="gn", groups=8, batch_per_device=2, epochs=10)
+    >>> hp.lr, hp.global_batch, hp.run_id().startswith("gn-G8_b2_k8_s0_")
+    (0.00625, 16, True)
+    """
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "norm": NORMS,
+        "schedule": SCHEDULES,
+        "shortcut": SHORTCUTS,
+    }
+
     dataset: str = "digits"  # a data spec of groupnorm.repro.data.load_dataset
     model: str = "resnet20"  # a name of groupnorm.models.get_model
     width: float = 1  # width multiplier of the model (channels × width)
@@ -57,36 +71,32 @@ class HParams:
     seed: int = 0  # initialization, data order and augmentation
 
     def __post_init__(self) -> None:
-        if self.norm not in NORMS:
-            raise ValueError(f"norm: unknown normalization {self.norm!r}; choose from {', '.join(NORMS)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"schedule: unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}"
-            )
-        if self.shortcut not in SHORTCUTS:
-            raise ValueError(
-                f"shortcut: unknown shortcut {self.shortcut!r}; choose from {', '.join(SHORTCUTS)}"
-            )
-        if not self.width > 0:
-            raise ValueError(f"width must be > 0, got {self.width}")
-        for name in ("devices", "batch_per_device", "epochs", "eval_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.groups is not None and self.group_size is not None:
             raise ValueError(
                 f"give groups or group_size, not both (groups={self.groups}, group_size={self.group_size})"
             )
-        for name in ("groups", "group_size", "train_subset", "test_subset", "image_size", "val_split"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
-        if self.base_lr <= 0:
-            raise ValueError(f"base_lr must be > 0, got {self.base_lr}")
+        self.check(
+            at_least_one=("devices", "batch_per_device", "epochs", "eval_batch"),
+            optional_at_least_one=(
+                "groups",
+                "group_size",
+                "train_subset",
+                "test_subset",
+                "image_size",
+                "val_split",
+            ),
+            positive=("width", "base_lr"),
+        )
 
     @property
     def lr(self) -> float:
         """The paper's linear scaling rule: base_lr for 32 images per device."""
         return self.base_lr * self.batch_per_device / 32
+
+    @property
+    def rounds(self) -> int:
+        """An epoch is a round of the training loop."""
+        return self.epochs
 
     @property
     def global_batch(self) -> int:
@@ -103,20 +113,6 @@ class HParams:
         drops = sum(epoch >= round(f * self.epochs) for f in self.milestones)
         return self.lr * 0.1**drops
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["milestones"] = list(self.milestones)
-        d["lr"] = self.lr
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> HParams:
-        known = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in known}
-        if "milestones" in kw:
-            kw["milestones"] = tuple(kw["milestones"])
-        return cls(**kw)
-
     def norm_label(self) -> str:
         """The norm with its grouping, e.g. ``gn``, ``gn/G=16``, ``gn/16ch``."""
         if self.norm in ("gn", "gn+ws") and self.groups is not None:
@@ -125,9 +121,7 @@ class HParams:
             return f"{self.norm}/{self.group_size}ch"
         return self.norm
 
-    def run_id(self) -> str:
-        """A readable, unique directory name for this configuration."""
-        readable = f"{self.norm_label().replace('/', '-').replace('=', '').replace('+', '')}_b{self.batch_per_device}"
-        readable += f"_k{self.devices}_s{self.seed}"
-        digest = hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-        return f"{readable}_{digest}"
+    def run_name(self) -> str:
+        """E.g. ``gn-G8_b2_k4_s0`` (norm and grouping, images per device, devices, seed)."""
+        norm = self.norm_label().replace("/", "-").replace("=", "").replace("+", "")
+        return f"{norm}_b{self.batch_per_device}_k{self.devices}_s{self.seed}"

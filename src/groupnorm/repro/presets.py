@@ -113,9 +113,3 @@ PRESETS["cifar10-cpu-long"] = {
     "batch_per_device": [32, 2],
     "epochs": 30,
 }
-
-
-def preset(name: str) -> dict:
-    if name not in PRESETS:
-        raise ValueError(f"preset: unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    return dict(PRESETS[name])

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from groupnorm.repro import paper
-from groupnorm.repro.checkpoint import atomic_write_text
+from groupnorm.repro.classification import final_epochs
 from groupnorm.repro.data import HELD_OUT_EVAL_DATASETS
-from groupnorm.repro.train import final_epochs
+from groupnorm.repro.runtime import atomic_write_text
 
 NORM_ORDER = ["bn", "syncbn", "gn", "gn+ws", "ln", "in", "none"]
 COLORS = {"bn": "C0", "gn": "C1", "ln": "C2", "in": "C3", "syncbn": "C4", "gn+ws": "C5", "none": "C7"}

@@ -25,11 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from groupnorm.bench import op_kinds
-from groupnorm.repro.checkpoint import atomic_write_text
 from groupnorm.repro.data import ImageData
 from groupnorm.repro.hparams import HParams
 from groupnorm.repro.model import build_model
-from groupnorm.repro.train import param_groups
+from groupnorm.repro.runtime import atomic_write_text, param_groups
 
 PHASES = ("data", "forward", "backward", "optimizer")
 
@@ -152,7 +151,7 @@ def profile_markdown(hps: dict[str, HParams], rounds: int, gn_torch: bool, steps
 
 
 def main(argv: list[str] | None = None) -> int:
-    from groupnorm.repro.command import spec_from_args
+    from groupnorm.repro.classification_command import spec_from_args
     from groupnorm.repro.threads import torch_threads
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,16 +1,9 @@
-"""A sweep: the grid norm × grouping × batch per device × seed, run one after another, never losing work.
-
-Layout of ``out``::
-
-    out/meta.json            the command, the sweep, machine and versions
-    out/runs/<run>/          checkpoint.pt, epochs.jsonl, result.json of each run (see train.py)
-    out/results.jsonl        every epoch record of every run, regenerated atomically after each epoch
-    out/summary.csv          one row per finished run (val error = median of its last 5 % of epochs)
-    out/report.md, *.png     written at the end (groupnorm.repro.report)
-
-Rerunning the same command skips finished runs and resumes unfinished ones from their last epoch. Several
-processes may work on one sweep at once (e.g. two single-thread processes on two cores): each run is locked by
-the process training it and skipped by the others; the last one to finish writes the complete report.
+"""The classification sweep: the grid norm × grouping × batch per device × seed (:class:`SweepSpec`), run on the
+one runner (:mod:`groupnorm.repro.runner`: finished runs skipped, unfinished ones resumed, runs locked by the
+process training them, ``results.jsonl`` and ``summary.csv`` rewritten after every epoch), then the report
+(``out/report.md`` and its plots, :mod:`groupnorm.repro.report`). Each run is a
+:class:`~groupnorm.repro.classification.ClassificationTrainer`; ``summary.csv``'s val error is the median of a
+run's final epochs.
 
 Example::
 
@@ -20,22 +13,14 @@ Example::
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
-import shlex
-import sys
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
-import torch.distributed as dist
-
-from groupnorm.repro.checkpoint import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from groupnorm.repro.classification import ClassificationTrainer
 from groupnorm.repro.data import load_dataset
 from groupnorm.repro.hparams import HParams
-from groupnorm.repro.progress import Progress
-from groupnorm.repro.train import Dist, RunTrainer, machine_info
+from groupnorm.repro.runner import Job, run_jobs
+from groupnorm.repro.runtime import Dist
 
 GN_NORMS = ("gn", "gn+ws")
 
@@ -128,51 +113,18 @@ class SweepSpec:
         }
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 SUMMARY_FIELDS = [
     "run", "norm", "groups", "group_size", "batch_per_device", "devices", "seed", "epochs_done",
     "val_error", "train_error", "train_loss", "seconds_per_epoch", "grouping",
 ]  # fmt: skip
 
 
-def aggregate(out: str | os.PathLike, run_ids: list[str]) -> list[dict]:
-    """Rewrite ``results.jsonl`` and ``summary.csv`` from the per-run files; return the finished results."""
-    out = Path(out)
-    records, results = [], []
-    for rid in run_ids:
-        records += read_jsonl(out / "runs" / rid / "epochs.jsonl")
-        res = out / "runs" / rid / "result.json"
-        if res.exists():
-            results.append(json.loads(res.read_text()))
-    atomic_write_jsonl(out / "results.jsonl", records)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
-    w.writeheader()
-    for r in results:
-        w.writerow({**r["config"], **r})
-    atomic_write_text(out / "summary.csv", buf.getvalue())
-    return results
-
-
-def _try_lock(run_dir: Path):
-    """An exclusive lock on a run, or None if another process holds it (the kernel drops it if we die)."""
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): one process per sweep
-        return open(run_dir / ".lock", "a")  # noqa: SIM115
-    f = open(run_dir / ".lock", "a")  # noqa: SIM115 - held open for the whole run
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        return None
-    return f
+def describe_result(result: dict) -> str:
+    """A finished run's progress line."""
+    return (
+        f"val error {result['val_error']:.2f}% (median of the final epochs), train error "
+        f"{result['train_error']:.2f}%, {result['seconds_per_epoch']:.1f} s/epoch"
+    )
 
 
 def run_sweep(
@@ -185,10 +137,6 @@ def run_sweep(
     device: str = "auto",
 ) -> list[dict]:
     """Run (or resume) every run of ``spec`` under ``out``; write the aggregate files and the report."""
-    out = Path(out)
-    me = Dist.current()
-    runs = spec.runs()
-    run_ids = [hp.run_id() for hp in runs]
     # the data first: a data set that cannot be had fails before a progress bar or anything under `out`
     base = spec.base
     data = load_dataset(
@@ -201,65 +149,24 @@ def run_sweep(
     )
     if base.val_split is not None:
         data = data.validation_split(base.val_split)
-    progress = Progress(len(runs), quiet=quiet, enabled=me.main)
-    if me.main:
-        out.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "command": command or " ".join(shlex.quote(a) for a in sys.argv),
-            "sweep": spec.to_dict(),
-            "machine": machine_info(),
-            "world_size": me.world,
-        }
-        atomic_write_json(out / "meta.json", meta)
-        d = data.describe()
-        progress.write(
-            f"data: {d['name']}: {d['train']} train / {d['test']} test images {tuple(d['image_shape'])}"
-        )
-        progress.write(f"{len(runs)} runs -> {out}")
-    results = []
-    for hp, rid in zip(runs, run_ids):
-        run_dir = out / "runs" / rid
-        done = run_dir / "result.json"
-        if me.world > 1:
-            dist.barrier()
-        if done.exists():
-            result = json.loads(done.read_text())
-            if result.get("config", {}).get("epochs") == hp.epochs and result.get("epochs_done") == hp.epochs:
-                results.append(result)
-                progress.end_run(f"{rid}: done before, val error {result['val_error']:.2f}%")
-                continue
-        if me.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        lock = _try_lock(run_dir) if me.world == 1 else None
-        if me.world == 1 and lock is None:
-            progress.end_run(f"{rid}: being trained by another process, skipped")
-            continue
-        trainer = RunTrainer(
-            hp,
-            data,
-            run_dir,
-            progress=progress,
-            log=progress.warn,
-            on_epoch=lambda: aggregate(out, run_ids),
-            device=device,
-        )
-        try:
-            result = trainer.run()
-        finally:
-            if lock is not None:
-                lock.close()
-        results.append(result)
-        progress.end_run(
-            f"{rid}: val error {result['val_error']:.2f}% (median of the final epochs), train error "
-            f"{result['train_error']:.2f}%, {result['seconds_per_epoch']:.1f} s/epoch"
-        )
-    progress.close()
-    if me.main:
-        aggregate(out, run_ids)
-        if report:
-            from groupnorm.repro.report import report_summary, write_report
 
-            path = write_report(out)
-            print(report_summary(path), flush=True)
-            print(f"report: {path}", flush=True)
+    def job(hp: HParams) -> Job:
+        return Job(
+            hp.run_id(),
+            hp.rounds,
+            lambda run_dir, **kw: ClassificationTrainer(hp, data, run_dir, device=device, **kw),
+        )
+
+    d = data.describe()
+    intro = (f"data: {d['name']}: {d['train']} train / {d['test']} test images {tuple(d['image_shape'])}",)
+    results = run_jobs(
+        [job(hp) for hp in spec.runs()], out, fields=SUMMARY_FIELDS, records="epochs.jsonl",
+        meta={"sweep": spec.to_dict()}, quiet=quiet, command=command, describe=describe_result, intro=intro,
+    )  # fmt: skip
+    if Dist.current().main and report:
+        from groupnorm.repro.report import report_summary, write_report
+
+        path = write_report(out)
+        print(report_summary(path), flush=True)
+        print(f"report: {path}", flush=True)
     return results

@@ -18,9 +18,9 @@ import math
 from pathlib import Path
 
 from groupnorm.repro import paper
-from groupnorm.repro.checkpoint import atomic_write_text
 from groupnorm.repro.presets import PRESETS
 from groupnorm.repro.report import cells, error_name, load_runs
+from groupnorm.repro.runtime import atomic_write_text
 
 # Figure 1's two ends
 BIG, SMALL = 32, 2

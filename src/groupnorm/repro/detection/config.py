@@ -8,9 +8,10 @@ real-scale preset sets torchvision's defaults.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from typing import ClassVar
+
+from groupnorm.repro.run_config import RunConfig
 
 # BN* (frozen, FrozenBatchNorm2d), BN fine-tuned at the small batch, GN in the backbone only, GN in backbone +
 # FPN + heads, and the latter from scratch (random backbone)
@@ -22,7 +23,16 @@ VARIANT_LABELS = {
 
 
 @dataclass(frozen=True)
-class DetectionConfig:
+class DetectionConfig(RunConfig):
+    """One detection run's settings (see :class:`~groupnorm.repro.run_config.RunConfig`).
+
+    >>> cfg = DetectionConfig(variant="gn_all", images_per_device=2, devices=4, steps=1000, steps_per_round=250)
+    >>> cfg.lr, cfg.rounds
+    (0.01, 4)
+    """
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"variant": VARIANTS}
+
     dataset: str = "scenes"  # scenes[:OPTIONS] (generated) or coco:ROOT (see detection.coco)
     variant: str = "gn_all"  # one of VARIANTS
     backbone: str = "resnet8"  # a classification model name (CIFAR-style resnet<6n+2> or resnet18/50/...)
@@ -50,20 +60,13 @@ class DetectionConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant: unknown variant {self.variant!r}; choose from {', '.join(VARIANTS)}")
-        for name in ("gn_groups", "devices", "images_per_device", "steps", "steps_per_round", "fpn_channels",
-                     "box_head_width", "mask_head_channels", "rois_per_image"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("image_size", "max_image_size", "test_images"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
-        if self.base_lr <= 0:
-            raise ValueError(f"base_lr must be > 0, got {self.base_lr}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        self.check(
+            at_least_one=("gn_groups", "devices", "images_per_device", "steps", "steps_per_round", "fpn_channels",
+                          "box_head_width", "mask_head_channels", "rois_per_image"),
+            optional_at_least_one=("image_size", "max_image_size", "test_images"),
+            positive=("base_lr",),
+            non_negative=("warmup_steps",),
+        )  # fmt: skip
 
     @property
     def images_per_step(self) -> int:
@@ -83,21 +86,6 @@ class DetectionConfig:
             return self.lr * (1 / 3 + (2 / 3) * step / self.warmup_steps)
         return self.lr * 0.1 ** sum(step >= round(f * self.steps) for f in self.milestones)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["milestones"] = list(self.milestones)
-        d["lr"] = self.lr
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DetectionConfig:
-        known = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in known}
-        if "milestones" in kw:
-            kw["milestones"] = tuple(kw["milestones"])
-        return cls(**kw)
-
-    def run_id(self) -> str:
-        """A readable, unique directory name, e.g. ``gn_all_i2_k4_s0_1a2b3c4d``."""
-        digest = hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-        return f"{self.variant}_i{self.images_per_device}_k{self.devices}_s{self.seed}_{digest}"
+    def run_name(self) -> str:
+        """E.g. ``gn_all_i2_k4_s0`` (variant, images per device, devices, seed)."""
+        return f"{self.variant}_i{self.images_per_device}_k{self.devices}_s{self.seed}"

@@ -45,7 +45,7 @@ def needs_pretrained_norm(variant: str) -> str | None:
     return None if variant == "gn_scratch" else "gn"
 
 
-def _checked_hparams(cfg: DetectionConfig) -> tuple[HParams, dict | None, int]:
+def checked_backbone(cfg: DetectionConfig) -> tuple[HParams, dict | None, int]:
     """The classification hyper-parameters of the backbone, its weights (or None) and its class count."""
     wanted = needs_pretrained_norm(cfg.variant)
     if cfg.pretrained is None or wanted is None:
@@ -85,7 +85,7 @@ def build_backbone_classifier(cfg: DetectionConfig) -> tuple[nn.Module, str]:
     """The classification network with the variant's norm, weights loaded; and where they came from."""
     from torchvision.ops import FrozenBatchNorm2d
 
-    hp, weights, num_classes = _checked_hparams(cfg)
+    hp, weights, num_classes = checked_backbone(cfg)
     norm = None
     if cfg.variant == "bn_frozen":
         norm = FrozenBatchNorm2d

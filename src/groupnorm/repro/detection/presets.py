@@ -69,9 +69,3 @@ PRESETS: dict[str, dict] = {
         "gn_groups": 32,
     },
 }
-
-
-def detection_preset(name: str) -> dict:
-    if name not in PRESETS:
-        raise ValueError(f"preset: unknown detection preset {name!r}; choose from {', '.join(PRESETS)}")
-    return dict(PRESETS[name])

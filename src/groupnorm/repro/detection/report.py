@@ -15,9 +15,9 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from groupnorm.repro.checkpoint import atomic_write_text
 from groupnorm.repro.detection.config import VARIANT_LABELS, VARIANTS
 from groupnorm.repro.report import format_mean_std, mean_std
+from groupnorm.repro.runtime import atomic_write_text
 
 # The paper's Mask R-CNN R50-FPN on COCO (Wu & He 2018, §6.1): box AP, mask AP; BN fine-tuned loses about 6 AP.
 PAPER = {"bn_frozen": (38.6, 34.2), "gn_all": (40.0, 34.8), "gn_scratch": (39.5, None)}
@@ -122,7 +122,7 @@ def write_detection_report(out: str | os.PathLike) -> Path:
           f"{r['backbone_init']} | {r['grouping']} |" for r in rows],
     ]  # fmt: skip
     from groupnorm.repro.curves import plot_curves
-    from groupnorm.repro.sweep import read_jsonl
+    from groupnorm.repro.runtime import read_jsonl
 
     figure = plot_curves(
         read_jsonl(out / "results.jsonl"), out / "curves.png", x="step",

@@ -1,29 +1,24 @@
 """Fine-tune (or train from scratch) one Mask R-CNN variant, in rounds of steps that survive SIGKILL.
 
 A step takes ``devices × images_per_device`` images in an order fixed by (seed, epoch) (the classification
-sweep's :func:`~groupnorm.repro.train.epoch_order`); the loss is the sum of Mask R-CNN's losses averaged over
+sweep's :func:`~groupnorm.repro.runtime.epoch_order`); the loss is the sum of Mask R-CNN's losses averaged over
 them. BatchNorm statistics are per virtual device (``DeviceBatchNorm2d``), and under torchrun the step's images
-are split over the processes (DDP averages the gradients; :func:`~groupnorm.repro.devices.average_buffers` the
-BN running statistics). After each round: a checkpoint, then box/mask AP on the test split (rank 0).
+are split over the processes (DDP averages the gradients; :func:`~groupnorm.repro.runtime.average_buffers` the
+BN running statistics). After each round: a checkpoint, then box/mask AP on the test split (rank 0). The loop,
+its checkpoints and its records are the one training loop's (:class:`~groupnorm.repro.loop.Trainer`).
 """
 
 from __future__ import annotations
 
-import math
-import warnings
-
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from groupnorm.repro.detection.config import DetectionConfig
 from groupnorm.repro.detection.data import DetectionData, normalize_image
 from groupnorm.repro.detection.evaluate import evaluate_model
 from groupnorm.repro.detection.model import build_maskrcnn
-from groupnorm.repro.devices import average_buffers
-from groupnorm.repro.model import grouping_label
-from groupnorm.repro.rounds import RoundTrainer
-from groupnorm.repro.train import epoch_order, param_groups, pick_device
+from groupnorm.repro.loop import Trainer
+from groupnorm.repro.runtime import epoch_order
 
 
 class _Subset:
@@ -37,17 +32,11 @@ class _Subset:
         return self.split[i]
 
 
-class DetectionTrainer(RoundTrainer):
-    """One detection run; ``run()`` resumes from ``run_dir`` (see :class:`~groupnorm.repro.rounds.RoundTrainer`)."""
+class DetectionTrainer(Trainer):
+    """One detection run; ``run()`` resumes from ``run_dir`` (see :class:`~groupnorm.repro.loop.Trainer`)."""
 
-    def __init__(
-        self, cfg: DetectionConfig, data: DetectionData, run_dir, *, device: str = "auto", **kw
-    ) -> None:
+    def __init__(self, cfg: DetectionConfig, data: DetectionData, run_dir, **kw) -> None:
         super().__init__(cfg, run_dir, **kw)
-        if cfg.devices % self.dist.world:
-            raise ValueError(
-                f"devices={cfg.devices} cannot be spread evenly over {self.dist.world} processes"
-            )
         if cfg.images_per_step > len(data.train):
             raise ValueError(
                 f"a step of devices × images_per_device = {cfg.images_per_step} images exceeds the "
@@ -55,21 +44,11 @@ class DetectionTrainer(RoundTrainer):
             )
         self.cfg, self.data = cfg, data
         self.test = data.test if cfg.test_images is None else _Subset(data.test, cfg.test_images)
-        self.device = pick_device(device, self.dist.rank)
         torch.manual_seed(cfg.seed)
         canvas = int(data.train[0][0].shape[-1])
         model, self.backbone_origin = build_maskrcnn(cfg, data.num_classes, canvas)
-        self.model = model.to(self.device)
-        self.grouping = grouping_label(self.model)
-        self.optimizer = torch.optim.SGD(param_groups(self.model, cfg), lr=cfg.lr, momentum=cfg.momentum)
-        self.ddp = self.model
-        if self.dist.world > 1:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                # RoIs without a positive sample leave the mask head unused in a step
-                self.ddp = nn.parallel.DistributedDataParallel(
-                    self.model, broadcast_buffers=False, find_unused_parameters=True
-                )
+        # RoIs without a positive sample leave the mask head unused in a step
+        self.attach(model.to(self.device), find_unused_parameters=True)
 
     def steps_per_round(self) -> int:
         return self.cfg.steps_per_round
@@ -104,25 +83,14 @@ class DetectionTrainer(RoundTrainer):
         steps = range(r * cfg.steps_per_round, min(cfg.steps, (r + 1) * cfg.steps_per_round))
         sums: dict[str, float] = {}
         for i, step in enumerate(steps):
-            for group in self.optimizer.param_groups:
-                group["lr"] = cfg.lr_at(step)
             items = [self.data.train[j] for j in self._images_of_step(step)]
             images = [normalize_image(im).to(self.device) for im, _ in items]
             targets = [{k: v.to(self.device) for k, v in t.items()} for _, t in items]
             losses = self.ddp(images, targets)
-            loss = sum(losses.values())
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            average_buffers(self.model)
-            value = float(loss.detach())
+            value = self.optimize(sum(losses.values()), cfg.lr_at(step), r, i, len(steps))
             sums["train_loss"] = sums.get("train_loss", 0.0) + value
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
-            if self.progress is not None:
-                self.progress.step(r, i, len(steps), value)
-            if not math.isfinite(value):
-                self.log(f"warning: run {self.run_dir.name}: loss is {value} at step {step + 1}")
         stats = {k: v / len(steps) for k, v in sums.items()}
         stats.update({"step": steps[-1] + 1, "lr": cfg.lr_at(steps[-1])})
         return stats

@@ -7,17 +7,27 @@ over the epochs; the same epochs for every batch size; validation error of the l
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from typing import ClassVar
+
+from groupnorm.repro.run_config import RunConfig
 
 VIDEO_NORMS: tuple[str, ...] = ("bn", "gn")
 MEMORY_FORMATS: tuple[str, ...] = ("auto", "channels_last_3d", "contiguous")
 
 
 @dataclass(frozen=True)
-class VideoConfig:
+class VideoConfig(RunConfig):
+    """One video run's settings (see :class:`~groupnorm.repro.run_config.RunConfig`).
+
+    >>> cfg = VideoConfig(norm="gn", clips_per_device=4, epochs=10)
+    >>> cfg.lr, cfg.clips_per_step, cfg.channels_last
+    (0.05, 8, True)
+    """
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"norm": VIDEO_NORMS, "memory_format": MEMORY_FORMATS}
+
     dataset: str = "moving"  # moving[:OPTIONS] (generated) or clips:ROOT (see video.folder)
     frames: int = 8  # frames per clip (the paper: 32, and 64 for its long-clip setting)
     norm: str = "gn"  # bn (statistics per device over T, H, W) or gn
@@ -38,17 +48,10 @@ class VideoConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.norm not in VIDEO_NORMS:
-            raise ValueError(f"norm: video runs take {', '.join(VIDEO_NORMS)}, got {self.norm!r}")
-        for name in ("frames", "gn_groups", "devices", "clips_per_device", "epochs", "eval_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.memory_format not in MEMORY_FORMATS:
-            raise ValueError(
-                f"memory_format: choose from {', '.join(MEMORY_FORMATS)}, got {self.memory_format!r}"
-            )
-        if self.base_lr <= 0 or self.width <= 0:
-            raise ValueError(f"base_lr and width must be > 0, got {self.base_lr}, {self.width}")
+        self.check(
+            at_least_one=("frames", "gn_groups", "devices", "clips_per_device", "epochs", "eval_batch"),
+            positive=("base_lr", "width"),
+        )
 
     @property
     def channels_last(self) -> bool:
@@ -76,15 +79,6 @@ class VideoConfig:
         progress = (epoch - w) / (self.epochs - w) if self.epochs > w else 1.0
         return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
-    def to_dict(self) -> dict:
-        return {**asdict(self), "lr": self.lr}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> VideoConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    def run_id(self) -> str:
-        """A readable, unique directory name, e.g. ``gn_c8_f8_k2_s0_1a2b3c4d``."""
-        digest = hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-        return f"{self.norm}_c{self.clips_per_device}_f{self.frames}_k{self.devices}_s{self.seed}_{digest}"
+    def run_name(self) -> str:
+        """E.g. ``gn_c8_f8_k2_s0`` (norm, clips per device, frames, devices, seed)."""
+        return f"{self.norm}_c{self.clips_per_device}_f{self.frames}_k{self.devices}_s{self.seed}"

@@ -52,9 +52,3 @@ PRESETS: dict[str, dict] = {
         "gn_groups": 32,
     },
 }
-
-
-def video_preset(name: str) -> dict:
-    if name not in PRESETS:
-        raise ValueError(f"preset: unknown video preset {name!r}; choose from {', '.join(PRESETS)}")
-    return dict(PRESETS[name])

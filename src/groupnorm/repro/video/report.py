@@ -13,8 +13,8 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from groupnorm.repro.checkpoint import atomic_write_text
 from groupnorm.repro.report import format_mean_std, mean_std
+from groupnorm.repro.runtime import atomic_write_text
 from groupnorm.repro.video.config import VIDEO_NORMS
 
 # The paper's Kinetics ResNet-50 I3D top-1 accuracy (%; Wu & He 2018, §6.2): (frames, clips per GPU) -> {norm: acc}
@@ -96,7 +96,7 @@ def write_video_report(out: str | os.PathLike) -> Path:
           f"{float(r['train_error']):.2f} | {float(r['seconds_per_step']):.3f} | {r['grouping']} |" for r in rows],
     ]  # fmt: skip
     from groupnorm.repro.curves import plot_curves
-    from groupnorm.repro.sweep import read_jsonl
+    from groupnorm.repro.runtime import read_jsonl
 
     figure = plot_curves(
         read_jsonl(out / "results.jsonl"), out / "curves.png", x="round", x_label="epoch",

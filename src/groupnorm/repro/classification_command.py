@@ -1,0 +1,263 @@
+"""``groupnorm repro classification`` (also plain ``groupnorm repro``): the paper's batch-size sweep, norm
+comparison and group ablation (Figure 1, Table 1, Table 3) at any scale, or ``report DIR`` to (re)write a report.
+
+Without a preset a sweep runs the paper's ImageNet protocol on a small model: ResNet-20 on digits, BN and GN at 32
+images per device, 8 virtual devices, 100 epochs. The presets size it to a machine:
+
+    groupnorm repro --preset demo --out runs/demo                                # ~5 minutes, two CPU cores
+    groupnorm repro --preset cifar10-cpu --data-root data/cifar10 --print-config  # what it would run
+    groupnorm repro --dataset cifar10 --data-root data/cifar10 --norms bn,gn --batch-per-device 32,2 \\
+        --devices 4 --epochs 30 --out runs/c10
+    torchrun --nproc_per_node 2 -m groupnorm repro --preset demo --out runs/demo-ddp   # the same, 2 processes
+    groupnorm repro report runs/demo
+
+The transfer experiments: ``groupnorm repro detection --help`` (Mask R-CNN, §6.1) and ``groupnorm repro video
+--help`` (3-D ResNets on clips, §6.2). Rerunning a command resumes it, also after SIGKILL; several processes may
+share one sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import fields
+
+from groupnorm.repro.config_flags import add_config_flags, list_of, positive_int
+from groupnorm.repro.experiment_command import (
+    Experiment,
+    Plan,
+    new_parser,
+    overlay,
+    plan_from_args,
+    run_experiment,
+)
+from groupnorm.repro.hparams import NORMS, HParams
+from groupnorm.repro.presets import PRESETS
+
+# settings that are not one HParams field: the sweep's lists and per-norm/per-batch variations
+GRID_KEYS = ("norms", "batch_per_device", "seeds", "threads", "ablation_batch", "seeds_at")
+# HParams fields whose flags are the sweep's (lists) or spelled as the paper's options
+SKIP = (
+    "norm",
+    "groups",
+    "group_size",
+    "batch_per_device",
+    "decay_norm_params",
+    "zero_init_last",
+    "channels_last",
+)
+HELP = {
+    "dataset": "digits, textures[:key=value,...], cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH, "
+    "npz:PATH",
+    "model": "a CIFAR-style resnet<6n+2> (resnet8, resnet20, ...) or resnet18/34/50/101",
+    "width": "width multiplier",
+    "devices": "virtual devices per step (the paper: 8)",
+    "epochs": "the same for every batch size",
+    "base_lr": "LR for 32 images per device (scaled linearly)",
+    "schedule": "step (÷10 at 30/60/90 % of the epochs) or cosine",
+    "shortcut": "CIFAR ResNets: pad (option A) or conv (option B)",
+    "train_subset": "use this many training images (class-balanced)",
+    "test_subset": "evaluate on this many test images (class-balanced)",
+    "image_size": "resize images to this square side",
+    "val_split": "hold out this many training images (class-balanced) and report the error on them, not on the "
+    "test set: for choosing a recipe",
+    "seed": "first seed",
+}
+
+
+def _seeds_at(text: str) -> dict[int, int]:
+    """``32:2,2:2`` -> {32: 2, 2: 2}."""
+    out = {}
+    for item in (v.strip() for v in text.split(",") if v.strip()):
+        b, sep, n = item.partition(":")
+        if not (sep and b.isdigit() and n.isdigit() and int(b) > 0 and int(n) > 0):
+            raise argparse.ArgumentTypeError(f"expected BATCH:SEEDS pairs like 32:2,2:2, got {text!r}")
+        out[int(b)] = int(n)
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected BATCH:SEEDS pairs like 32:2,2:2, got {text!r}")
+    return out
+
+
+def _shown(values: dict, key: str, fallback: object) -> str:
+    value = values.get(key, fallback)
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{v}" for k, v in value.items()) or "none"
+    return str(value)
+
+
+def build_parser(values: dict, preset: str | None) -> argparse.ArgumentParser:
+    """The parser of ``groupnorm repro classification``; its help shows the defaults of ``values`` (a preset's)."""
+    p = new_parser("groupnorm repro classification", __doc__, PRESETS, preset)
+    p.add_argument("--data-root", help="where the dataset lies (default $GROUPNORM_DATA/<name>)")
+    p.add_argument("--no-download", action="store_true", help="never download; read only local files")
+    g = p.add_argument_group("sweep")
+    g.add_argument(
+        "--norms",
+        type=list_of(str, NORMS),
+        help=f"comma-separated, from {','.join(NORMS)} (default {_shown(values, 'norms', 'bn,gn')})",
+    )
+    g.add_argument(
+        "--batch-per-device",
+        type=list_of(int),
+        help=f"images per device, e.g. 32,16,8,4,2 (default {_shown(values, 'batch_per_device', 32)})",
+    )
+    g.add_argument(
+        "--groups",
+        type=list_of(int),
+        help=f"GN group counts to sweep, e.g. 64,32,16 (Table 3; default {_shown(values, 'groups', 'none')})",
+    )
+    g.add_argument(
+        "--group-size",
+        type=list_of(int),
+        help=f"GN channels per group to sweep, e.g. 16,8 (Table 3; default {_shown(values, 'group_sizes', 'none')})",
+    )
+    g.add_argument(
+        "--gn-groups",
+        type=positive_int,
+        help="the main GN grouping: this many groups in every layer "
+        f"(default {_shown(values, 'gn_groups', 'the model’s')})",
+    )
+    g.add_argument(
+        "--gn-group-size", type=positive_int, help="the main GN grouping: this many channels per group"
+    )
+    g.add_argument(
+        "--ablation-batch",
+        type=list_of(int),
+        help="images per device at which --groups/--group-size run "
+        f"(default {_shown(values, 'ablation_batch', 'every batch size')})",
+    )
+    g.add_argument(
+        "--seeds",
+        type=positive_int,
+        help=f"seeds per cell (mean ± std; default {_shown(values, 'seeds', 1)})",
+    )
+    g.add_argument(
+        "--seeds-at",
+        type=_seeds_at,
+        help=f"seeds per cell at some batch sizes, e.g. 32:2,2:2 (default {_shown(values, 'seeds_at', {})})",
+    )
+    g = p.add_argument_group("training")
+    add_config_flags(g, HParams, skip=SKIP, help_of=HELP, defaults=values, preset=preset)
+    g.add_argument(
+        "--no-decay-norm",
+        action="store_true",
+        help=f"no weight decay on norm gamma/beta (default: decay, {values.get('decay_norm_params', True)})",
+    )
+    g.add_argument(
+        "--zero-init-last",
+        choices=["on", "off"],
+        help="gamma = 0 in the last norm of each residual block (default "
+        f"{'off' if values.get('zero_init_last') is False else 'on'})",
+    )
+    g.add_argument(
+        "--channels-last",
+        action="store_true",
+        help=f"train in channels_last memory format (default {values.get('channels_last', False)})",
+    )
+    return p
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """Preset values overridden by the flags given; a grouping flag replaces the preset's grouping."""
+    merged = overlay(args, PRESETS, HParams, GRID_KEYS, skip=SKIP)
+    if args.groups is not None or args.group_size is not None:
+        merged.pop("groups", None)
+        merged.pop("group_sizes", None)
+    if args.gn_groups is not None or args.gn_group_size is not None:
+        merged.pop("gn_groups", None)
+        merged.pop("gn_group_size", None)
+        merged.update({k: getattr(args, k) for k in ("gn_groups", "gn_group_size") if getattr(args, k)})
+    if args.groups is not None:
+        merged["groups"] = args.groups
+    if args.group_size is not None:
+        merged["group_sizes"] = args.group_size
+    if args.no_decay_norm:
+        merged["decay_norm_params"] = False
+    if args.channels_last:
+        merged["channels_last"] = True
+    if args.zero_init_last is not None:
+        merged["zero_init_last"] = args.zero_init_last == "on"
+    return merged
+
+
+def build_spec(args: argparse.Namespace, s: dict):
+    """The sweep of the settings ``s`` (see :func:`settings`)."""
+    from groupnorm.repro.sweep import SweepSpec
+
+    scalar = {f.name for f in fields(HParams)} - {"groups", "group_size", "batch_per_device", "norm"}
+    base_kw = {k: v for k, v in s.items() if k in scalar}
+    base_kw["groups"], base_kw["group_size"] = s.get("gn_groups"), s.get("gn_group_size")
+    base = HParams(**base_kw)
+    return SweepSpec(
+        base=base,
+        norms=s.get("norms", ["bn", "gn"]),
+        batch_per_device=s.get("batch_per_device", [base.batch_per_device]),
+        groups=s.get("groups", []),
+        group_sizes=s.get("group_sizes", []),
+        seeds=s.get("seeds", 1),
+        # a preset's per-norm batch lists hold only while --batch-per-device is not given
+        batch_for_norm={} if args.batch_per_device is not None else s.get("batch_for_norm", {}),
+        ablation_batch=s.get("ablation_batch", []),
+        seeds_at=s.get("seeds_at", {}),
+        data_root=args.data_root,
+        download=not args.no_download,
+    )
+
+
+def plan(args: argparse.Namespace, s: dict) -> Plan:
+    spec = build_spec(args, s)
+    out = args.out or os.path.join(
+        "runs", args.preset or spec.base.dataset.replace(":", "_").replace("/", "_")
+    )
+    return Plan(runs=spec.runs(), out=out, shown={"sweep": spec.to_dict()}, payload=spec)
+
+
+def spec_from_args(argv: list[str]):
+    """The sweep that ``groupnorm repro ARGV`` would run, e.g. ``spec_from_args(["--preset", "demo"])``."""
+    return plan_from_args(EXPERIMENT, argv).payload
+
+
+def check(args: argparse.Namespace, plan: Plan) -> None:
+    """What can be checked before the sweep draws a progress bar or writes under ``--out``: the device, the data
+    set and the data root (``ValueError`` naming the flag; see :mod:`groupnorm.repro.preflight`)."""
+    from groupnorm.repro import preflight
+
+    preflight.check_run_on(args.run_on)
+    dataset = plan.payload.base.dataset
+    reads_root = preflight.check_image_dataset(
+        dataset, preflight.dataset_value(dataset, args.dataset, args.preset)
+    )
+    preflight.check_data_root(
+        args.data_root,
+        downloads=reads_root and not args.no_download,
+        why_not="--no-download: nothing is downloaded there" if reads_root else "",
+    )
+
+
+def run(args: argparse.Namespace, plan: Plan) -> None:
+    from groupnorm.repro.sweep import run_sweep
+
+    run_sweep(plan.payload, plan.out, quiet=args.quiet, report=False, device=args.run_on)
+
+
+def write_report(out: str) -> str:
+    """Write ``out/report.md`` and its plots, print its findings; return its path."""
+    from groupnorm.repro.report import report_summary
+    from groupnorm.repro.report import write_report as write
+
+    path = write(out)
+    print(report_summary(path), flush=True)
+    return str(path)
+
+
+EXPERIMENT = Experiment(
+    name="classification", config_cls=HParams, presets=PRESETS, grid_keys=GRID_KEYS, skip=SKIP,
+    build_parser=build_parser, plan=plan, run=run, write_report=write_report, check=check, custom_settings=settings,
+)  # fmt: skip
+
+
+def main(argv: list[str]) -> int:
+    """``groupnorm repro classification ARGV``; returns the exit status."""
+    return run_experiment(EXPERIMENT, argv)
