@@ -112,3 +112,21 @@ def describe(kernels: bool = True) -> dict:
     if kernels:
         info["kernel_build"] = kernel_build()
     return info
+
+
+def one_line(info: dict) -> str:
+    """A result's machine in one line, from its record (fields missing in older records are left out).
+
+    >>> one_line({"cpu": "AMD EPYC 9B14", "cpu_count": 2, "cpu_l3": "32768K", "cpu_isa": "x86-64-v4",
+    ...           "kernel_build": "native (AVX-512)", "torch": "2.14.1", "device": "cpu"})
+    'AMD EPYC 9B14, 2 cores, L3 32768K, x86-64-v4, kernels native (AVX-512), torch 2.14.1 on cpu'
+    """
+    parts = [
+        info.get("cpu") or info.get("processor"),
+        f"{info['cpu_count']} cores" if info.get("cpu_count") else None,
+        f"L3 {info['cpu_l3']}" if info.get("cpu_l3") else None,
+        info.get("cpu_isa"),
+        f"kernels {info['kernel_build']}" if info.get("kernel_build") else None,
+        f"torch {info['torch']} on {info.get('device', '?')}" if info.get("torch") else None,
+    ]
+    return ", ".join(p for p in parts if p)

@@ -22,7 +22,15 @@ import argparse
 import os
 from dataclasses import fields
 
-from groupnorm.repro.config_flags import add_config_flags, list_of, positive_int
+from groupnorm.repro.config_flags import (
+    SEEDS,
+    SweepFlag,
+    add_config_flags,
+    add_sweep_flags,
+    int_pairs,
+    list_of,
+    positive_int,
+)
 from groupnorm.repro.experiment_command import (
     Experiment,
     Plan,
@@ -61,30 +69,35 @@ HELP = {
     "image_size": "resize images to this square side",
     "val_split": "hold out this many training images (class-balanced) and report the error on them, not on the "
     "test set: for choosing a recipe",
-    "seed": "first seed",
 }
 
 
 def _seeds_at(text: str) -> dict[int, int]:
     """``32:2,2:2`` -> {32: 2, 2: 2}."""
-    out = {}
-    for item in (v.strip() for v in text.split(",") if v.strip()):
-        b, sep, n = item.partition(":")
-        if not (sep and b.isdigit() and n.isdigit() and int(b) > 0 and int(n) > 0):
-            raise argparse.ArgumentTypeError(f"expected BATCH:SEEDS pairs like 32:2,2:2, got {text!r}")
-        out[int(b)] = int(n)
-    if not out:
-        raise argparse.ArgumentTypeError(f"expected BATCH:SEEDS pairs like 32:2,2:2, got {text!r}")
-    return out
+    return dict(int_pairs(":", "BATCH:SEEDS", "32:2,2:2")(text))
 
 
-def _shown(values: dict, key: str, fallback: object) -> str:
-    value = values.get(key, fallback)
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    if isinstance(value, dict):
-        return ",".join(f"{k}:{v}" for k, v in value.items()) or "none"
-    return str(value)
+SWEEP_FLAGS = (
+    SweepFlag("--norms", list_of(str, NORMS), f"comma-separated, from {','.join(NORMS)}", ["bn", "gn"]),
+    SweepFlag("--batch-per-device", list_of(int), "images per device, e.g. 32,16,8,4,2", [32]),
+    SweepFlag("--groups", list_of(int), "GN group counts to sweep, e.g. 64,32,16 (Table 3)", "none"),
+    SweepFlag(
+        "--group-size",
+        list_of(int),
+        "GN channels per group to sweep, e.g. 16,8 (Table 3)",
+        "none",
+        "group_sizes",
+    ),
+    SweepFlag(
+        "--gn-groups", positive_int, "the main GN grouping: this many groups in every layer", "the model's"
+    ),
+    SweepFlag("--gn-group-size", positive_int, "the main GN grouping: this many channels per group", "none"),
+    SweepFlag(
+        "--ablation-batch", list_of(int), "images per device of --groups/--group-size", "every batch size"
+    ),
+    SEEDS,
+    SweepFlag("--seeds-at", _seeds_at, "seeds per cell at some batch sizes, e.g. 32:2,2:2", {}),
+)
 
 
 def build_parser(values: dict, preset: str | None) -> argparse.ArgumentParser:
@@ -92,69 +105,24 @@ def build_parser(values: dict, preset: str | None) -> argparse.ArgumentParser:
     p = new_parser("groupnorm repro classification", __doc__, PRESETS, preset)
     p.add_argument("--data-root", help="where the dataset lies (default $GROUPNORM_DATA/<name>)")
     p.add_argument("--no-download", action="store_true", help="never download; read only local files")
-    g = p.add_argument_group("sweep")
-    g.add_argument(
-        "--norms",
-        type=list_of(str, NORMS),
-        help=f"comma-separated, from {','.join(NORMS)} (default {_shown(values, 'norms', 'bn,gn')})",
-    )
-    g.add_argument(
-        "--batch-per-device",
-        type=list_of(int),
-        help=f"images per device, e.g. 32,16,8,4,2 (default {_shown(values, 'batch_per_device', 32)})",
-    )
-    g.add_argument(
-        "--groups",
-        type=list_of(int),
-        help=f"GN group counts to sweep, e.g. 64,32,16 (Table 3; default {_shown(values, 'groups', 'none')})",
-    )
-    g.add_argument(
-        "--group-size",
-        type=list_of(int),
-        help=f"GN channels per group to sweep, e.g. 16,8 (Table 3; default {_shown(values, 'group_sizes', 'none')})",
-    )
-    g.add_argument(
-        "--gn-groups",
-        type=positive_int,
-        help="the main GN grouping: this many groups in every layer "
-        f"(default {_shown(values, 'gn_groups', 'the model’s')})",
-    )
-    g.add_argument(
-        "--gn-group-size", type=positive_int, help="the main GN grouping: this many channels per group"
-    )
-    g.add_argument(
-        "--ablation-batch",
-        type=list_of(int),
-        help="images per device at which --groups/--group-size run "
-        f"(default {_shown(values, 'ablation_batch', 'every batch size')})",
-    )
-    g.add_argument(
-        "--seeds",
-        type=positive_int,
-        help=f"seeds per cell (mean ± std; default {_shown(values, 'seeds', 1)})",
-    )
-    g.add_argument(
-        "--seeds-at",
-        type=_seeds_at,
-        help=f"seeds per cell at some batch sizes, e.g. 32:2,2:2 (default {_shown(values, 'seeds_at', {})})",
-    )
+    add_sweep_flags(p.add_argument_group("sweep"), SWEEP_FLAGS, values)
     g = p.add_argument_group("training")
     add_config_flags(g, HParams, skip=SKIP, help_of=HELP, defaults=values, preset=preset)
+    on_off = {k: "on" if values.get(k, HParams.__dataclass_fields__[k].default) else "off" for k in SKIP[-3:]}
     g.add_argument(
         "--no-decay-norm",
         action="store_true",
-        help=f"no weight decay on norm gamma/beta (default: decay, {values.get('decay_norm_params', True)})",
+        help=f"no weight decay on norm gamma/beta (weight decay on them: {on_off['decay_norm_params']})",
     )
     g.add_argument(
         "--zero-init-last",
         choices=["on", "off"],
-        help="gamma = 0 in the last norm of each residual block (default "
-        f"{'off' if values.get('zero_init_last') is False else 'on'})",
+        help=f"gamma = 0 in each residual block's last norm (default {on_off['zero_init_last']})",
     )
     g.add_argument(
         "--channels-last",
         action="store_true",
-        help=f"train in channels_last memory format (default {values.get('channels_last', False)})",
+        help=f"train in channels_last memory format (default {on_off['channels_last']})",
     )
     return p
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from collections.abc import Callable
 
 
 def _parse(kind: type, name: str):
@@ -37,6 +38,10 @@ def _parse(kind: type, name: str):
 def _scalar_type(annotation) -> type | None:
     args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
     return args[0] if len(args) == 1 and args[0] in (int, float, str) else None
+
+
+# what a field means in every experiment's config
+COMMON_HELP = {"seed": "first seed: --seeds N runs seed, seed + 1, ..."}
 
 
 def add_config_flags(
@@ -67,7 +72,7 @@ def add_config_flags(
             )
         else:
             default = f"default {f.default!r}"
-        text = (help_of or {}).get(f.name, "")
+        text = (help_of or {}).get(f.name, COMMON_HELP.get(f.name, ""))
         parser.add_argument(
             flag,
             dest=f.name,
@@ -119,3 +124,57 @@ def list_of(kind: type, choices: tuple[str, ...] | None = None):
         return values
 
     return parse
+
+
+def int_pairs(sep: str, what: str, example: str) -> Callable[[str], list[list[int]]]:
+    """An argparse type for ``a{sep}b,c{sep}d`` lists of positive whole-number pairs, e.g. ``8x8,16x2``.
+
+    >>> int_pairs("x", "FRAMESxCLIPS", "8x8,16x2")("8x8,16x2")
+    [[8, 8], [16, 2]]
+    """
+
+    def parse(text: str) -> list[list[int]]:
+        out = []
+        for item in (t.strip() for t in text.split(",") if t.strip()):
+            a, found, b = item.partition(sep)
+            if not (found and a.isdigit() and b.isdigit() and int(a) > 0 and int(b) > 0):
+                out = []
+                break
+            out.append([int(a), int(b)])
+        if not out:
+            raise argparse.ArgumentTypeError(f"expected {what} pairs like {example}, got {text!r}")
+        return out
+
+    return parse
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepFlag:
+    """A flag that is not one field of a run (a sweep's list, a seed count): its parser, its help, and the
+    settings key whose preset value is shown as its default (the flag's name by default) or ``fallback``."""
+
+    flag: str
+    type: Callable[[str], object]
+    help: str
+    fallback: object = None
+    key: str | None = None
+
+
+SEEDS = SweepFlag("--seeds", positive_int, "seeds per cell (mean ± std), from --seed on", 1)
+
+
+def shown_default(value: object) -> str:
+    """A default as a user would type it: ``32,2`` for a list, ``32:2,2:2`` for a dict."""
+    if isinstance(value, list | tuple):
+        return ",".join("x".join(map(str, v)) if isinstance(v, list | tuple) else str(v) for v in value)
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{v}" for k, v in value.items()) or "none"
+    return str(value)
+
+
+def add_sweep_flags(group, flags: tuple[SweepFlag, ...], values: dict) -> None:
+    """Add ``flags`` to ``group``, each help ending with the default ``values`` (a preset's) give it."""
+    for f in flags:
+        key = f.key or f.flag[2:].replace("-", "_")
+        default = shown_default(values.get(key, f.fallback))
+        group.add_argument(f.flag, type=f.type, help=f"{f.help} (default {default})".replace("%", "%%"))

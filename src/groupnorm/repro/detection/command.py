@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from groupnorm.repro.config_flags import add_config_flags, list_of, positive_int
+from groupnorm.repro.config_flags import SEEDS, SweepFlag, add_config_flags, add_sweep_flags, list_of
 from groupnorm.repro.detection.config import VARIANTS, DetectionConfig
 from groupnorm.repro.detection.presets import PRESETS
 from groupnorm.repro.experiment_command import (
@@ -34,43 +34,29 @@ GRID_KEYS = ("variants", "images_per_device", "seeds", "threads")
 SKIP = ("variant", "pretrained", "images_per_device")  # the grid's flags, and the backbone flags
 
 
+SWEEP_FLAGS = (
+    SweepFlag(
+        "--variants", list_of(str, VARIANTS), f"comma-separated, from {','.join(VARIANTS)}", list(VARIANTS)
+    ),
+    SweepFlag("--images-per-device", list_of(int), "images per device, e.g. 2,1", [2]),
+    SEEDS,
+)
+
+
 def build_parser(values: dict, preset: str | None) -> argparse.ArgumentParser:
     """The parser of ``groupnorm repro detection``; its help shows the defaults of ``values`` (a preset's)."""
     p = new_parser("groupnorm repro detection", __doc__, PRESETS, preset)
     p.add_argument("--data-root", help="CIFAR-10's directory for scenes:objects=cifar10")
     p.add_argument("--no-download", action="store_true", help="never download CIFAR-10")
-    g = p.add_argument_group("sweep")
-    g.add_argument(
-        "--variants",
-        type=list_of(str, VARIANTS),
-        help=f"comma-separated, from {','.join(VARIANTS)} (default {','.join(values.get('variants', VARIANTS))})",
+    sweep = p.add_argument_group("sweep")
+    add_sweep_flags(sweep, SWEEP_FLAGS, values)
+    sweep.add_argument(
+        "--bn-backbone", help="checkpoint.pt of a BN classification run (BN* and BN; default: random)"
     )
-    g.add_argument(
-        "--images-per-device",
-        dest="images_per_device",
-        type=list_of(int),
-        help=f"e.g. 2,1 (default {','.join(map(str, values.get('images_per_device', [2])))})",
-    )
-    g.add_argument(
-        "--seeds",
-        type=positive_int,
-        help=f"seeds per cell, from --seed on (default {values.get('seeds', 1)})",
-    )
-    g.add_argument(
-        "--bn-backbone",
-        help="checkpoint.pt of a BN classification run (BN* and BN variants; default: random)",
-    )
-    g.add_argument(
+    sweep.add_argument(
         "--gn-backbone", help="checkpoint.pt of a GN classification run (GN variants; default: random)"
     )
-    add_config_flags(
-        p.add_argument_group("run"),
-        DetectionConfig,
-        skip=SKIP,
-        defaults=values,
-        preset=preset,
-        help_of={"seed": "first seed"},
-    )
+    add_config_flags(p.add_argument_group("run"), DetectionConfig, skip=SKIP, defaults=values, preset=preset)
     return p
 
 

@@ -87,6 +87,17 @@ def findings(rows: list[dict]) -> list[str]:
     return out
 
 
+def write_page(out: Path, lines: list[str], meta: dict) -> Path:
+    """Write ``out/report.md``: ``lines`` and the machine of ``meta`` (a transfer report's last line)."""
+    from groupnorm.machine import one_line
+
+    if meta.get("machine"):
+        lines = [*lines, "", f"Machine: {one_line(meta['machine'])}."]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
 def write_detection_report(out: str | os.PathLike) -> Path:
     """Write ``out/report.md`` from ``out/summary.csv`` (and ``out/meta.json``); return its path."""
     out = Path(out)
@@ -135,10 +146,4 @@ def write_detection_report(out: str | os.PathLike) -> Path:
     if any(skipped.values()):
         lines += ["", "## Skipped by the data reader", ""]
         lines += [f"- {k}: {v}" for k, v in skipped.items()]
-    machine = meta.get("machine", {})
-    if machine:
-        lines += ["", f"Machine: {machine.get('processor')}, {machine.get('cpu_count')} CPUs, torch "
-                  f"{machine.get('torch')}, {machine.get('device')}."]  # fmt: skip
-    path = out / "report.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+    return write_page(out, lines, meta)

@@ -17,7 +17,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from groupnorm.repro.config_flags import add_config_flags, list_of, positive_int
+from groupnorm.repro.config_flags import (
+    SEEDS,
+    SweepFlag,
+    add_config_flags,
+    add_sweep_flags,
+    int_pairs,
+    list_of,
+)
 from groupnorm.repro.experiment_command import (
     Experiment,
     Plan,
@@ -33,47 +40,23 @@ GRID_KEYS = ("norms", "settings", "seeds", "threads")
 SKIP = ("norm", "frames", "clips_per_device")  # the grid's flags
 
 
-def _settings_list(text: str) -> list[list[int]]:
-    """``8x8,16x2`` -> [[8, 8], [16, 2]] (frames × clips per device)."""
-    out = []
-    for item in (t.strip() for t in text.split(",") if t.strip()):
-        f, sep, c = item.partition("x")
-        if not (sep and f.isdigit() and c.isdigit() and int(f) > 0 and int(c) > 0):
-            raise argparse.ArgumentTypeError(f"expected FRAMESxCLIPS pairs like 8x8,16x2, got {text!r}")
-        out.append([int(f), int(c)])
-    if not out:
-        raise argparse.ArgumentTypeError(f"expected FRAMESxCLIPS pairs like 8x8,16x2, got {text!r}")
-    return out
+SWEEP_FLAGS = (
+    SweepFlag("--norms", list_of(str, VIDEO_NORMS), "comma-separated, from bn,gn", list(VIDEO_NORMS)),
+    SweepFlag(
+        "--settings",
+        int_pairs("x", "FRAMESxCLIPS", "8x8,16x2"),
+        "FRAMESxCLIPS pairs, e.g. 8x8,8x4,16x2",
+        [[VideoConfig.frames, VideoConfig.clips_per_device]],
+    ),
+    SEEDS,
+)
 
 
 def build_parser(values: dict, preset: str | None) -> argparse.ArgumentParser:
     """The parser of ``groupnorm repro video``; its help shows the defaults of ``values`` (a preset's)."""
     p = new_parser("groupnorm repro video", __doc__, PRESETS, preset)
-    g = p.add_argument_group("sweep")
-    g.add_argument(
-        "--norms",
-        type=list_of(str, VIDEO_NORMS),
-        help=f"comma-separated, from bn,gn (default {','.join(values.get('norms', VIDEO_NORMS))})",
-    )
-    pairs = ",".join(
-        f"{f}x{c}" for f, c in values.get("settings", [[VideoConfig.frames, VideoConfig.clips_per_device]])
-    )
-    g.add_argument(
-        "--settings", type=_settings_list, help=f"FRAMESxCLIPS pairs, e.g. 8x8,8x4,16x2 (default {pairs})"
-    )
-    g.add_argument(
-        "--seeds",
-        type=positive_int,
-        help=f"seeds per cell, from --seed on (default {values.get('seeds', 1)})",
-    )
-    add_config_flags(
-        p.add_argument_group("run"),
-        VideoConfig,
-        skip=SKIP,
-        defaults=values,
-        preset=preset,
-        help_of={"seed": "first seed"},
-    )
+    add_sweep_flags(p.add_argument_group("sweep"), SWEEP_FLAGS, values)
+    add_config_flags(p.add_argument_group("run"), VideoConfig, skip=SKIP, defaults=values, preset=preset)
     return p
 
 

@@ -14,7 +14,6 @@ from collections import defaultdict
 from pathlib import Path
 
 from groupnorm.repro.report import format_mean_std, mean_std
-from groupnorm.repro.runtime import atomic_write_text
 from groupnorm.repro.video.config import VIDEO_NORMS
 
 # The paper's Kinetics ResNet-50 I3D top-1 accuracy (%; Wu & He 2018, §6.2): (frames, clips per GPU) -> {norm: acc}
@@ -66,7 +65,7 @@ def findings(rows: list[dict]) -> list[str]:
 
 def write_video_report(out: str | os.PathLike) -> Path:
     """Write ``out/report.md`` from ``out/summary.csv`` and ``out/meta.json``; return its path."""
-    from groupnorm.repro.detection.report import read_summary
+    from groupnorm.repro.detection.report import read_summary, write_page
 
     out = Path(out)
     rows = read_summary(out)
@@ -111,10 +110,4 @@ def write_video_report(out: str | os.PathLike) -> Path:
             "",
             f"![validation error and loss over the epochs]({figure.name})",
         ]
-    machine = meta.get("machine", {})
-    if machine:
-        lines += ["", f"Machine: {machine.get('processor')}, {machine.get('cpu_count')} CPUs, torch "
-                  f"{machine.get('torch')}, {machine.get('device')}."]  # fmt: skip
-    path = out / "report.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+    return write_page(out, lines, meta)
