@@ -113,7 +113,9 @@ def test_every_variant_trains_a_few_steps_and_is_scored(tmp_path, variant):
 
 
 def _classifier_checkpoint(path: Path, norm: str, **kw) -> dict:
-    hp = HParams(model="resnet8", shortcut="conv", norm=norm, groups=4 if norm == "gn" else None, **kw)
+    hp = HParams(
+        model="resnet8", shortcut="conv", norm=norm, groups=4 if norm.startswith("gn") else None, **kw
+    )
     model = build_model(hp, 10, 3)
     with torch.no_grad():  # recognisable statistics and affine parameters
         for i, p in enumerate(model.state_dict().values()):
@@ -143,6 +145,21 @@ def test_backbones_load_from_classification_checkpoints(tmp_path):
     assert origin == "random" and not torch.equal(
         scratch.backbone.body.state_dict()["conv1.weight"], gn_state["conv1.weight"]
     )
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_gn_ws_backbone_is_recorded_and_reported_as_its_own_row(tmp_path):
+    from groupnorm.repro.detection.report import ap_table
+
+    _classifier_checkpoint(tmp_path / "ws.pt", "gn+ws")
+    cfg = DetectionConfig(**{**SMALL, "variant": "gn_all", "pretrained": str(tmp_path / "ws.pt")})
+    result = DetectionTrainer(cfg, load_detection_data(TINY), tmp_path / "run", device="cpu").run()
+    assert result["backbone_norm"] == "gn+ws" and result["backbone_init"] == str(tmp_path / "ws.pt")
+    plain = {**result, **cfg.to_dict(), "box_ap": 10.0, "backbone_norm": "gn"}
+    older = {k: v for k, v in plain.items() if k != "backbone_norm"}  # a summary written before the column
+    table = ap_table([{**result, **cfg.to_dict()}, plain, older])
+    assert "| GN+WS backbone + FPN + heads |" in table
+    assert table.count("| GN backbone + FPN + heads |") == 1 and "10.00 ± 0.00" in table
 
 
 def test_a_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):

@@ -81,6 +81,11 @@ def checked_backbone(cfg: DetectionConfig) -> tuple[HParams, dict | None, int]:
     return hp, state["model"], int(fc.shape[0]) if fc is not None else 10
 
 
+def backbone_norm(cfg: DetectionConfig) -> str:
+    """The norm the backbone's classification run trained with (``bn``, ``gn``, ``gn+ws``, ...)."""
+    return checked_backbone(cfg)[0].norm
+
+
 def build_backbone_classifier(cfg: DetectionConfig) -> tuple[nn.Module, str]:
     """The classification network with the variant's norm, weights loaded; and where they came from."""
     from torchvision.ops import FrozenBatchNorm2d

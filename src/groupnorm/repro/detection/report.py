@@ -23,8 +23,15 @@ from groupnorm.repro.runtime import atomic_write_text
 PAPER = {"bn_frozen": (38.6, 34.2), "gn_all": (40.0, 34.8), "gn_scratch": (39.5, None)}
 SUMMARY_FIELDS = [
     "run", "variant", "images_per_device", "devices", "steps", "box_ap", "box_ap50", "mask_ap", "mask_ap50",
-    "train_loss", "seconds_per_step", "backbone_init", "grouping", "seed",
+    "train_loss", "seconds_per_step", "backbone_init", "grouping", "seed", "backbone_norm",
 ]  # fmt: skip
+
+
+def row_label(row: dict) -> str:
+    """A variant's name in the tables; a GN variant on a GN+WS classification backbone says so (runs made before
+    ``backbone_norm`` was recorded had plain GN or BN backbones)."""
+    label = VARIANT_LABELS[row["variant"]]
+    return label.replace("GN", "GN+WS", 1) if row.get("backbone_norm") == "gn+ws" else label
 
 
 def read_summary(out: str | os.PathLike) -> list[dict]:
@@ -36,26 +43,28 @@ def read_summary(out: str | os.PathLike) -> list[dict]:
 
 
 def ap_table(rows: list[dict]) -> str:
-    """The markdown table: one row per variant, box and mask AP (mean ± std over seeds) per images per device."""
-    cells: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    """The markdown table: one row per variant (and backbone norm), box and mask AP (mean ± std over seeds) per
+    images per device, the paper's numbers beside them."""
+    cells: dict[tuple[str, str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         for k in ("box_ap", "mask_ap", "box_ap50"):
-            cells[(r["variant"], int(r["images_per_device"]))][k].append(float(r[k]))
-    sizes = sorted({b for _, b in cells}, reverse=True)
+            cells[(r["variant"], row_label(r), int(r["images_per_device"]))][k].append(float(r[k]))
+    sizes = sorted({b for *_, b in cells}, reverse=True)
     head = ["variant", *[f"{k} @ {b}/device" for b in sizes for k in ("box AP", "mask AP", "box AP50")],
             "paper box / mask AP"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for v in [v for v in VARIANTS if any(c[0] == v for c in cells)]:
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    for v, label in sorted({c[:2] for c in cells}, key=lambda vl: (order[vl[0]], vl[1])):
         vals = []
         for b in sizes:
-            c = cells.get((v, b))
+            c = cells.get((v, label, b))
             vals += [
                 format_mean_std(*mean_std(c[k])) if c else "—" for k in ("box_ap", "mask_ap", "box_ap50")
             ]
         p = PAPER.get(v)
         paper = (f"{p[0]} / {p[1] if p[1] is not None else '—'}" if p else
                  "≈ 6 AP below BN*" if v == "bn_finetune" else "—")  # fmt: skip
-        lines.append(f"| {VARIANT_LABELS[v]} | " + " | ".join(vals) + f" | {paper} |")
+        lines.append(f"| {label} | " + " | ".join(vals) + f" | {paper} |")
     return "\n".join(lines)
 
 
@@ -138,7 +147,7 @@ def write_detection_report(out: str | os.PathLike) -> Path:
     figure = plot_curves(
         read_jsonl(out / "results.jsonl"), out / "curves.png", x="step",
         panels=[("box_ap", "box AP (%)"), ("mask_ap", "mask AP (%)"), ("train_loss", "training loss")],
-        label=lambda r: f"{VARIANT_LABELS[r['config']['variant']]}, {r['config']['images_per_device']}/device",
+        label=lambda r: f"{row_label({**r, **r['config']})}, {r['config']['images_per_device']}/device",
     )  # fmt: skip
     if figure is not None:
         lines += ["", "## Curves", "", f"![AP and loss over the steps]({figure.name})"]

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from groupnorm.repro.detection.config import DetectionConfig
 from groupnorm.repro.detection.data import DetectionData, normalize_image
 from groupnorm.repro.detection.evaluate import evaluate_model
-from groupnorm.repro.detection.model import build_maskrcnn
+from groupnorm.repro.detection.model import backbone_norm, build_maskrcnn
 from groupnorm.repro.loop import Trainer
 from groupnorm.repro.runtime import epoch_order
 
@@ -47,6 +47,7 @@ class DetectionTrainer(Trainer):
         torch.manual_seed(cfg.seed)
         canvas = int(data.train[0][0].shape[-1])
         model, self.backbone_origin = build_maskrcnn(cfg, data.num_classes, canvas)
+        self.backbone_norm = backbone_norm(cfg)
         # RoIs without a positive sample leave the mask head unused in a step
         self.attach(model.to(self.device), find_unused_parameters=True)
 
@@ -60,7 +61,11 @@ class DetectionTrainer(Trainer):
         )
 
     def describe(self) -> dict:
-        return {"grouping": self.grouping, "backbone_init": self.backbone_origin}
+        return {
+            "grouping": self.grouping,
+            "backbone_init": self.backbone_origin,
+            "backbone_norm": self.backbone_norm,
+        }
 
     def _images_of_step(self, step: int) -> list[int]:
         """This process's share of the step's images: positions step·B .. step·B + B of the endless epoch stream."""
