@@ -20,7 +20,7 @@ from .conftest import synthetic_data
             ["--batch-per-device", "32,0"],
             "argument --batch-per-device: expected positive numbers, got '32,0'",
         ),
-        (["--devices", "two"], "--devices: expected int, got 'two'"),
+        (["--devices", "two"], "argument --devices: expected int, got 'two'"),
         (["--seeds", "0"], "argument --seeds: expected a positive integer, got '0'"),
         (["--preset", "nope"], "invalid choice: 'nope'"),
         (["--schedule", "poly"], "invalid choice: 'poly'"),
@@ -31,6 +31,22 @@ def test_bad_flags_are_named(argv, message, capsys):
         main(["repro", *argv])
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--devices", "0"], "--devices 0: devices must be >= 1, got 0"),
+        (["--val-split", "-3"], "--val-split -3: val_split must be >= 1, got -3"),
+        (["--base-lr", "0"], "--base-lr 0.0: base_lr must be > 0, got 0.0"),
+        (["detection", "--steps", "0"], "--steps 0: steps must be >= 1, got 0"),
+        (["video", "--memory-format", "auto", "--width", "-1"], "--width -1.0: width must be > 0, got -1.0"),
+    ],
+)
+def test_out_of_range_values_name_their_flag(argv, message, tmp_path, capsys):
+    assert main(["repro", *argv, "--out", str(tmp_path / "never"), "--print-config"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
 
 
 def test_missing_data_offline_is_a_clear_error(tmp_path, capsys):
@@ -78,8 +94,9 @@ def test_tiny_sweep_end_to_end_with_group_ablation(tmp_path, capsys):
         ("gn+ws", 4),
     }
     for r in results:
-        for key in ("run", "epoch", "train_loss", "train_error", "val_error", "seconds"):
+        for key in ("run", "epoch", "train_loss", "train_error", "val_error", "seconds", "images_per_second"):
             assert key in r
+        assert "train_seconds" not in r  # the committed records' keys: the transfer rounds' field is theirs
         for key in (
             "norm",
             "batch_per_device",

@@ -39,6 +39,28 @@ def test_committed_run_keeps_its_id_and_is_finished(run_dir):
         assert load_checkpoint(checkpoint)["hparams"] == config.to_dict()
 
 
+def test_a_run_listed_twice_runs_once(tmp_path):
+    from groupnorm.repro.runner import Job, run_jobs
+
+    built = []
+
+    class Done:
+        def __init__(self, name, run_dir, **kw):
+            built.append(name)
+            self.run_dir = run_dir
+
+        def run(self):
+            result = {"run": self.run_dir.name, "config": {}, "rounds_done": 1}
+            (self.run_dir / "result.json").write_text(json.dumps(result))
+            return result
+
+    jobs = [Job(rid, 1, lambda run_dir, name=name, **kw: Done(name, run_dir))
+            for rid, name in (("a", "a"), ("b", "b"), ("a", "a again"))]  # fmt: skip
+    results = run_jobs(jobs, tmp_path, fields=["run"], records="rounds.jsonl", meta={}, quiet=True)
+    assert [r["run"] for r in results] == ["a", "b"] and len(built) == 2
+    assert (tmp_path / "summary.csv").read_text().split() == ["run", "a", "b"]
+
+
 def test_unfinished_results_are_not_finished():
     assert not is_finished(None, 3)
     assert not is_finished({"rounds_done": 2, "complete": False}, 3)

@@ -63,6 +63,7 @@ class ClassificationTrainer(Trainer):
 
     unit = "epoch"
     restore_rng = False  # the data order and augmentation are functions of (seed, epoch) alone
+    records_train_seconds = False  # its records have the training throughput instead (``images_per_second``)
 
     def __init__(self, hp: HParams, data: ImageData, run_dir: str | os.PathLike, **kw) -> None:
         super().__init__(hp, run_dir, **kw)

@@ -102,7 +102,7 @@ SWEEP_FLAGS = (
 
 def build_parser(values: dict, preset: str | None) -> argparse.ArgumentParser:
     """The parser of ``groupnorm repro classification``; its help shows the defaults of ``values`` (a preset's)."""
-    p = new_parser("groupnorm repro classification", __doc__, PRESETS, preset)
+    p = new_parser("groupnorm repro classification", __doc__, PRESETS, preset, out="runs/<preset or dataset>")
     p.add_argument("--data-root", help="where the dataset lies (default $GROUPNORM_DATA/<name>)")
     p.add_argument("--no-download", action="store_true", help="never download; read only local files")
     add_sweep_flags(p.add_argument_group("sweep"), SWEEP_FLAGS, values)

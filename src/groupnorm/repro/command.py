@@ -31,7 +31,9 @@ def main(argv: list[str]) -> int:
 
 
 def register(subparsers) -> None:
-    """``groupnorm repro``: its arguments go to :func:`main` whole (each subcommand has its own parser)."""
+    """``groupnorm repro`` in the program's command list. ``groupnorm.cli.main`` hands every argument after ``repro``
+    to :func:`main` before this parser would see them (each subcommand has a parser of its own, and argparse's
+    remainder cannot take a leading ``--flag``); the entry is here for ``groupnorm --help``."""
     p = subparsers.add_parser(
         "repro",
         help="reproduce the paper's experiments: classification (default), detection, video",

@@ -30,7 +30,7 @@ def _parse(kind: type, name: str):
         try:
             return kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"--{name}: expected {kind.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
 
     return parse
 

@@ -12,6 +12,7 @@ failures become one error line and exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -46,7 +47,8 @@ class Experiment:
     check: Callable[[argparse.Namespace, Plan], None] = lambda args, plan: None
     # the settings of parsed flags, when more than the preset overlaid by the flags (classification's groupings)
     custom_settings: Callable[[argparse.Namespace], dict] | None = None
-    errors: tuple[type[BaseException], ...] = field(default=(ValueError, TypeError, FileNotFoundError))
+    # what a run may fail with that is the user's to fix (a missing data set, a wrong checkpoint): one error line
+    errors: tuple[type[BaseException], ...] = field(default=(ValueError,))
 
     def settings(self, args: argparse.Namespace) -> dict:
         """What a sweep runs with: the preset's values overlaid by the flags given."""
@@ -82,7 +84,7 @@ def overlay(
 
 
 def new_parser(
-    prog: str, description: str, presets: dict[str, dict], preset: str | None
+    prog: str, description: str, presets: dict[str, dict], preset: str | None, out: str = "runs/<preset>"
 ) -> argparse.ArgumentParser:
     """A subcommand's parser with the flags every experiment has (action, --preset, --out, --print-config, where it
     runs, threads, output)."""
@@ -108,7 +110,7 @@ def new_parser(
     p.add_argument(
         "--preset", choices=sorted(presets), help="a named sweep; the flags given override its values"
     )
-    p.add_argument("--out", help="output directory (default runs/<preset>)")
+    p.add_argument("--out", help=f"output directory (default {out})")
     p.add_argument(
         "--print-config",
         action="store_true",
@@ -165,7 +167,7 @@ def run_experiment(experiment: Experiment, argv: list[str]) -> int:
     from groupnorm.repro.runtime import distributed_session
     from groupnorm.repro.threads import torch_threads
 
-    errors = (*experiment.errors, DataUnavailable)
+    errors = (*experiment.errors, DataUnavailable)  # expected failures of a run: one line, no traceback
 
     def error(msg: str) -> int:
         print(f"groupnorm repro {experiment.name}: error: {msg}", file=sys.stderr)
@@ -182,18 +184,16 @@ def run_experiment(experiment: Experiment, argv: list[str]) -> int:
         return 0
     if args.dir:
         return error(f"unexpected argument {args.dir!r} (did you mean --out {args.dir}?)")
-    try:
+    try:  # what the flags ask for: a bad value names its flag
         settings = experiment.settings(args)
         plan = experiment.plan(args, settings)
-        if args.print_config:
-            print(
-                json.dumps(
-                    {"out": plan.out, **plan.shown, "runs": [r.run_id() for r in plan.runs]},
-                    indent=1,
-                    sort_keys=True,
-                )
-            )
-            return 0
+    except (ValueError, TypeError) as e:
+        return error(str(flag_named(e, args, experiment)))
+    if args.print_config:
+        shown = {"out": plan.out, **plan.shown, "runs": [r.run_id() for r in plan.runs]}
+        print(json.dumps(shown, indent=1, sort_keys=True))
+        return 0
+    try:
         experiment.check(args, plan)
         # the sweep's thread count, for this command only (a caller in the same process keeps its own)
         with torch_threads(settings.get("threads")), distributed_session(args.run_on):
@@ -203,6 +203,21 @@ def run_experiment(experiment: Experiment, argv: list[str]) -> int:
     except errors as e:
         return error(str(e))
     return 0
+
+
+def flag_named(error: Exception, args: argparse.Namespace, experiment: Experiment) -> Exception:
+    """A run config's ``field must be ...`` check, said of the flag the user typed (``--devices 0: devices must
+    be >= 1, got 0``); other errors as they are."""
+    text = str(error)
+    for f in dataclasses.fields(experiment.config_cls):
+        value = getattr(args, f.name, None)
+        if (
+            f.name not in experiment.skip
+            and value is not None
+            and text.startswith((f"{f.name} ", f"{f.name}:"))
+        ):
+            return ValueError(f"--{f.name.replace('_', '-')} {value}: {text}")
+    return error
 
 
 def default_out(args: argparse.Namespace, fallback: str) -> str:

@@ -51,9 +51,10 @@ class Trainer:
     """Base class of one run's training; see the module docstring."""
 
     unit = "round"  # what a round is called in the records: "epoch" or "round"
-    restore_rng = (
-        True  # the checkpoint keeps torch's random state (Mask R-CNN samples anchors and RoIs with it)
-    )
+    # the checkpoint keeps torch's random state (Mask R-CNN samples anchors and RoIs with it)
+    restore_rng = True
+    # records carry the round's training time (``train_seconds``, of which the result's time per step is made)
+    records_train_seconds = True
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -128,10 +129,6 @@ class Trainer:
         return self.run_dir / f"{self.unit}s.jsonl"
 
     @property
-    def checkpoint_path(self) -> Path:
-        return self.run_dir / "checkpoint.pt"
-
-    @property
     def result_path(self) -> Path:
         return self.run_dir / "result.json"
 
@@ -172,7 +169,8 @@ class Trainer:
         for r in range(len(records), rounds):
             t0 = time.perf_counter()
             stats = self.train_round(r)
-            stats["train_seconds"] = time.perf_counter() - t0
+            if self.records_train_seconds:
+                stats["train_seconds"] = time.perf_counter() - t0
             stats.update(self.evaluate())
             stats["seconds"] = time.perf_counter() - t0
             records.append(

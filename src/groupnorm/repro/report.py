@@ -548,3 +548,14 @@ def _plots(
         fig.tight_layout()
         fig.savefig(out / "fig_groups.png", dpi=110)
         plt.close(fig)
+
+
+def write_page(out: Path, lines: list[str], meta: dict) -> Path:
+    """Write ``out/report.md``: ``lines`` and, as its last line, the machine of ``meta`` (the transfer reports)."""
+    from groupnorm.machine import one_line
+
+    if meta.get("machine"):
+        lines = [*lines, "", f"Machine: {one_line(meta['machine'])}."]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path

@@ -19,7 +19,7 @@ Layout of ``out``::
 
 Example::
 
-    jobs = [Job(cfg.run_id(), cfg.rounds, lambda run_dir, **kw: MyTrainer(cfg, run_dir, **kw)) for cfg in cfgs]
+    jobs = [Job(cfg.run_id(), cfg.rounds, functools.partial(MyTrainer, cfg)) for cfg in cfgs]
     results = run_jobs(jobs, "runs/x", fields=["run", "val_error"], records="rounds.jsonl", meta={"sweep": ...})
 """
 
@@ -138,9 +138,9 @@ def run_jobs(
     lines printed before the first run."""
     out = Path(out)
     me = Dist.current()
+    # a run listed twice (`--norms gn,gn`) is one run: the same id is the same settings
+    jobs = list({job.run_id: job for job in jobs}.values())
     run_ids = [job.run_id for job in jobs]
-    if len(set(run_ids)) != len(run_ids):
-        raise ValueError(f"two runs of the sweep have the same configuration: {run_ids}")
     progress = Progress(len(jobs), quiet=quiet, enabled=me.main)
     if me.main:
         out.mkdir(parents=True, exist_ok=True)

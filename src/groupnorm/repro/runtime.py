@@ -54,8 +54,9 @@ class Dist:
 @contextlib.contextmanager
 def distributed_session(run_on: str) -> Iterator[Dist]:
     """The process group of a command started by torchrun (``WORLD_SIZE`` > 1): NCCL when it trains on CUDA,
-    gloo otherwise. On leaving, the processes wait for each other (rank 0 may still be writing the summary, and
-    tearing gloo down under it can abort the others) and the group is destroyed. Without torchrun: nothing."""
+    gloo otherwise. When the body ends normally the processes wait for each other (rank 0 may still be writing the
+    summary, and tearing gloo down under it can abort the others); the group is destroyed either way. Without
+    torchrun: nothing."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         yield Dist()

@@ -148,6 +148,7 @@ def write_report(out: str) -> str:
 EXPERIMENT = Experiment(
     name="detection", config_cls=DetectionConfig, presets=PRESETS, grid_keys=GRID_KEYS, skip=SKIP,
     build_parser=build_parser, plan=plan, run=run, write_report=write_report, check=check,
+    errors=(ValueError, FileNotFoundError),
 )  # fmt: skip
 
 

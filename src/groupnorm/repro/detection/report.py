@@ -16,8 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from groupnorm.repro.detection.config import VARIANT_LABELS, VARIANTS
-from groupnorm.repro.report import format_mean_std, mean_std
-from groupnorm.repro.runtime import atomic_write_text
+from groupnorm.repro.report import format_mean_std, mean_std, write_page
 
 # The paper's Mask R-CNN R50-FPN on COCO (Wu & He 2018, §6.1): box AP, mask AP; BN fine-tuned loses about 6 AP.
 PAPER = {"bn_frozen": (38.6, 34.2), "gn_all": (40.0, 34.8), "gn_scratch": (39.5, None)}
@@ -94,17 +93,6 @@ def findings(rows: list[dict]) -> list[str]:
             "the paper trains from scratch for 3x longer and reaches 39.5, near its pre-trained models."
         )
     return out
-
-
-def write_page(out: Path, lines: list[str], meta: dict) -> Path:
-    """Write ``out/report.md``: ``lines`` and the machine of ``meta`` (a transfer report's last line)."""
-    from groupnorm.machine import one_line
-
-    if meta.get("machine"):
-        lines = [*lines, "", f"Machine: {one_line(meta['machine'])}."]
-    path = out / "report.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
 
 
 def write_detection_report(out: str | os.PathLike) -> Path:

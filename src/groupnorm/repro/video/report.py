@@ -65,7 +65,8 @@ def findings(rows: list[dict]) -> list[str]:
 
 def write_video_report(out: str | os.PathLike) -> Path:
     """Write ``out/report.md`` from ``out/summary.csv`` and ``out/meta.json``; return its path."""
-    from groupnorm.repro.detection.report import read_summary, write_page
+    from groupnorm.repro.detection.report import read_summary
+    from groupnorm.repro.report import write_page
 
     out = Path(out)
     rows = read_summary(out)
