@@ -70,18 +70,19 @@ def ap_table(rows: list[dict]) -> str:
 def findings(rows: list[dict]) -> list[str]:
     """Plain statements of where the run agrees with the paper's ordering (at the smallest images per device)."""
     b = min(int(r["images_per_device"]) for r in rows)
-    mean = {}
+    mean, label = {}, {}
     for v in VARIANTS:
-        vals = [float(r["box_ap"]) for r in rows if r["variant"] == v and int(r["images_per_device"]) == b]
-        if vals:
-            mean[v] = sum(vals) / len(vals)
+        mine = [r for r in rows if r["variant"] == v and int(r["images_per_device"]) == b]
+        if mine:
+            mean[v] = sum(float(r["box_ap"]) for r in mine) / len(mine)
+            label[v] = row_label(mine[0])
     out = []
 
     def compare(a: str, c: str, paper: str) -> None:
         if a in mean and c in mean:
             d = mean[a] - mean[c]
             verdict = "agrees" if d > 0 else "does not agree"
-            out.append(f"- {VARIANT_LABELS[a]} vs {VARIANT_LABELS[c]} at {b} image(s) per device: box AP "
+            out.append(f"- {label[a]} vs {label[c]} at {b} image(s) per device: box AP "
                        f"{mean[a]:.1f} vs {mean[c]:.1f} ({d:+.1f}); the paper: {paper} — {verdict}.")  # fmt: skip
 
     compare("gn_all", "bn_frozen", "40.0 vs 38.6 (+1.4)")
