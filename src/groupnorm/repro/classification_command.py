@@ -192,16 +192,7 @@ def check(args: argparse.Namespace, plan: Plan) -> None:
     set and the data root (``ValueError`` naming the flag; see :mod:`groupnorm.repro.preflight`)."""
     from groupnorm.repro import preflight
 
-    preflight.check_run_on(args.run_on)
-    dataset = plan.payload.base.dataset
-    reads_root = preflight.check_image_dataset(
-        dataset, preflight.dataset_value(dataset, args.dataset, args.preset)
-    )
-    preflight.check_data_root(
-        args.data_root,
-        downloads=reads_root and not args.no_download,
-        why_not="--no-download: nothing is downloaded there" if reads_root else "",
-    )
+    preflight.check_data_flags(args, plan.payload.base.dataset, preflight.check_image_dataset)
 
 
 def run(args: argparse.Namespace, plan: Plan) -> None:
@@ -221,9 +212,18 @@ def write_report(out: str) -> str:
 
 
 EXPERIMENT = Experiment(
-    name="classification", config_cls=HParams, presets=PRESETS, grid_keys=GRID_KEYS, skip=SKIP,
-    build_parser=build_parser, plan=plan, run=run, write_report=write_report, check=check, custom_settings=settings,
-)  # fmt: skip
+    name="classification",
+    config_cls=HParams,
+    presets=PRESETS,
+    grid_keys=GRID_KEYS,
+    skip=SKIP,
+    build_parser=build_parser,
+    plan=plan,
+    run=run,
+    write_report="groupnorm.repro.classification_command:write_report",
+    check=check,
+    custom_settings=settings,
+)
 
 
 def main(argv: list[str]) -> int:

@@ -43,12 +43,20 @@ class Experiment:
     build_parser: Callable[[dict, str | None], argparse.ArgumentParser]  # (preset values, preset name)
     plan: Callable[[argparse.Namespace, dict], Plan]  # (args, settings)
     run: Callable[[argparse.Namespace, Plan], None]
-    write_report: Callable[[str], str]  # the sweep folder -> the report's path (may print a summary first)
+    # "module:function" writing a sweep folder's report and returning its path (it may print a summary first)
+    write_report: str
     check: Callable[[argparse.Namespace, Plan], None] = lambda args, plan: None
     # the settings of parsed flags, when more than the preset overlaid by the flags (classification's groupings)
     custom_settings: Callable[[argparse.Namespace], dict] | None = None
     # what a run may fail with that is the user's to fix (a missing data set, a wrong checkpoint): one error line
     errors: tuple[type[BaseException], ...] = field(default=(ValueError,))
+
+    def report(self, out: str) -> str:
+        """Write the report of the sweep folder ``out``; its path."""
+        import importlib
+
+        module, function = self.write_report.split(":")
+        return str(getattr(importlib.import_module(module), function)(out))
 
     def settings(self, args: argparse.Namespace) -> dict:
         """What a sweep runs with: the preset's values overlaid by the flags given."""
@@ -178,7 +186,7 @@ def run_experiment(experiment: Experiment, argv: list[str]) -> int:
         if not args.dir:
             return error(f"report needs the sweep directory: groupnorm repro {experiment.name} report DIR")
         try:
-            print(f"report: {experiment.write_report(args.dir)}", flush=True)
+            print(f"report: {experiment.report(args.dir)}", flush=True)
         except (FileNotFoundError, ValueError) as e:
             return error(str(e))
         return 0
@@ -199,7 +207,7 @@ def run_experiment(experiment: Experiment, argv: list[str]) -> int:
         with torch_threads(settings.get("threads")), distributed_session(args.run_on):
             experiment.run(args, plan)
         if not args.no_report and int(os.environ.get("RANK", "0")) == 0:
-            print(f"report: {experiment.write_report(plan.out)}", flush=True)
+            print(f"report: {experiment.report(plan.out)}", flush=True)
     except errors as e:
         return error(str(e))
     return 0

@@ -164,3 +164,15 @@ def check_clip_dataset(spec: str, value: str | None = None, flag: str = "--datas
         )
         return
     raise flagged(flag, value, "unknown clip data set; give moving[:OPTIONS] or clips:ROOT")
+
+
+def check_data_flags(args, spec: str, check_dataset) -> None:
+    """A command's ``--run-on``, ``--dataset`` (``spec``, checked by ``check_dataset``, which says whether it reads
+    ``--data-root``) and ``--data-root`` (which must exist unless something may be downloaded into it)."""
+    check_run_on(args.run_on)
+    reads_root = check_dataset(spec, dataset_value(spec, args.dataset, args.preset))
+    check_data_root(
+        args.data_root,
+        downloads=reads_root and not args.no_download,
+        why_not="--no-download: nothing is downloaded there" if reads_root else "",
+    )

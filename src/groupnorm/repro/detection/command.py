@@ -92,16 +92,7 @@ def check(args: argparse.Namespace, plan: Plan) -> None:
     from groupnorm.repro import preflight
     from groupnorm.repro.detection.model import checked_backbone, needs_pretrained_norm
 
-    preflight.check_run_on(args.run_on)
-    spec = plan.runs[0].dataset
-    reads_root = preflight.check_detection_dataset(
-        spec, preflight.dataset_value(spec, args.dataset, args.preset)
-    )
-    preflight.check_data_root(
-        args.data_root,
-        downloads=reads_root and not args.no_download,
-        why_not="--no-download: nothing is downloaded there" if reads_root else "",
-    )
+    preflight.check_data_flags(args, plan.runs[0].dataset, preflight.check_detection_dataset)
     for norm, flag in BACKBONE_FLAGS.items():
         path = getattr(args, f"{norm}_backbone")
         if path is not None:  # also when no chosen variant uses it: the user meant something by it
@@ -139,17 +130,19 @@ def run(args: argparse.Namespace, plan: Plan) -> None:
     )  # fmt: skip
 
 
-def write_report(out: str) -> str:
-    from groupnorm.repro.detection.report import write_detection_report
-
-    return str(write_detection_report(out))
-
-
 EXPERIMENT = Experiment(
-    name="detection", config_cls=DetectionConfig, presets=PRESETS, grid_keys=GRID_KEYS, skip=SKIP,
-    build_parser=build_parser, plan=plan, run=run, write_report=write_report, check=check,
+    name="detection",
+    config_cls=DetectionConfig,
+    presets=PRESETS,
+    grid_keys=GRID_KEYS,
+    skip=SKIP,
+    build_parser=build_parser,
+    plan=plan,
+    run=run,
+    write_report="groupnorm.repro.detection.report:write_detection_report",
+    check=check,
     errors=(ValueError, FileNotFoundError),
-)  # fmt: skip
+)
 
 
 def main(argv: list[str]) -> int:

@@ -120,17 +120,19 @@ def run(args: argparse.Namespace, plan: Plan) -> None:
     )  # fmt: skip
 
 
-def write_report(out: str) -> str:
-    from groupnorm.repro.video.report import write_video_report
-
-    return str(write_video_report(out))
-
-
 EXPERIMENT = Experiment(
-    name="video", config_cls=VideoConfig, presets=PRESETS, grid_keys=GRID_KEYS, skip=SKIP,
-    build_parser=build_parser, plan=plan, run=run, write_report=write_report, check=check,
+    name="video",
+    config_cls=VideoConfig,
+    presets=PRESETS,
+    grid_keys=GRID_KEYS,
+    skip=SKIP,
+    build_parser=build_parser,
+    plan=plan,
+    run=run,
+    write_report="groupnorm.repro.video.report:write_video_report",
+    check=check,
     errors=(ValueError, FileNotFoundError),
-)  # fmt: skip
+)
 
 
 def main(argv: list[str]) -> int:
