@@ -54,21 +54,11 @@ SKIP = (
     "zero_init_last",
     "channels_last",
 )
+# flags whose help says more than the field's comment in HParams
 HELP = {
     "dataset": "digits, textures[:key=value,...], cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH, "
     "npz:PATH",
     "model": "a CIFAR-style resnet<6n+2> (resnet8, resnet20, ...) or resnet18/34/50/101",
-    "width": "width multiplier",
-    "devices": "virtual devices per step (the paper: 8)",
-    "epochs": "the same for every batch size",
-    "base_lr": "LR for 32 images per device (scaled linearly)",
-    "schedule": "step (÷10 at 30/60/90 % of the epochs) or cosine",
-    "shortcut": "CIFAR ResNets: pad (option A) or conv (option B)",
-    "train_subset": "use this many training images (class-balanced)",
-    "test_subset": "evaluate on this many test images (class-balanced)",
-    "image_size": "resize images to this square side",
-    "val_split": "hold out this many training images (class-balanced) and report the error on them, not on the "
-    "test set: for choosing a recipe",
 }
 
 

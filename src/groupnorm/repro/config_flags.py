@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import typing
 from collections.abc import Callable
 
@@ -44,6 +45,37 @@ def _scalar_type(annotation) -> type | None:
 COMMON_HELP = {"seed": "first seed: --seeds N runs seed, seed + 1, ..."}
 
 
+def field_comments(cls) -> dict[str, str]:
+    """What each field of dataclass ``cls`` means, from the comments its definition carries (on its line, on the
+    lines of a parenthesized default, or on whole lines just above it): the flags' help, from one source.
+
+    >>> from groupnorm.repro.video.config import VideoConfig
+    >>> field_comments(VideoConfig)["frames"]
+    'frames per clip (the paper: 32, and 64 for its long-clip setting)'
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    comments: dict[str, list[str]] = {}
+    above: list[str] = []
+    current = None
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # defined where no source is kept (an interactive session): no comments
+        return {}
+    for line in source.splitlines():
+        if line.startswith("    ") and not line.startswith("     "):  # the class body's own level
+            body = line[4:]
+            name = body.split(":", 1)[0]
+            if name in names:
+                current, comments[name], above = name, above, []
+            else:  # a comment above the next field, or a method, decorator or constant
+                current = None
+                above = [*above, body[1:].strip()] if body.startswith("#") else []
+                continue
+        if current is not None and "  # " in line:
+            comments[current].append(line.split("  # ", 1)[1].strip())
+    return {k: " ".join(v) for k, v in comments.items() if v}
+
+
 def add_config_flags(
     parser,
     cls,
@@ -57,6 +89,7 @@ def add_config_flags(
     Its help is ``help_of[name]`` followed by the default the command runs with: ``defaults[name]`` (the values of
     ``--preset preset``) where given, else the field's own default."""
     hints = typing.get_type_hints(cls)
+    comments = field_comments(cls)
     choices_of = getattr(cls, "CHOICES", {})
     defaults = defaults or {}
     for f in dataclasses.fields(cls):
@@ -72,7 +105,7 @@ def add_config_flags(
             )
         else:
             default = f"default {f.default!r}"
-        text = (help_of or {}).get(f.name, COMMON_HELP.get(f.name, ""))
+        text = (help_of or {}).get(f.name) or COMMON_HELP.get(f.name) or comments.get(f.name, "")
         parser.add_argument(
             flag,
             dest=f.name,
