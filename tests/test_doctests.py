@@ -14,6 +14,7 @@ MODULES = [
     "groupnorm.testing",
     "groupnorm.testing.conformance",
     "groupnorm.testing.reference_grads",
+    "groupnorm.testing.models",
     "groupnorm.activations",
     "groupnorm.arguments",
     "groupnorm.machine",

@@ -15,6 +15,7 @@ import groupnorm
 from groupnorm.layers import group_norm as group_norm_layer
 from groupnorm.patching import resnets
 from groupnorm.patching.graph import trace
+from groupnorm.testing import randomize_norm_affine
 
 TOL = dict(atol=1e-5, rtol=1e-4)
 
@@ -32,17 +33,6 @@ def norm_calls(monkeypatch, implementation):
 
     monkeypatch.setattr(group_norm_layer, "group_norm", recorded)
     return calls
-
-
-def _randomized(model):
-    # Random norm weights and biases (timm zero-initializes each block's last norm, which would hide its output).
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.GroupNorm):
-                m.weight.copy_(torch.randn_like(m.weight) * 0.5 + 1)
-                m.bias.copy_(torch.randn_like(m.bias) * 0.5)
-    return model
 
 
 def _close(actual, expected, name):
@@ -87,7 +77,7 @@ def _torchvision_resnet50():
 @pytest.mark.parametrize("build", [_timm_resnet50, _torchvision_resnet50], ids=["timm", "torchvision"])
 def test_resnet50_fuses_every_norm_but_the_shortcuts(build, norm_calls):
     model, bottleneck = build()
-    model = _randomized(model)
+    model = randomize_norm_affine(model)
     stock = copy.deepcopy(model)
     patched, report = groupnorm.patch(model, return_report=True)
     # In place: the caller's object is the model returned, with its class and its parameters.
@@ -121,7 +111,7 @@ def test_basic_blocks_fuse_their_end_and_pickle(library, implementation):
         torchvision = pytest.importorskip("torchvision")
         model = torchvision.models.resnet18(num_classes=5, norm_layer=partial(nn.GroupNorm, 8))
         basic_block = torchvision.models.resnet.BasicBlock
-    model = _randomized(model).eval()
+    model = randomize_norm_affine(model).eval()
     stock = copy.deepcopy(model)
     patched, report = groupnorm.patch(model, return_report=True)
     assert patched is model and (len(report.swapped), len(report.fused), len(report.left)) == (20, 17, 3)
@@ -143,7 +133,7 @@ def test_graph_rewrite_alone_fuses_torchvision_block_ends(monkeypatch, implement
     monkeypatch.setattr(
         resnets, "fuse_block", lambda *args: False
     )  # as for a block the rewrite does not know
-    model = _randomized(
+    model = randomize_norm_affine(
         torchvision.models.resnet18(num_classes=5, norm_layer=partial(nn.GroupNorm, 8))
     ).eval()
     stock = copy.deepcopy(model)
@@ -164,7 +154,7 @@ def test_graph_rewrite_alone_fuses_torchvision_block_ends(monkeypatch, implement
 def test_timm_block_with_drop_path_keeps_its_end():
     timm = pytest.importorskip("timm")
     model = timm.create_model("resnet18", pretrained=False, norm_layer="groupnorm", drop_path_rate=0.1)
-    model = _randomized(model).eval()
+    model = randomize_norm_affine(model).eval()
     stock = copy.deepcopy(model)
     patched, report = groupnorm.patch(model, return_report=True)
     # timm's drop-path rate grows from 0 in the first block (no DropPath there) to 0.1 in the last
@@ -183,7 +173,7 @@ def test_block_whose_forward_differs_from_the_stock_one_is_left():
             out = self.relu(self.bn1(self.conv1(x)))
             return self.relu(self.bn2(self.conv2(out)) + 2 * x)
 
-    block = _randomized(BasicBlock(16, 16, norm_layer=lambda c: nn.GroupNorm(4, c))).eval()
+    block = randomize_norm_affine(BasicBlock(16, 16, norm_layer=lambda c: nn.GroupNorm(4, c))).eval()
     stock = copy.deepcopy(block)
     patched, report = groupnorm.patch(block, trace=False, return_report=True)
     assert type(block) is BasicBlock and report.fused == []
@@ -223,7 +213,7 @@ ENDS = {
 @pytest.mark.parametrize("form", list(ENDS))
 def test_graph_fuses_norm_add_activation(form, norm_calls):
     end, activation = ENDS[form]
-    model = _randomized(ConvResidual(end))
+    model = randomize_norm_affine(ConvResidual(end))
     stock = copy.deepcopy(model)
     patched, report = groupnorm.patch(model, return_report=True)
     assert isinstance(patched, torch.fx.GraphModule) and patched is not model
@@ -261,7 +251,7 @@ class Promoting(nn.Module):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_graph_fused_norm_adds_any_residual_as_plus_would(dtype, norm_calls):
-    model = _randomized(Promoting())
+    model = randomize_norm_affine(Promoting())
     stock = copy.deepcopy(model)
     patched, report = groupnorm.patch(model, return_report=True)
     assert [how for *_, how in report.fused] == ["fx, residual add"]
@@ -295,7 +285,7 @@ class NotFusable(nn.Module):
 
 
 def test_graph_leaves_adds_it_cannot_fuse_with_the_reason():
-    model = _randomized(NotFusable())
+    model = randomize_norm_affine(NotFusable())
     stock = copy.deepcopy(model)
     patched, report = groupnorm.patch(model, return_report=True)
     assert patched is model and report.fused == []

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import groupnorm
+from groupnorm.testing import randomize_norm_affine
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 GRAD_TOL = dict(atol=1e-4, rtol=1e-4)
@@ -64,17 +65,6 @@ class ModeBranch(nn.Module):
         return h
 
 
-def _randomized(model):
-    # Random norm weights and biases: a GroupNorm applying its activation twice, or dropping one, shows.
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.GroupNorm):
-                m.weight.copy_(torch.randn_like(m.weight) * 0.5 + 1)
-                m.bias.copy_(torch.randn_like(m.bias) * 0.5)
-    return model
-
-
 def _output(model, *inputs):
     out = model(*inputs)
     return out.sample if hasattr(out, "sample") else out
@@ -113,7 +103,7 @@ def _structure(model):
 
 
 def test_graph_fusion_leaves_the_callers_model_computing_the_same():
-    net = _randomized(_conv_gn_model()).eval()
+    net = randomize_norm_affine(_conv_gn_model()).eval()
     patched, report = _patch_and_check(net, torch.randn(2, 3, 8, 8))
     assert report.fused == [("1", "2", "silu", "Sequential"), ("4", "gelu", "gelu", "fx")]
     assert isinstance(patched, torch.fx.GraphModule) and patched is not net
@@ -125,7 +115,7 @@ def test_graph_fusion_leaves_the_callers_model_computing_the_same():
 
 
 def test_shared_norm_and_shared_activation():
-    model = _randomized(SharedNorm()).eval()
+    model = randomize_norm_affine(SharedNorm()).eval()
     patched, report = _patch_and_check(model, torch.randn(2, 16, 6, 6))
     assert [(norm, act) for norm, act, *_ in report.fused] == [("norm_out", "act")]
     assert dict(report.left) == {"norm": "called 2 times in the traced graph"}
@@ -133,7 +123,7 @@ def test_shared_norm_and_shared_activation():
 
 
 def test_model_in_training_mode_keeps_every_training_flag():
-    net = _randomized(_conv_gn_model()).train()
+    net = randomize_norm_affine(_conv_gn_model()).train()
     net[3].eval()  # a submodule frozen in eval mode inside a training model
     flags = [m.training for m in net.modules()]
     patched, report = _patch_and_check(net, torch.randn(2, 3, 8, 8))
@@ -143,7 +133,7 @@ def test_model_in_training_mode_keeps_every_training_flag():
 
 
 def test_forward_branching_on_the_training_flag_gets_no_graph():
-    model = _randomized(ModeBranch()).eval()
+    model = randomize_norm_affine(ModeBranch()).eval()
     stock = copy.deepcopy(model)
     x = torch.randn(2, 16, 4, 4)
     patched, report = _patch_and_check(model, x)
@@ -155,7 +145,7 @@ def test_forward_branching_on_the_training_flag_gets_no_graph():
 
 
 def test_patching_twice_changes_nothing_the_second_time():
-    net = _randomized(_conv_gn_model()).eval()
+    net = randomize_norm_affine(_conv_gn_model()).eval()
     x = torch.randn(2, 3, 8, 8)
     stock = copy.deepcopy(net)
     patched = groupnorm.patch(net)
@@ -185,7 +175,7 @@ def test_diffusers_unet_is_patched_in_place_and_computes_the_same():
         layers_per_block=1,
         resnet_time_scale_shift="scale_shift",
     )
-    unet = _randomized(unet).eval()
+    unet = randomize_norm_affine(unet).eval()
     patched, report = _patch_and_check(unet, torch.randn(2, 3, 8, 8), torch.tensor([3, 700]))
     assert patched is unet and len(report.fused) > 4
 
@@ -202,7 +192,7 @@ def test_timm_resnet_is_patched_in_place_and_computes_the_same():
         drop_block_rate=0.2,
         num_classes=5,
     )
-    model = _randomized(model).eval()
+    model = randomize_norm_affine(model).eval()
     patched, report = _patch_and_check(model, torch.randn(2, 3, 32, 32))
     assert patched is model and type(patched).__name__ == "ResNet"
     # the stem's and layer1/2's bn1 -> act1 (DropBlock is in layer3/4 only), and every block's bn2 -> + -> act2

@@ -8,22 +8,12 @@ import torch
 from torch import nn
 
 import groupnorm
-from groupnorm.testing import assert_close_verbose
+from groupnorm.testing import assert_close_verbose, randomize_norm_affine
 
 timm = pytest.importorskip("timm")
 from timm.layers import GroupNorm, GroupNorm1, GroupNorm1Act, GroupNormAct  # noqa: E402
 
 TOL = dict(atol=1e-5, rtol=1e-5)
-
-
-def _randomized(model):
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.GroupNorm):
-                m.weight.copy_(torch.randn_like(m.weight) * 0.5 + 1)
-                m.bias.copy_(torch.randn_like(m.bias) * 0.5)
-    return model
 
 
 def _compare(stock, patched, x):
@@ -45,7 +35,7 @@ def _same_state(stock, patched):
 
 
 def test_resnet_with_timm_group_norm_is_swapped_and_fused_without_fx():
-    stock = _randomized(
+    stock = randomize_norm_affine(
         timm.create_model("resnet18", pretrained=False, norm_layer="groupnorm", num_classes=5)
     )
     patched, report = groupnorm.patch(copy.deepcopy(stock), return_report=True)
@@ -63,7 +53,7 @@ def test_resnet_with_timm_group_norm_is_swapped_and_fused_without_fx():
 
 
 def test_norm_act_modules_become_one_fused_call():
-    stock = _randomized(
+    stock = randomize_norm_affine(
         nn.Sequential(
             GroupNormAct(16, 4, act_layer=nn.SiLU),
             GroupNormAct(16, 8, act_layer="gelu"),  # timm's own GELU module

@@ -44,16 +44,10 @@ from groupnorm.repro.presets import PRESETS
 
 # settings that are not one HParams field: the sweep's lists and per-norm/per-batch variations
 GRID_KEYS = ("norms", "batch_per_device", "seeds", "threads", "ablation_batch", "seeds_at")
-# HParams fields whose flags are the sweep's (lists) or spelled as the paper's options
-SKIP = (
-    "norm",
-    "groups",
-    "group_size",
-    "batch_per_device",
-    "decay_norm_params",
-    "zero_init_last",
-    "channels_last",
-)
+# HParams switches whose flags are spelled as the paper's options (--no-decay-norm, --zero-init-last on|off, ...)
+SWITCHES = ("decay_norm_params", "zero_init_last", "channels_last")
+# HParams fields whose flags are not the field's own: the sweep's lists, and the switches
+SKIP = ("norm", "groups", "group_size", "batch_per_device", *SWITCHES)
 # flags whose help says more than the field's comment in HParams
 HELP = {
     "dataset": "digits, textures[:key=value,...], cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH, "
@@ -98,7 +92,7 @@ def build_parser(values: dict, preset: str | None) -> argparse.ArgumentParser:
     add_sweep_flags(p.add_argument_group("sweep"), SWEEP_FLAGS, values)
     g = p.add_argument_group("training")
     add_config_flags(g, HParams, skip=SKIP, help_of=HELP, defaults=values, preset=preset)
-    on_off = {k: "on" if values.get(k, HParams.__dataclass_fields__[k].default) else "off" for k in SKIP[-3:]}
+    on_off = {k: "on" if values.get(k, HParams.__dataclass_fields__[k].default) else "off" for k in SWITCHES}
     g.add_argument(
         "--no-decay-norm",
         action="store_true",

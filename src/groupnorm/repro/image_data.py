@@ -13,6 +13,14 @@ from groupnorm.repro.augment import Augment
 from groupnorm.repro.splits import balanced_order
 
 
+def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation (at least 1e-3) of uint8 images or clips ``(N, C, ...)``, scaled to
+    [0, 1]; summed in float64, so that 50,000 images sum exactly enough."""
+    x = images.double().div_(255)
+    dims = (0, *range(2, x.dim()))
+    return x.mean(dim=dims).float(), x.std(dim=dims).clamp_min(1e-3).float()
+
+
 @dataclass
 class ImageData:
     """A dataset in memory: uint8 images (N, C, H, W), int64 labels, normalization and training augmentation."""
@@ -40,10 +48,7 @@ class ImageData:
                 raise ValueError(f"{part}: {len(imgs)} images but {len(labels)} labels")
             if len(imgs) == 0:
                 raise ValueError(f"dataset {self.name!r} has no {part} images")
-        # Per-channel statistics of the training images, in float64 so 50k images sum exactly enough.
-        x = self.train_images.double().div_(255)
-        self.mean = x.mean(dim=(0, 2, 3)).float()
-        self.std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).float()
+        self.mean, self.std = channel_stats(self.train_images)
 
     @property
     def num_classes(self) -> int:

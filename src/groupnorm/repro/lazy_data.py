@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from groupnorm.repro.augment import uniform
+from groupnorm.repro.image_data import channel_stats
 from groupnorm.repro.image_folders import DataUnavailable, list_image_tree
 from groupnorm.repro.splits import balanced_order
 
@@ -51,9 +52,9 @@ class LazyImageFolder:
         self.pool = ThreadPoolExecutor(workers or min(16, os.cpu_count() or 1))
         g = torch.Generator().manual_seed(0)
         sample = torch.randperm(len(self.train_paths), generator=g)[:STATS_SAMPLE]
-        x = self._decode([self.train_paths[i] for i in sample.tolist()], None).double().div_(255)
-        self.mean = x.mean(dim=(0, 2, 3)).float()
-        self.std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).float()
+        self.mean, self.std = channel_stats(
+            self._decode([self.train_paths[i] for i in sample.tolist()], None)
+        )
 
     @property
     def num_classes(self) -> int:

@@ -31,6 +31,7 @@ from groupnorm.testing.conformance import (
     run_conformance,
 )
 from groupnorm.testing.implementations import ImplementationUnderTest, implementations_under_test
+from groupnorm.testing.models import randomize_norm_affine
 from groupnorm.testing.op_calls import op_calls
 from groupnorm.testing.reference_grads import (
     GRADIENT_NAMES,
@@ -70,6 +71,7 @@ __all__ = [
     "implementations_under_test",
     "make_input",
     "op_calls",
+    "randomize_norm_affine",
     "reference_statistics",
     "reference_with_grads",
     "rounding_floor",

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from groupnorm.repro.image_data import channel_stats
+
 
 @dataclass
 class ClipData:
@@ -41,9 +43,7 @@ class ClipData:
                 f"train clips {tuple(self.train_clips.shape[1:])} and test clips "
                 f"{tuple(self.test_clips.shape[1:])} differ in shape"
             )
-        x = self.train_clips.double().div_(255)
-        self.mean = x.mean(dim=(0, 2, 3, 4)).float()
-        self.std = x.std(dim=(0, 2, 3, 4)).clamp_min(1e-3).float()
+        self.mean, self.std = channel_stats(self.train_clips)
 
     @property
     def num_classes(self) -> int:
